@@ -1,0 +1,45 @@
+"""rela-hf: ReLA-accelerated self-supervised pretraining for the Hugging Face ecosystem.
+
+ReLA (Sun, Jiang & Lin, "Efficiency for Free: Ideal Data Are Transportable Representations",
+NeurIPS 2024, arXiv:2405.14669) pairs every training image with a fixed target vector made by a
+public pretrained *prior* model, lets the encoder regress onto those targets first, then switches
+to plain BYOL. The public API is imported lazily so that ``import rela_hf`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "Prior": "priors",
+    "load_prior": "priors",
+    "PCAWhitening": "targets",
+    "add_rela_targets": "targets",
+    "rela_view_transform": "views",
+    "byol_view_transforms": "views",
+    "ProjectionHead": "byol",
+    "byol_loss": "byol",
+    "update_momentum": "byol",
+    "TransferHead": "rela",
+    "rela_loss": "rela",
+    "AdaptiveSwitch": "rela",
+    "StaticSwitch": "rela",
+    "DataRatioSampler": "data",
+    "load_image_dataset": "data",
+    "knn_accuracy": "evaluation",
+    "linear_probe": "evaluation",
+    "export_backbone": "hub",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'rela_hf' has no attribute {name!r}")

@@ -1,0 +1,81 @@
+"""Shared test configuration.
+
+Order matters here (see tests/hub_server.py): the in-process Hub test server is started and the
+HF_* environment is set at import time of this file, *before* huggingface_hub, datasets, timm or
+transformers are imported anywhere, because those libraries read their endpoint once at import.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+import uuid
+
+# ---- 1. Hub test server + environment, before any Hugging Face import -----------------------
+from hub_server import FakeHub  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+
+HUB = FakeHub()
+HUB.start()
+_HF_HOME = tempfile.mkdtemp(prefix="rela_hf_test_hf_home_")
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("TRANSFORMERS_OFFLINE", None)
+os.environ.update(
+    {
+        "HF_ENDPOINT": HUB.url,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_TOKEN": "hf_test_dummy_token",
+        "HF_HOME": _HF_HOME,
+        "HF_UPDATE_DOWNLOAD_COUNTS": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+# ---- 2. Only now the heavy imports --------------------------------------------------------
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+datasets.config.USE_PARQUET_EXPORT = False  # no env var for it; avoids a non-loopback lookup
+torch.set_num_threads(2)  # CI machines have 2 cores
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds():
+    """Every test starts from the same RNG state, so results repeat."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def hub() -> FakeHub:
+    """The Hub test server shared by the whole run (its store is in memory)."""
+    return HUB
+
+
+@pytest.fixture
+def hub_namespace(hub) -> str:
+    """A fresh namespace per test, so repo names never collide across tests."""
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def cifar10_images():
+    """The 20 real CIFAR-10 test images shipped in the foolbox wheel (``image``, ``label``)."""
+    from rela_hf.assets import foolbox_dataset
+
+    return foolbox_dataset("cifar10")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_slice():
+    """64 real Fashion-MNIST training images (grey 28x28 PIL), a fixed random subset."""
+    from rela_hf.assets import fashion_mnist_dataset
+
+    return fashion_mnist_dataset("train", limit=64, seed=0)
