@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import socket
 import tempfile
 import uuid
 
 # ---- 1. Hub test server + environment, before any Hugging Face import -----------------------
-from hub_server import FakeHub  # noqa: E402  (tests/ is on sys.path: rootdir conftest)
+import pytest  # not a Hugging Face library: safe to import before the env is set
+from hub_server import FakeHub  # tests/ is on sys.path (rootdir conftest)
 
 HUB = FakeHub()
 HUB.start()
 _HF_HOME = tempfile.mkdtemp(prefix="rela_hf_test_hf_home_")
-os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_HUB_OFFLINE", None)  # it blocks loopback requests too (hub-protocol.md §2)
 os.environ.pop("TRANSFORMERS_OFFLINE", None)
 os.environ.update(
     {
@@ -33,6 +36,45 @@ os.environ.update(
         "TOKENIZERS_PARALLELISM": "false",
     }
 )
+
+# Network guard: no test may reach a host other than this machine. A blocked lookup raises
+# socket.gaierror where it happens (libraries may swallow that) and fails the test at teardown.
+_LOCAL_HOSTS = {None, "", "localhost", "::1", "0.0.0.0", "::", socket.gethostname()}
+_BLOCKED_LOOKUPS: list[str] = []
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _local_only_getaddrinfo(host, *args, **kwargs):
+    name = host.decode() if isinstance(host, bytes) else host
+    if name not in _LOCAL_HOSTS and not str(name).startswith("127."):
+        _BLOCKED_LOOKUPS.append(str(name))
+        raise socket.gaierror(socket.EAI_NONAME, f"tests may not reach {name!r} (network guard)")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _local_only_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _stays_on_loopback():
+    """Fails a test that looked up a non-local host, sent a xet request, or crashed the Hub server."""
+    lookups, requests, crashes = len(_BLOCKED_LOOKUPS), len(HUB.requests), len(HUB.server_errors)
+    yield
+    problems = [f"Hub server error:\n{tb}" for tb in HUB.server_errors[crashes:]]
+    if len(_BLOCKED_LOOKUPS) > lookups:
+        problems.append(f"non-loopback lookups: {sorted(set(_BLOCKED_LOOKUPS[lookups:]))}")
+    xet = [f"{r.method} {r.path}" for r in HUB.requests[requests:] if "xet" in r.path]
+    if xet:
+        problems.append(f"xet requests (is HF_HUB_DISABLE_XET=1 set?): {xet}")
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the Hub server and drop the run's private HF cache."""
+    HUB.stop()
+    shutil.rmtree(_HF_HOME, ignore_errors=True)
+
 
 # ---- 2. Only now the heavy imports --------------------------------------------------------
 import datasets  # noqa: E402
