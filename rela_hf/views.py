@@ -1,0 +1,264 @@
+"""View pipelines: the ReLA views, BYOL's two asymmetric views, and the evaluation transform.
+
+Each pipeline takes one PIL image (any mode: grey and RGBA inputs are converted to RGB first)
+and returns a normalised ``float32`` tensor ``(3, image_size, image_size)``. They are built from
+torchvision's ``transforms.v2`` and operate on PIL images like the official ReLA code; the
+parameters are module constants with their sources, and every step is a plain torchvision
+transform, so the pipelines can be inspected and printed.
+
+- ReLA views (arXiv:2405.14669, official code ``TransformReLA``): RandomResizedCrop(scale 0.5-1),
+  flip, strong colour jitter, grayscale; no blur, no solarisation.
+- BYOL views (arXiv:2006.07733, Table 6; lightly's ``BYOLTransform`` defaults, used by the
+  official ReLA code): RandomResizedCrop(scale 0.08-1), flip, colour jitter, grayscale, Gaussian
+  blur (view 1 always, view 2 with p=0.1) and solarisation (view 2 only, p=0.2). Blur is off for
+  inputs of 32 px or less (lightly's and solo-learn's CIFAR setting).
+
+Examples:
+    >>> from PIL import Image
+    >>> image = Image.new("L", (40, 30))
+    >>> two_views = TwoViews(*byol_view_transforms(32))
+    >>> v1, v2 = two_views(image)
+    >>> v1.shape, v1.dtype
+    (torch.Size([3, 32, 32]), torch.float32)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms import v2
+
+from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = [
+    "BLUR_MAX_IMAGE_SIZE",
+    "TwoViews",
+    "byol_view_transforms",
+    "eval_transform",
+    "rela_view_transform",
+]
+
+ViewTransform = Callable[[Image.Image], Tensor]
+
+# ReLA views (official code, TransformReLA): SimCLR-strength jitter, milder crops.
+RELA_CROP_SCALE = (0.5, 1.0)
+RELA_COLOR_JITTER = (0.8, 0.8, 0.8, 0.2)  # brightness, contrast, saturation, hue
+RELA_COLOR_JITTER_P = 0.8
+RELA_GRAYSCALE_P = 0.2
+
+# BYOL views (BYOL paper Table 6 = lightly BYOLView1Transform / BYOLView2Transform defaults).
+BYOL_CROP_SCALE = (0.08, 1.0)
+BYOL_COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)
+BYOL_COLOR_JITTER_P = 0.8
+BYOL_GRAYSCALE_P = 0.2
+BYOL_BLUR_P = (1.0, 0.1)  # view 1, view 2
+BYOL_SOLARIZE_P = (0.0, 0.2)  # view 1, view 2
+BLUR_SIGMA = (0.1, 2.0)
+BLUR_KERNEL_FRACTION = 0.1  # 23 px at 224 px, as in BYOL / SimCLR
+SOLARIZE_THRESHOLD = 128  # on 8-bit PIL images: invert pixels >= 128 (0.5 of the range)
+HORIZONTAL_FLIP_P = 0.5
+
+BLUR_MAX_IMAGE_SIZE = 32
+"""With ``gaussian_blur=None``, blur is off for ``image_size <= 32`` (CIFAR-sized inputs)."""
+
+
+class ConvertRGB:
+    """``image.convert("RGB")``: grey (``L``), palette and RGBA images become 3-channel RGB.
+
+    A named class rather than a lambda so that pipelines pickle into DataLoader workers.
+    """
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if not isinstance(image, Image.Image):
+            raise TypeError(
+                f"rela_hf view transforms take PIL images, got {type(image).__name__}; decode "
+                "the dataset's image column to PIL first (datasets' Image feature does this)."
+            )
+        return image if image.mode == "RGB" else image.convert("RGB")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _check_image_size(image_size: int) -> None:
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
+
+
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    # ToImage + ToDtype(scale=True) is v2's equivalent of ToTensor: uint8 [0, 255] -> float [0, 1]
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """Odd Gaussian-blur kernel of about 10% of the image size (23 at 224 px), at least 3.
+
+    Examples:
+        >>> blur_kernel_size(224), blur_kernel_size(64), blur_kernel_size(16)
+        (23, 7, 3)
+    """
+    kernel = max(3, round(BLUR_KERNEL_FRACTION * image_size))
+    return kernel if kernel % 2 == 1 else kernel + 1
+
+
+def rela_view_transform(
+    image_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> v2.Compose:
+    """The ReLA view: one random view of an image, used for both views during the ReLA phase.
+
+    RandomResizedCrop(``image_size``, scale 0.5-1), horizontal flip p=0.5, ColorJitter(0.8, 0.8,
+    0.8, 0.2) with p=0.8, grayscale p=0.2, to tensor, normalise. No blur, no solarisation.
+
+    Args:
+        image_size: Side of the square output (the student's input size).
+        mean: Per-channel normalisation mean (ImageNet's, as in the official code).
+        std: Per-channel normalisation std.
+
+    Returns:
+        A transform from a PIL image to a ``float32`` tensor ``(3, image_size, image_size)``.
+
+    Examples:
+        >>> from PIL import Image
+        >>> rela_view_transform(32)(Image.new("RGB", (64, 48))).shape
+        torch.Size([3, 32, 32])
+    """
+    _check_image_size(image_size)
+    return v2.Compose(
+        [
+            ConvertRGB(),
+            v2.RandomResizedCrop(image_size, scale=RELA_CROP_SCALE),
+            v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
+            v2.RandomApply([v2.ColorJitter(*RELA_COLOR_JITTER)], p=RELA_COLOR_JITTER_P),
+            v2.RandomGrayscale(p=RELA_GRAYSCALE_P),
+            *_to_normalized_tensor(mean, std),
+        ]
+    )
+
+
+def _byol_view(
+    image_size: int, blur_p: float, solarize_p: float, mean: Sequence[float], std: Sequence[float]
+) -> v2.Compose:
+    steps: list[Callable[..., object]] = [
+        ConvertRGB(),
+        v2.RandomResizedCrop(image_size, scale=BYOL_CROP_SCALE),
+        v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
+        v2.RandomApply([v2.ColorJitter(*BYOL_COLOR_JITTER)], p=BYOL_COLOR_JITTER_P),
+        v2.RandomGrayscale(p=BYOL_GRAYSCALE_P),
+    ]
+    if blur_p > 0:
+        blur = v2.GaussianBlur(blur_kernel_size(image_size), sigma=BLUR_SIGMA)
+        steps.append(v2.RandomApply([blur], p=blur_p))
+    if solarize_p > 0:
+        steps.append(v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=solarize_p))
+    return v2.Compose([*steps, *_to_normalized_tensor(mean, std)])
+
+
+def byol_view_transforms(
+    image_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    gaussian_blur: bool | None = None,
+) -> tuple[v2.Compose, v2.Compose]:
+    """BYOL's two asymmetric view pipelines (BYOL Table 6, lightly ``BYOLTransform`` defaults).
+
+    Both: RandomResizedCrop(``image_size``, scale 0.08-1), horizontal flip p=0.5,
+    ColorJitter(0.4, 0.4, 0.2, 0.1) with p=0.8, grayscale p=0.2, to tensor, normalise. View 1
+    adds Gaussian blur with p=1.0 and no solarisation; view 2 blur with p=0.1 and solarisation
+    with p=0.2. Blur kernel about 10% of the image size, sigma uniform in [0.1, 2].
+
+    Args:
+        image_size: Side of the square output.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation std.
+        gaussian_blur: Whether the views blur at all. ``None`` (default) turns blur off for
+            ``image_size <= 32``, as lightly and solo-learn do for CIFAR.
+
+    Returns:
+        ``(view1, view2)``, each from a PIL image to a ``float32`` tensor ``(3, S, S)``.
+
+    Examples:
+        >>> view1, view2 = byol_view_transforms(224)
+        >>> [type(t).__name__ for t in view2.transforms][-5:-3]
+        ['RandomApply', 'RandomSolarize']
+    """
+    _check_image_size(image_size)
+    blur = image_size > BLUR_MAX_IMAGE_SIZE if gaussian_blur is None else gaussian_blur
+    blur_p1, blur_p2 = BYOL_BLUR_P if blur else (0.0, 0.0)
+    view1 = _byol_view(image_size, blur_p1, BYOL_SOLARIZE_P[0], mean, std)
+    view2 = _byol_view(image_size, blur_p2, BYOL_SOLARIZE_P[1], mean, std)
+    return view1, view2
+
+
+def eval_transform(
+    image_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    crop_pct: float = 1.0,
+) -> v2.Compose:
+    """Deterministic evaluation transform: resize the shorter side, centre-crop, normalise.
+
+    The official ReLA evaluation (and its target generation) resizes the shorter side to the
+    input size and centre-crops it (``crop_pct=1``); timm's convention ``crop_pct < 1`` resizes
+    to ``floor(image_size / crop_pct)`` first (e.g. 0.875: 256 -> 224).
+
+    Args:
+        image_size: Side of the square output.
+        mean: Per-channel normalisation mean.
+        std: Per-channel normalisation std.
+        crop_pct: Fraction of the resized image kept by the centre crop, in ``(0, 1]``.
+
+    Returns:
+        A transform from a PIL image to a ``float32`` tensor ``(3, image_size, image_size)``.
+
+    Examples:
+        >>> from PIL import Image
+        >>> eval_transform(224, crop_pct=0.875).transforms[1].size
+        [256]
+    """
+    _check_image_size(image_size)
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"eval_transform: crop_pct must be in (0, 1], got {crop_pct}.")
+    resize_to = math.floor(image_size / crop_pct)
+    return v2.Compose(
+        [
+            ConvertRGB(),
+            v2.Resize(resize_to),
+            v2.CenterCrop(image_size),
+            *_to_normalized_tensor(mean, std),
+        ]
+    )
+
+
+class TwoViews:
+    """Apply two view pipelines to the same image: ``image -> (view1(image), view2(image))``.
+
+    Use ``TwoViews(rela, rela)`` for the ReLA phase (the same random pipeline drawn twice) and
+    ``TwoViews(*byol_view_transforms(size))`` for BYOL.
+
+    Args:
+        view1: Transform for the first view.
+        view2: Transform for the second view.
+
+    Examples:
+        >>> from PIL import Image
+        >>> rela = rela_view_transform(16)
+        >>> v1, v2 = TwoViews(rela, rela)(Image.new("RGB", (20, 20)))
+        >>> v1.shape == v2.shape
+        True
+    """
+
+    def __init__(self, view1: ViewTransform, view2: ViewTransform) -> None:
+        self.view1 = view1
+        self.view2 = view2
+
+    def __call__(self, image: Image.Image) -> tuple[Tensor, Tensor]:
+        return self.view1(image), self.view2(image)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(\nview1={self.view1},\nview2={self.view2}\n)"
