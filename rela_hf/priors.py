@@ -550,6 +550,8 @@ def _check_transformers_config(source: _Source, trust_remote_code: bool) -> None
 
     config = source.config or {}
     model_type = config.get("model_type")
+    if model_type is None and "pretrained_cfg" in config:
+        return  # a timm export: transformers loads it as TimmWrapperModel (hf-conventions §2)
     if model_type is None:
         raise UnsupportedPriorError(
             f"{source.location!r}: config.json has neither 'model_type' (transformers) nor "
@@ -605,7 +607,10 @@ def _load_transformers(
         model_cls, config, pooling = transformers.CLIPVisionModelWithProjection, vision_config, "image_embeds"
     else:
         model_cls, pooling = None, None
-        mapped = transformers.MODEL_MAPPING.get(type(config)) if type(config) in transformers.MODEL_MAPPING else None
+        try:  # the AutoModel class, known before any weights are read
+            mapped = transformers.MODEL_MAPPING[type(config)]
+        except (KeyError, ValueError):
+            mapped = None  # remote code: checked after instantiation below
         if mapped is not None and getattr(mapped, "main_input_name", "pixel_values") != "pixel_values":
             raise UnsupportedPriorError(
                 f"{source.location!r} is not an image model: {mapped.__name__} takes "
