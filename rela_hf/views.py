@@ -91,7 +91,8 @@ def _check_image_size(image_size: int) -> None:
 
 def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
     # ToImage + ToDtype(scale=True) is v2's equivalent of ToTensor: uint8 [0, 255] -> float [0, 1]
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    to_float = v2.ToDtype(torch.float32, scale=True)
+    return [v2.ToImage(), to_float, v2.Normalize(list(mean), list(std))]
 
 
 def blur_kernel_size(image_size: int) -> int:
