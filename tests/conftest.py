@@ -58,12 +58,12 @@ socket.getaddrinfo = _local_only_getaddrinfo
 @pytest.fixture(autouse=True)
 def _stays_on_loopback():
     """Fails a test that looked up a non-local host, sent a xet request, or crashed the Hub server."""
-    lookups, requests, crashes = len(_BLOCKED_LOOKUPS), len(HUB.requests), len(HUB.server_errors)
+    lookups, requests, crashes = len(_BLOCKED_LOOKUPS), HUB.request_count, len(HUB.server_errors)
     yield
     problems = [f"Hub server error:\n{tb}" for tb in HUB.server_errors[crashes:]]
     if len(_BLOCKED_LOOKUPS) > lookups:
         problems.append(f"non-loopback lookups: {sorted(set(_BLOCKED_LOOKUPS[lookups:]))}")
-    xet = [f"{r.method} {r.path}" for r in HUB.requests[requests:] if "xet" in r.path]
+    xet = [f"{r.method} {r.path}" for r in HUB.find_requests(contains="xet", since=requests)]
     if xet:
         problems.append(f"xet requests (is HF_HUB_DISABLE_XET=1 set?): {xet}")
     if problems:

@@ -1,25 +1,27 @@
 """An in-memory server that speaks the Hugging Face Hub HTTP protocol on 127.0.0.1, for tests.
 
-Test machines cannot reach huggingface.co, and a monkeypatched client proves nothing about protocol drift.
-So the test suite points the *real* ``huggingface_hub``, ``datasets``, ``timm`` and ``transformers`` code at this
-server through ``HF_ENDPOINT`` (see ``tests/conftest.py``) and lets them run end to end: HTTP, the download cache
-and the mapping of HTTP errors to exception types.
+Test machines cannot reach huggingface.co, and a monkeypatched client proves nothing about
+protocol drift. So the test suite points the *real* ``huggingface_hub``, ``datasets``, ``timm`` and
+``transformers`` at this server through ``HF_ENDPOINT`` (see ``tests/conftest.py``) and lets them
+run end to end: HTTP, the download cache, and the mapping of HTTP errors to exception types.
 
-The protocol subset is specified in ``/work/shared/hub-protocol.md`` (endpoints §3, details §4, flows §5,
-gotchas §6). In short, the server holds:
+The protocol subset is specified in ``/work/shared/hub-protocol.md`` (endpoints §3, details §4,
+client flows §5, gotchas §6). The server holds, in memory:
 
-* repos keyed by ``(repo_type, "namespace/name")`` for models, datasets and spaces, each with commits, branches,
-  tags and pull-request refs (``refs/pr/N``);
-* a blob store keyed by sha256; a file is uploaded either inline ("regular") or through the Git LFS batch API;
-* a request log (:attr:`FakeHub.requests`) for assertions such as "push_to_hub used LFS" or "no xet request";
-* optional strict auth (:meth:`FakeHub.set_strict_auth`) that answers a wrong token the way the real Hub does.
+* repos keyed by ``(repo_type, "namespace/name")`` (models, datasets, spaces), each with commits,
+  branches, tags and pull-request refs (``refs/pr/N``);
+* a blob store keyed by sha256; files arrive inline ("regular") or through the Git LFS batch API;
+* a request log (:attr:`FakeHub.requests`) for assertions such as "push_to_hub used LFS";
+* optional strict auth (:meth:`FakeHub.set_strict_auth`) that rejects a wrong token the way the
+  real Hub does.
 
-It deliberately uses the standard library only and must never import a Hugging Face library: the test
-configuration starts it *before* those libraries are imported, because they read ``HF_ENDPOINT`` at import.
+Standard library only, and it must never import a Hugging Face library: the test configuration
+starts it *before* those libraries are imported, because they read ``HF_ENDPOINT`` at import.
 
-Manual use::
+Manual use (``python -m tests.hub_server`` from the repository root works too)::
 
-    python tests/hub_server.py --port 8765        # then: export HF_ENDPOINT=http://127.0.0.1:8765 HF_HUB_DISABLE_XET=1
+    python tests/hub_server.py --port 8765
+    export HF_ENDPOINT=http://127.0.0.1:8765 HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_dummy
 """
 
 from __future__ import annotations
@@ -42,77 +44,74 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeHub", "RequestRecord", "git_blob_sha1", "lfs_pointer"]
+__all__ = ["Commit", "FakeHub", "RequestRecord", "git_blob_sha1", "lfs_pointer"]
 
-# ---- protocol constants -------------------------------------------------------------------------------------------
+# ---- protocol constants -------------------------------------------------------------------------
 
-#: The user every request is attributed to (the server has a single account).
+#: The single account of the server: every request acts as this user.
 FAKE_USER = "rela-hf-tester"
 #: URL collection name (``/api/<plural>/...``) -> repo type.
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 #: Repo type -> prefix of its web and resolve URLs.
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-#: Extensions uploaded through LFS, as the Hub's default ``.gitattributes`` does (``.parquet`` is load-bearing:
-#: datasets deletes its temporary shards between preupload and commit, so they must not be re-read inline).
+#: Uploaded through LFS, like the Hub's default ``.gitattributes``. ``.parquet`` is load-bearing:
+#: datasets deletes its temporary shards between preupload and commit, so they cannot go inline.
 LFS_EXTENSIONS = frozenset(
-    {
-        ".bin",
-        ".safetensors",
-        ".parquet",
-        ".arrow",
-        ".pt",
-        ".pth",
-        ".h5",
-        ".onnx",
-        ".npz",
-        ".npy",
-        ".zip",
-        ".gz",
-    }
+    (".bin", ".safetensors", ".pt", ".pth", ".h5", ".onnx")  # weights
+    + (".parquet", ".arrow", ".npz", ".npy", ".zip", ".gz")  # data and archives
 )
 #: Files larger than this go to LFS whatever their extension.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
-#: The real Hub's message for a token it does not know; huggingface_hub turns it into a plain ``HfHubHTTPError``.
+#: The real Hub's answer to an unknown token; huggingface_hub raises a plain ``HfHubHTTPError``.
 INVALID_TOKEN_MESSAGE = "Invalid credentials in Authorization header"
-#: The real Hub's answer when a ``parentCommit`` is no longer the head of the branch.
+#: The real Hub's answer when ``parentCommit`` is no longer the head of the branch (HTTP 412).
 STALE_PARENT_MESSAGE = "A commit has happened since. Please refresh and try again."
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
+_REF_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _PR_RE = re.compile(r"^refs/pr/([1-9][0-9]*)$")
-_DEFAULT_GITATTRIBUTES = "".join(
+_OPERATION_KEYS = ("file", "lfsFile", "deletedFile", "deletedFolder")
+_GITATTRIBUTES = "".join(
     f"*{ext} filter=lfs diff=lfs merge=lfs -text\n" for ext in sorted(LFS_EXTENSIONS)
 ).encode()
 
 
 def git_blob_sha1(data: bytes) -> str:
-    """Git's object id for a blob: sha1 of ``b"blob <size>\\0" + data`` (the Hub's id of a regular file)."""
+    """Git's id of a blob, sha1 of ``b"blob <size>\\0" + data``: the Hub's id of a regular file."""
     return hashlib.sha1(b"blob %d\x00" % len(data) + data).hexdigest()
 
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
-    """The Git LFS pointer text that stands in the git tree for an LFS file."""
-    return (
-        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-    )
+    """The Git LFS pointer text that stands for an LFS file in the git tree."""
+    spec = "version https://git-lfs.github.com/spec/v1"
+    return f"{spec}\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def upload_mode(path: str, size: int, sample: bytes) -> str:
+    """The Hub's choice for a file: ``"lfs"`` by extension, binary sample or size, else regular."""
+    name = path.rsplit("/", 1)[-1]
+    extension = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if extension in LFS_EXTENSIONS or b"\x00" in sample or size > LFS_SIZE_THRESHOLD:
+        return "lfs"
+    return "regular"
 
 
 def _iso_now() -> str:
-    """The current time in the Hub's ISO 8601 UTC format, e.g. ``2026-11-26T20:33:42.000Z``."""
+    """The current time in the Hub's format, e.g. ``2026-11-26T20:33:42.000Z``."""
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
-# ---- data model ---------------------------------------------------------------------------------------------------
+# ---- data model ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One file of a commit; its bytes live in the hub's blob store under ``sha256``."""
+    """One file of a commit; its bytes live in the blob store under ``sha256``."""
 
     sha256: str
     size: int
@@ -121,7 +120,7 @@ class StoredFile:
 
     @property
     def etag(self) -> str:
-        """The id clients compare against their cache: git sha1 for regular files, sha256 for LFS files."""
+        """What clients compare with their cache: git sha1 (regular) or sha256 (LFS)."""
         return self.sha256 if self.lfs else self.oid
 
     @property
@@ -146,19 +145,17 @@ class Repo:
     private: bool
     created_at: str
     commits: dict[str, Commit] = field(default_factory=dict)
-    branches: dict[str, str] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)  # name -> commit id
     tags: dict[str, str] = field(default_factory=dict)
-    pull_requests: list[str] = field(default_factory=list)  # refs/pr/N -> pull_requests[N - 1]
-    lfs_objects: set[str] = field(
-        default_factory=set
-    )  # sha256 of LFS objects uploaded to this repo
+    pull_requests: list[str] = field(default_factory=list)  # refs/pr/N is pull_requests[N - 1]
+    lfs_objects: set[str] = field(default_factory=set)  # sha256 of LFS uploads to this repo
 
     @property
     def url_path(self) -> str:
         return URL_PREFIX[self.repo_type] + self.repo_id
 
     def resolve(self, revision: str) -> Commit:
-        """Branch, then tag, then ``refs/pr/N``, then a full commit id; else 404 ``RevisionNotFound``."""
+        """Branch, then tag, then ``refs/pr/N``, then a full commit id; else ``RevisionNotFound``."""
         if revision in self.branches:
             return self.commits[self.branches[revision]]
         if revision in self.tags:
@@ -180,15 +177,15 @@ class Repo:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One served request. The token itself is never recorded, only whether one was sent."""
+    """One served request. A token is never recorded, only whether one was sent."""
 
     method: str
-    path: str  # raw (still percent-encoded) path, without the query
+    path: str  # raw (percent-encoded) path, without the query
     query: str
     status: int
-    error_code: str | None
-    authorized: bool
-    headers: Mapping[str, str]  # a few request headers: Range, Content-Type, User-Agent
+    error_code: str | None  # the X-Error-Code answered, if any
+    authorized: bool  # an Authorization header was sent
+    headers: Mapping[str, str]  # Range, Content-Type and User-Agent, when sent
 
     @property
     def decoded_path(self) -> str:
@@ -196,11 +193,11 @@ class RequestRecord:
 
 
 class HubError(Exception):
-    """An error answer: status, message (``{"error"}`` body + ``X-Error-Message``), optional ``X-Error-Code``."""
+    """An error answer: ``{"error": message}`` + ``X-Error-Message``, optional ``X-Error-Code``."""
 
     def __init__(
         self, status: int, message: str, error_code: str | None = None, headers: dict | None = None
-    ):
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -213,16 +210,16 @@ def _repo_not_found(repo_type: str, repo_id: str, status: int = 404) -> HubError
 
 
 def _entry_not_found(path: str, commit: Commit) -> HubError:
-    return HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.oid})
+    headers = {"X-Repo-Commit": commit.oid}  # lets the client cache "missing at this commit"
+    return HubError(404, f"Entry not found: {path}", "EntryNotFound", headers)
 
 
-# ---- listings -----------------------------------------------------------------------------------------------------
+# ---- listings -----------------------------------------------------------------------------------
 
 
 def _folder_oid(files: Mapping[str, StoredFile], folder: str) -> str:
-    """A stable 40-hex id for a folder, derived from the ids of everything under it (like a git tree id)."""
-    prefix = folder + "/"
-    listing = "\n".join(f"{p} {f.oid}" for p, f in sorted(files.items()) if p.startswith(prefix))
+    """A stable 40-hex id for a folder, from the ids of everything under it (like a git tree)."""
+    listing = "\n".join(f"{p} {f.oid}" for p, f in files.items() if p.startswith(folder + "/"))
     return hashlib.sha1(f"tree {folder}\n{listing}".encode()).hexdigest()
 
 
@@ -242,12 +239,12 @@ def _folder_entry(files: Mapping[str, StoredFile], folder: str) -> dict[str, Any
 
 
 def _tree(commit: Commit, folder: str, recursive: bool) -> list[dict[str, Any]]:
-    """Tree listing of ``folder`` ("" = root): direct children, or everything below when ``recursive``."""
+    """Listing of ``folder`` ("" = root): its children, or everything below when ``recursive``."""
     files = commit.files
     prefix = folder + "/" if folder else ""
     below = sorted(p for p in files if p.startswith(prefix))
-    if folder and (folder in files or not below):
-        raise _entry_not_found(folder, commit)  # a missing folder, or a path that is a file
+    if folder and (folder in files or not below):  # a missing folder, or a file
+        raise _entry_not_found(folder, commit)
     folders: set[str] = set()
     entries = []
     for path in below:
@@ -259,11 +256,27 @@ def _tree(commit: Commit, folder: str, recursive: bool) -> list[dict[str, Any]]:
     return [_folder_entry(files, f) for f in sorted(folders)] + entries
 
 
-# ---- the store ----------------------------------------------------------------------------------------------------
+def _last_commit(repo: Repo, head: Commit, entry: dict) -> dict:
+    """``entry`` plus ``lastCommit``: the newest commit that changed the file or the folder."""
+    path, is_file = entry["path"], entry["type"] == "file"
+
+    def state(commit: Commit | None) -> Any:
+        if commit is None or is_file:
+            return commit and commit.files.get(path)
+        return [(p, f) for p, f in commit.files.items() if p.startswith(path + "/")]
+
+    for commit in repo.history(head):
+        if state(commit) != state(repo.commits.get(commit.parent or "")):
+            info = {"id": commit.oid, "title": commit.title, "date": commit.date}
+            return {**entry, "lastCommit": info}
+    return entry
+
+
+# ---- the store ----------------------------------------------------------------------------------
 
 
 class HubStore:
-    """All repos and blobs. Every public method takes the one lock, so concurrent requests see whole commits."""
+    """All repos and blobs, behind one lock so that concurrent requests see whole commits."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -279,14 +292,14 @@ class HubStore:
         return repo
 
     def create_repo(self, repo_type: str, repo_id: str, private: bool) -> Repo:
+        """A new repo whose ``main`` holds one commit with the default ``.gitattributes``."""
         with self.lock:
             if (repo_type, repo_id) in self.repos:
                 raise HubError(409, "You already created this repo")
             repo = Repo(repo_type, repo_id, private, created_at=_iso_now())
             self.repos[(repo_type, repo_id)] = repo
-            initial = self.store_bytes(_DEFAULT_GITATTRIBUTES, lfs=False)
-            self._add_commit(repo, None, {".gitattributes": initial}, "initial commit", "")
-            repo.branches["main"] = next(iter(repo.commits))
+            files = {".gitattributes": self.store_bytes(_GITATTRIBUTES, lfs=False)}
+            repo.branches["main"] = self._add_commit(repo, None, files, "initial commit", "").oid
             return repo
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
@@ -301,46 +314,23 @@ class HubStore:
         oid = git_blob_sha1(lfs_pointer(sha256, len(data)) if lfs else data)
         return StoredFile(sha256=sha256, size=len(data), lfs=lfs, oid=oid)
 
-    def _add_commit(
-        self,
-        repo: Repo,
-        parent: Commit | None,
-        files: dict[str, StoredFile],
-        title: str,
-        message: str,
-    ) -> Commit:
-        seed = f"{repo.repo_type}/{repo.repo_id}/{next(self._commit_counter)}/{parent.oid if parent else ''}"
-        commit = Commit(
-            oid=hashlib.sha1(seed.encode()).hexdigest(),
-            parent=parent.oid if parent else None,
-            title=title,
-            message=message,
-            date=_iso_now(),
-            files=MappingProxyType(dict(sorted(files.items()))),
-        )
-        repo.commits[commit.oid] = commit
-        return commit
-
     def commit(
         self, repo: Repo, revision: str, header: dict, operations: list[dict], create_pr: bool
     ) -> tuple[Commit, int | None]:
-        """Apply a validated list of commit operations atomically; returns the commit and the PR number if any."""
+        """Apply commit operations all or nothing; returns the commit and its PR number, if any."""
         with self.lock:
             if revision not in repo.branches and not _PR_RE.match(revision):
-                repo.resolve(revision)  # 404 RevisionNotFound if it does not exist at all
-                raise HubError(
-                    400, f"Can only commit to a branch or a pull request ref, not to {revision!r}"
-                )
+                repo.resolve(revision)  # RevisionNotFound when it does not exist at all
+                raise HubError(400, f"Can only commit to a branch or a PR ref, not {revision!r}")
             head = repo.resolve(revision)
             parent_commit = header.get("parentCommit")
             if parent_commit and parent_commit != head.oid:
                 raise HubError(412, STALE_PARENT_MESSAGE)
             files = dict(head.files)
-            for op in operations:
-                self._apply(repo, head, files, op)
-            commit = self._add_commit(
-                repo, head, files, header["summary"], header.get("description") or ""
-            )
+            for operation in operations:
+                self._apply(repo, head, files, operation)
+            description = header.get("description") or ""
+            commit = self._add_commit(repo, head, files, header["summary"], description)
             if create_pr:
                 repo.pull_requests.append(commit.oid)
                 return commit, len(repo.pull_requests)
@@ -351,65 +341,85 @@ class HubStore:
                 repo.branches[revision] = commit.oid
             return commit, None
 
-    def _apply(self, repo: Repo, head: Commit, files: dict[str, StoredFile], op: dict) -> None:
-        key, value = op["key"], op["value"]
+    def _add_commit(
+        self, repo: Repo, parent: Commit | None, files: dict, title: str, message: str
+    ) -> Commit:
+        parent_oid = parent.oid if parent else None
+        seed = f"{repo.repo_type}/{repo.repo_id}/{next(self._commit_counter)}/{parent_oid}"
+        commit = Commit(
+            oid=hashlib.sha1(seed.encode()).hexdigest(),
+            parent=parent_oid,
+            title=title,
+            message=message,
+            date=_iso_now(),
+            files=MappingProxyType(dict(sorted(files.items()))),
+        )
+        repo.commits[commit.oid] = commit
+        return commit
+
+    def _apply(self, repo: Repo, head: Commit, files: dict, operation: dict) -> None:
+        key, value = operation["key"], operation["value"]
         path = value["path"]
         if key == "file":
             if value.get("encoding", "base64") != "base64":
                 raise HubError(400, f"Unsupported encoding {value.get('encoding')!r} for {path}")
             try:
                 data = base64.b64decode(value["content"], validate=True)
-            except (binascii.Error, TypeError) as e:
-                raise HubError(400, f"Invalid base64 content for {path}: {e}") from e
+            except (binascii.Error, TypeError, KeyError) as e:
+                raise HubError(400, f"Invalid base64 content for {path}: {e!r}") from e
             files[path] = self.store_bytes(data, lfs=False)
         elif key == "lfsFile":
             oid, size = value.get("oid"), value.get("size")
             if value.get("algo", "sha256") != "sha256" or oid not in repo.lfs_objects:
-                raise HubError(
-                    422, f"LFS object {oid} for {path} was never uploaded to {repo.repo_id}"
-                )
+                raise HubError(422, f"LFS object {oid} for {path} was never uploaded to this repo")
             if size != len(self.blobs[oid]):
                 raise HubError(
-                    422, f"LFS object {oid} for {path} has size {len(self.blobs[oid])}, not {size}"
+                    422, f"LFS object {oid} has {len(self.blobs[oid])} bytes, not {size}"
                 )
             files[path] = StoredFile(oid, size, True, git_blob_sha1(lfs_pointer(oid, size)))
         elif key == "deletedFile":
             if files.pop(path, None) is None:
                 raise _entry_not_found(path, head)
         elif key == "deletedFolder":
-            prefix = path.rstrip("/") + "/"
-            doomed = [p for p in files if p.startswith(prefix)]
+            doomed = [p for p in files if p.startswith(path.rstrip("/") + "/")]
             if not doomed:
                 raise _entry_not_found(path, head)
             for p in doomed:
                 del files[p]
 
 
-# ---- HTTP ---------------------------------------------------------------------------------------------------------
-
-
 def _validate_path(path: Any) -> str:
-    """A repo-relative file path: no leading slash, no ``.``/``..``/empty segments, nothing under ``.git/``."""
-    if not isinstance(path, str) or not path:
-        raise HubError(400, f"Invalid path {path!r}: expected a non-empty string")
-    parts = path.split("/")
+    """A repo-relative path: no leading slash, no ``.``/``..``/empty segment, not in ``.git/``."""
+    parts = path.split("/") if isinstance(path, str) else [""]
     if any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
-        raise HubError(
-            400, f"Invalid path {path!r}: use a relative path without '.', '..' or empty segments"
-        )
+        raise HubError(400, f"Invalid path {path!r}: use a relative path like 'dir/file.txt'")
     return path
 
 
-def _upload_mode(path: str, size: int, sample: bytes) -> str:
-    """The Hub's choice between inline ("regular") and LFS upload (§4 of the protocol notes)."""
-    extension = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
-    if extension in LFS_EXTENSIONS or b"\x00" in sample or size > LFS_SIZE_THRESHOLD:
-        return "lfs"
-    return "regular"
+def _parse_commit_body(body: bytes) -> tuple[dict, list[dict]]:
+    """Validate the NDJSON commit payload: a ``header`` line, then operations (unknown key: 400)."""
+    try:
+        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+    except ValueError as e:
+        raise HubError(400, f"Commit payload is not valid NDJSON: {e}") from e
+    if not lines or not isinstance(lines[0], dict) or lines[0].get("key") != "header":
+        raise HubError(400, "Commit payload must start with a {'key': 'header'} line")
+    header = lines[0].get("value") or {}
+    if not isinstance(header.get("summary"), str) or not header["summary"].strip():
+        raise HubError(400, "Commit header needs a non-empty 'summary'")
+    for operation in lines[1:]:
+        key = operation.get("key") if isinstance(operation, dict) else None
+        if key not in _OPERATION_KEYS or not isinstance(operation.get("value"), dict):
+            raise HubError(400, f"Unknown commit operation {key!r}: expected {_OPERATION_KEYS}")
+        path = operation["value"].get("path")
+        _validate_path(
+            path.rstrip("/") if key == "deletedFolder" and isinstance(path, str) else path
+        )
+    return header, lines[1:]
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """``bytes=a-b`` / ``a-`` / ``-n`` -> inclusive (start, end); None for a header to ignore; 416 if unsatisfiable."""
+    """``bytes=a-b|a-|-n`` -> inclusive (start, end); None: ignore the header; 416: unsatisfiable."""
     match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
     if not match or match.groups() == ("", ""):
         return None  # malformed or multi-range: RFC 9110 says serve the whole entity
@@ -419,105 +429,86 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
         if last and int(last) < start:
             return None
     else:
-        start, end = max(size - int(last), 0), size - 1
-        if int(last) == 0:
-            start = size
+        start, end = (size - int(last) if int(last) else size), size - 1
+        start = max(start, 0)
     if start >= size:
-        raise HubError(
-            416,
-            f"Range {header!r} not satisfiable for {size} bytes",
-            headers={"Content-Range": f"bytes */{size}"},
-        )
+        message = f"Range {header!r} is not satisfiable for {size} bytes"
+        raise HubError(416, message, headers={"Content-Range": f"bytes */{size}"})
     return start, end
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Parses a request, dispatches it to a ``FakeHub`` route, and answers with exact lengths (keep-alive)."""
+# ---- HTTP plumbing ------------------------------------------------------------------------------
 
-    protocol_version = "HTTP/1.1"
-    # headers and body go out in separate writes: without TCP_NODELAY, Nagle + delayed ACKs add
-    # ~40 ms to every response
+Route = tuple[int, dict, Any]  # status, headers, JSON-able payload or raw bytes
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Reads a request, hands it to ``FakeHub._route`` and answers with exact lengths."""
+
+    protocol_version = "HTTP/1.1"  # httpx keeps connections alive
+    # headers and body are two writes: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
+    # add ~40 ms to every response
     disable_nagle_algorithm = True
     server: _HubHTTPServer
 
     def do_GET(self) -> None:
-        self._handle("GET")
+        self._handle()
 
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
 
     def log_message(self, format: str, *args: Any) -> None:
-        pass  # tests read FakeHub.requests instead of stderr noise
+        pass  # tests read FakeHub.requests rather than stderr
 
-    # -- plumbing --
-
-    def _read_body(self) -> bytes:
-        """Read the whole body (even when the answer is an error, or the kept-alive connection breaks)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline().strip():  # trailers
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _handle(self, method: str) -> None:
+    def _handle(self) -> None:
         hub = self.server.hub
         split = urlsplit(self.path)
         self.query = parse_qs(split.query)
         host, port = self.server.server_address[:2]
-        self.base_url = f"http://{self.headers.get('Host', f'{host}:{port}')}"
-        status, error_code = 500, None
+        self.base_url = (
+            f"http://{self.headers.get('Host', f'{host}:{port}')}"  # as the client sees us
+        )
+        error_code = None
         try:
             self.body = self._read_body()
-            segments = [unquote(s) for s in split.path.split("/")[1:]]
-            status, headers, payload = hub._route(self, method, segments)
+            segments = [unquote(s) for s in split.path.split("/")[1:]]  # split first: refs%2Fpr%2F1
+            status, headers, payload = hub._route(self, self.command, segments)
         except HubError as e:
-            status, error_code = e.status, e.error_code
-            # a header value must be a single latin-1 line
-            message = " ".join(e.message.split()).encode("ascii", "replace").decode()
-            headers = {"X-Error-Message": message, **e.headers}
+            status, error_code, payload = e.status, e.error_code, {"error": e.message}
+            header_safe = " ".join(e.message.split()).encode("ascii", "replace").decode()
+            headers = {"X-Error-Message": header_safe, **e.headers}
             if e.error_code:
                 headers["X-Error-Code"] = e.error_code
-            payload = {"error": e.message}
-        except Exception as e:  # noqa: BLE001 - a server bug: answer 500, keep the traceback for the test
+        except Exception as e:  # noqa: BLE001 - a server bug: answer 500, keep it for the test
             hub.server_errors.append(traceback.format_exc())
-            status, headers, payload = (
-                500,
-                {"X-Error-Message": f"fake hub bug: {type(e).__name__}"},
-                {"error": f"fake hub bug: {e!r}"},
-            )
-        finally:
-            hub._log(self, method, split, status, error_code)
-        self._respond(method, status, headers, payload)
+            status, payload = 500, {"error": f"fake hub bug: {e!r}"}
+            headers = {"X-Error-Message": f"fake hub bug: {type(e).__name__}"}
+        hub._log(self, split, status, error_code)
+        self._respond(status, headers, payload)
 
-    def _respond(self, method: str, status: int, headers: dict, payload: Any) -> None:
+    def _read_body(self) -> bytes:
+        """The whole body, read even for an error answer, or the kept-alive connection breaks."""
+        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        chunks = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline().strip():  # trailers
+            pass
+        return b"".join(chunks)
+
+    def _respond(self, status: int, headers: dict, payload: Any) -> None:
         if isinstance(payload, bytes):
-            body = payload
-            headers.setdefault("Content-Type", "application/octet-stream")
+            body, content_type = payload, "application/octet-stream"
         else:
-            body = json.dumps(payload).encode()
-            headers.setdefault("Content-Type", "application/json")
-        # resolve routes set Content-Length themselves: a HEAD answer carries the full entity size
-        headers.setdefault("Content-Length", str(len(body)))
+            body, content_type = json.dumps(payload).encode(), "application/json"
+        headers.setdefault("Content-Type", content_type)
+        headers.setdefault("Content-Length", str(len(body)))  # resolve sets it (HEAD: full size)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if method != "HEAD":
+        if self.command != "HEAD":
             self.wfile.write(body)
 
     def json_body(self) -> Any:
@@ -526,73 +517,68 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             raise HubError(400, f"Request body is not valid JSON: {e}") from e
 
+    def query_flag(self, name: str) -> bool:
+        return self.query.get(name, [""])[0].lower() in ("1", "true")
+
     def bearer_token(self) -> str | None:
         auth = self.headers.get("Authorization", "")
-        return auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
+        return auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else None
 
 
 class _HubHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], hub: FakeHub) -> None:
         super().__init__(address, _Handler)
         self.hub = hub
 
 
-# ---- the public server --------------------------------------------------------------------------------------------
-
-Route = tuple[int, dict, Any]  # status, headers, JSON-able payload or raw bytes
+# ---- the server ---------------------------------------------------------------------------------
 
 
 class FakeHub:
-    """An in-memory Hugging Face Hub on ``127.0.0.1:<port>``; point ``HF_ENDPOINT`` at :attr:`url`.
+    """An in-memory Hugging Face Hub on ``127.0.0.1:<port>``; point ``HF_ENDPOINT`` at ``url``.
 
     Usage::
 
-        hub = FakeHub().start()          # or: with FakeHub() as hub: ...
-        os.environ["HF_ENDPOINT"] = hub.url
-        ...
-        assert not [r for r in hub.requests if "xet" in r.path]
-        hub.stop()
+        with FakeHub() as hub:                     # or hub = FakeHub().start(); ...; hub.stop()
+            os.environ["HF_ENDPOINT"] = hub.url    # before importing huggingface_hub/datasets
+            ...
+            assert hub.find_requests("POST", "/info/lfs/objects/batch")
+            assert hub.files("user/repo")["README.md"].startswith(b"---")
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.store = HubStore()
-        self.server_errors: list[
-            str
-        ] = []  # tracebacks of requests that crashed the server (should stay empty)
+        #: tracebacks of requests that crashed the server; the test conftest fails on any
+        self.server_errors: list[str] = []
         self._address = (host, port)
         self._httpd: _HubHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._log_lock = threading.Lock()
         self._requests: list[RequestRecord] = []
         self._strict_token: str | None = None
-        self._upload_key = secrets.token_bytes(
-            16
-        )  # signs LFS upload URLs (they carry no Authorization)
+        self._upload_key = secrets.token_bytes(16)  # signs LFS upload URLs (sent without a token)
 
     # -- lifecycle --
 
     def start(self) -> FakeHub:
-        """Bind (port 0 = any free port) and serve in a daemon thread. Returns ``self``."""
+        """Bind (port 0: a free port chosen by the OS) and serve in a daemon thread."""
         if self._httpd is not None:
             raise RuntimeError("FakeHub is already running")
         self._httpd = _HubHTTPServer(self._address, self)
-        self._thread = threading.Thread(
+        threading.Thread(
             target=self._httpd.serve_forever, args=(0.1,), name="fake-hub", daemon=True
-        )
-        self._thread.start()
+        ).start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket (idempotent)."""
+        """Stop serving and close the socket; the store stays readable (idempotent)."""
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> FakeHub:  # noqa: PYI034 - Self needs Python 3.11
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -600,98 +586,121 @@ class FakeHub:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``, the value for ``HF_ENDPOINT``."""
+        """``http://127.0.0.1:<port>``: the value for ``HF_ENDPOINT``."""
         if self._httpd is None:
             raise RuntimeError("FakeHub is not running: call start() first")
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    # -- test helpers --
+    # -- for tests --
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """A snapshot of the request log, oldest first."""
+        """A copy of the request log, oldest first."""
         with self._log_lock:
             return list(self._requests)
 
-    def clear_requests(self) -> None:
-        with self._log_lock:
-            self._requests.clear()
+    @property
+    def request_count(self) -> int:
+        """How many requests were served: a cheap mark for ``find_requests(since=...)``."""
+        return len(self._requests)
 
-    def find_requests(self, method: str | None = None, contains: str = "") -> list[RequestRecord]:
-        """Logged requests with this method (any if None) whose decoded path contains ``contains``."""
-        return [
-            r
-            for r in self.requests
-            if (method is None or r.method == method) and contains in r.decoded_path
-        ]
+    def find_requests(
+        self, method: str | None = None, contains: str = "", since: int = 0
+    ) -> list[RequestRecord]:
+        """Logged requests (from index ``since``) with this method and ``contains`` in the path."""
+        with self._log_lock:
+            log = self._requests[since:]
+        return [r for r in log if method in (None, r.method) and contains in r.decoded_path]
 
     def set_strict_auth(self, token: str | None) -> None:
-        """Require ``Authorization: Bearer <token>`` like the real Hub (None turns the check off).
+        """Check tokens like the real Hub (``None`` turns the check off, the default).
 
-        With strict auth on, a request carrying any other token gets 401 "Invalid credentials in Authorization
-        header" (huggingface_hub raises ``HfHubHTTPError``, as against the real Hub); an anonymous request may read
-        public repos and validate YAML, but writing or reading a private repo gets 401 ``RepoNotFound``
-        (``RepositoryNotFoundError``).
+        With strict auth on, any other token gets 401 "Invalid credentials in Authorization
+        header" (huggingface_hub raises ``HfHubHTTPError``, as with the real Hub). Requests
+        without a token may still read public repos and validate YAML; writes and private repos
+        answer 401 ``RepoNotFound`` (``RepositoryNotFoundError``).
         """
         self._strict_token = token
 
     def strict_auth(self, token: str) -> _StrictAuth:
-        """Context manager form of :meth:`set_strict_auth`: ``with hub.strict_auth(token): ...``."""
+        """``with hub.strict_auth(token): ...`` turns strict auth on for a block."""
         return _StrictAuth(self, token)
 
-    def files(
-        self, repo_id: str, repo_type: str = "model", revision: str = "main"
-    ) -> dict[str, bytes]:
-        """Server-side view of a repo at a revision: path -> content (for assertions, bypassing the clients)."""
+    def files(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> dict:
+        """The server's view of a repo at a revision: ``{path: bytes}``, bypassing the clients."""
         with self.store.lock:
             commit = self.store.get_repo(repo_type, repo_id).resolve(revision)
             return {path: self.store.blobs[f.sha256] for path, f in commit.files.items()}
 
-    def commits(
-        self, repo_id: str, repo_type: str = "model", revision: str = "main"
-    ) -> list[Commit]:
-        """The history of a revision, newest first."""
+    def commits(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> list:
+        """The ``Commit`` history of a revision, newest first."""
         with self.store.lock:
             repo = self.store.get_repo(repo_type, repo_id)
             return list(repo.history(repo.resolve(revision)))
 
-    # -- internals --
+    def put_files(
+        self,
+        repo_id: str,
+        files: Mapping[str, bytes],
+        repo_type: str = "model",
+        branch: str = "main",
+        message: str = "Seed files",
+    ) -> str:
+        """Commit ``{path: bytes}`` server-side (creating the repo if needed); returns the commit id.
 
-    def _log(
-        self, request: _Handler, method: str, split: Any, status: int, error_code: str | None
-    ) -> None:
-        wanted = ("Range", "Content-Type", "User-Agent")
+        For tests of download paths that should not depend on the upload path. Files are stored
+        regular or LFS by the same rule as uploads.
+        """
+        with self.store.lock:
+            try:
+                repo = self.store.get_repo(repo_type, repo_id)
+            except HubError:
+                repo = self.store.create_repo(repo_type, repo_id, private=False)
+            operations = []
+            for path, data in files.items():
+                stored = self.store.store_bytes(
+                    data, lfs=upload_mode(path, len(data), data[:512]) == "lfs"
+                )
+                if stored.lfs:
+                    repo.lfs_objects.add(stored.sha256)
+                    value = {
+                        "path": path,
+                        "algo": "sha256",
+                        "oid": stored.sha256,
+                        "size": len(data),
+                    }
+                    operations.append({"key": "lfsFile", "value": value})
+                else:
+                    content = base64.b64encode(data).decode()
+                    operations.append({"key": "file", "value": {"path": path, "content": content}})
+            header = {"summary": message}
+            return self.store.commit(repo, branch, header, operations, create_pr=False)[0].oid
+
+    # -- request handling --
+
+    def _log(self, request: _Handler, split: Any, status: int, error_code: str | None) -> None:
+        wanted = {h: request.headers[h] for h in ("Range", "Content-Type", "User-Agent")}
         record = RequestRecord(
-            method=method,
+            method=request.command,
             path=split.path,
             query=split.query,
             status=status,
             error_code=error_code,
-            authorized=request.headers.get("Authorization") is not None,
-            headers=MappingProxyType(
-                {h: request.headers[h] for h in wanted if h in request.headers}
-            ),
+            authorized="Authorization" in request.headers,
+            headers=MappingProxyType({k: v for k, v in wanted.items() if v is not None}),
         )
         with self._log_lock:
             self._requests.append(record)
-        if "xet" in split.path:
-            print(
-                f"fake hub: xet request {method} {split.path}: is HF_HUB_DISABLE_XET=1 set?",
-                file=sys.stderr,
-            )
+        if "xet" in split.path:  # xet must be off (HF_HUB_DISABLE_XET=1): there is no fallback
+            print(f"fake hub: unexpected xet request {split.path}", file=sys.stderr)
 
     def _upload_signature(self, repo: Repo, sha256: str) -> str:
         message = f"{repo.repo_type}/{repo.repo_id}/{sha256}".encode()
         return hmac.new(self._upload_key, message, hashlib.sha256).hexdigest()[:32]
 
-    def _check_token(self, request: _Handler) -> None:
-        token = request.bearer_token()
-        if self._strict_token is not None and token is not None and token != self._strict_token:
-            raise HubError(401, INVALID_TOKEN_MESSAGE)
-
     def _repo(self, request: _Handler, repo_type: str, repo_id: str, write: bool) -> Repo:
-        """Look a repo up, applying strict auth to anonymous requests (as the real Hub: a 401 ``RepoNotFound``)."""
+        """Look a repo up; under strict auth, anonymous writes and private reads get a 401."""
         repo = self.store.get_repo(repo_type, repo_id)
         anonymous = request.bearer_token() is None
         if self._strict_token is not None and anonymous and (write or repo.private):
@@ -699,48 +708,42 @@ class FakeHub:
         return repo
 
     def _route(self, request: _Handler, method: str, segments: list[str]) -> Route:
-        self._check_token(request)
+        token = request.bearer_token()
+        if self._strict_token is not None and token is not None and token != self._strict_token:
+            raise HubError(401, INVALID_TOKEN_MESSAGE)
         if segments[:1] == ["api"]:
             return self._route_api(request, method, segments[1:])
-        if segments[:1] == ["_lfs"] and method == "PUT" and len(segments) == 5:
-            return self._lfs_upload(
-                request, REPO_TYPES.get(segments[1] + "s", ""), "/".join(segments[2:4]), segments[4]
-            )
+        if segments[:1] == ["_lfs"] and len(segments) == 5 and method == "PUT":
+            repo_type = REPO_TYPES.get(segments[1] + "s", "")
+            return self._lfs_upload(request, repo_type, "/".join(segments[2:4]), segments[4])
         repo_type, rest = "model", segments
-        if segments[:1] in (["datasets"], ["spaces"]) and len(segments) >= 3:
+        if segments[0] in ("datasets", "spaces") and len(segments) >= 3:
             repo_type, rest = REPO_TYPES[segments[0]], segments[1:]
         if len(rest) >= 5 and rest[2] == "resolve" and method in ("GET", "HEAD"):
-            return self._resolve(
-                request, repo_type, "/".join(rest[:2]), rest[3], "/".join(rest[4:])
-            )
-        if (
-            len(rest) == 6
-            and rest[1].endswith(".git")
-            and rest[2:] == ["info", "lfs", "objects", "batch"]
-        ) and method == "POST":
-            return self._lfs_batch(request, repo_type, f"{rest[0]}/{rest[1][:-4]}")
-        raise HubError(404, f"Unknown route {method} /{'/'.join(segments)}")  # untyped, on purpose
+            path = "/".join(rest[4:])
+            return self._resolve(request, repo_type, "/".join(rest[:2]), rest[3], path)
+        is_batch = rest[2:] == ["info", "lfs", "objects", "batch"] and rest[1].endswith(".git")
+        if len(rest) == 6 and is_batch and method == "POST":
+            return self._lfs_batch(request, repo_type, f"{rest[0]}/{rest[1].removesuffix('.git')}")
+        raise HubError(404, f"Unknown route {method} /{'/'.join(segments)}")  # untyped on purpose
 
     def _route_api(self, request: _Handler, method: str, segs: list[str]) -> Route:
-        simple: dict[tuple[str, str], Callable[[_Handler], Route]] = {
+        unknown = HubError(404, f"Unknown route {method} /api/{'/'.join(segs)}")
+        top_level: dict[tuple[str, str], Callable[[_Handler], Route]] = {
             ("POST", "repos/create"): self._create_repo,
             ("DELETE", "repos/delete"): self._delete_repo,
             ("POST", "validate-yaml"): self._validate_yaml,
             ("GET", "whoami-v2"): self._whoami,
         }
-        if (method, "/".join(segs)) in simple:
-            return simple[(method, "/".join(segs))](request)
+        if (method, "/".join(segs)) in top_level:
+            return top_level[(method, "/".join(segs))](request)
         if len(segs) < 3 or segs[0] not in REPO_TYPES:
-            raise HubError(404, f"Unknown route {method} /api/{'/'.join(segs)}")
-        repo_type, repo_id, action, args = (
-            REPO_TYPES[segs[0]],
-            f"{segs[1]}/{segs[2]}",
-            segs[3:4],
-            segs[4:],
-        )
-        if method == "GET" and (not action or (action == ["revision"] and len(args) == 1)):
+            raise unknown
+        repo_type, repo_id = REPO_TYPES[segs[0]], f"{segs[1]}/{segs[2]}"
+        action, args = (segs[3] if len(segs) > 3 else ""), segs[4:]
+        if method == "GET" and (action == "" or (action == "revision" and len(args) == 1)):
             return self._repo_info(request, repo_type, repo_id, args[0] if args else "main")
-        # (method, action) -> (handler, whether the route takes a revision/name/path after the action)
+        # (method, action) -> (handler, whether a revision/name/path follows the action)
         routes: dict[tuple[str, str], tuple[Callable[..., Route], bool]] = {
             ("GET", "tree"): (self._list_tree, True),
             ("POST", "paths-info"): (self._paths_info, True),
@@ -754,40 +757,42 @@ class FakeHub:
             ("DELETE", "tag"): (self._delete_tag, True),
             ("PUT", "settings"): (self._update_settings, False),
         }
-        handler, takes_args = routes.get((method, action[0] if action else ""), (None, False))
+        handler, takes_args = routes.get((method, action), (None, False))
         if handler is None or takes_args != bool(args):
-            raise HubError(404, f"Unknown route {method} /api/{'/'.join(segs)}")
+            raise unknown
         return handler(request, repo_type, repo_id, *args)
 
-    # -- repos --
+    # -- account and repos --
+
+    def _whoami(self, request: _Handler) -> Route:
+        if self._strict_token is not None and request.bearer_token() is None:
+            raise HubError(401, INVALID_TOKEN_MESSAGE)
+        auth = {"type": "access_token", "accessToken": {"displayName": "test", "role": "write"}}
+        user = {"type": "user", "id": FAKE_USER, "name": FAKE_USER, "fullname": "Test User"}
+        return 200, {}, {**user, "orgs": [], "auth": auth}
+
+    def _validate_yaml(self, request: _Handler) -> Route:
+        request.json_body()  # must be JSON; the YAML is not checked (no YAML parser in the stdlib)
+        return 200, {}, {"errors": [], "warnings": []}
 
     def _create_repo(self, request: _Handler) -> Route:
         body = request.json_body()
-        name, organization = body.get("name"), body.get("organization") or FAKE_USER
+        name, namespace = body.get("name"), body.get("organization") or FAKE_USER
         repo_type = body.get("type") or "model"
-        for label, value in (("name", name), ("organization", organization)):
+        for label, value in (("name", name), ("organization", namespace)):
             if not isinstance(value, str) or not _NAME_RE.match(value):
-                raise HubError(
-                    400, f"Invalid repo {label} {value!r}: use letters, digits, '-', '_' or '.'"
-                )
+                raise HubError(400, f"Invalid repo {label} {value!r}: use letters, digits, -_.")
         if repo_type not in URL_PREFIX:
-            raise HubError(
-                400, f"Invalid repo type {repo_type!r}: expected one of {sorted(URL_PREFIX)}"
-            )
+            raise HubError(400, f"Invalid repo type {repo_type!r}: one of {sorted(URL_PREFIX)}")
         if self._strict_token is not None and request.bearer_token() is None:
             raise HubError(401, "You must be authenticated to create a repo")
-        repo_id = f"{organization}/{name}"
+        repo_id = f"{namespace}/{name}"
+        url = f"{request.base_url}/{URL_PREFIX[repo_type]}{repo_id}"
+        payload = {"url": url, "name": repo_id, "id": repo_id}
         private = bool(body.get("private")) or body.get("visibility") == "private"
-        payload = {
-            "url": f"{request.base_url}/{URL_PREFIX[repo_type]}{repo_id}",
-            "name": repo_id,
-            "id": repo_id,
-        }
         try:
             self.store.create_repo(repo_type, repo_id, private)
-        except (
-            HubError
-        ) as e:  # the client reads "url" from the 409 too (create_repo(exist_ok=True))
+        except HubError as e:  # 409: create_repo(exist_ok=True) still reads "url" from it
             return e.status, {"X-Error-Message": e.message}, {"error": e.message, **payload}
         return 200, {}, payload
 
@@ -800,107 +805,60 @@ class FakeHub:
         return 200, {}, {}
 
     def _update_settings(self, request: _Handler, repo_type: str, repo_id: str) -> Route:
-        repo = self._repo(request, repo_type, repo_id, write=True)
         body = request.json_body()
-        if "private" in body:
-            repo.private = bool(body["private"])
-        return 200, {}, {"private": repo.private}
-
-    def _validate_yaml(self, request: _Handler) -> Route:
-        request.json_body()  # must be JSON; the YAML itself is not checked (the stdlib has no YAML parser)
-        return 200, {}, {"errors": [], "warnings": []}
-
-    def _whoami(self, request: _Handler) -> Route:
-        if self._strict_token is not None and request.bearer_token() is None:
-            raise HubError(401, INVALID_TOKEN_MESSAGE)
-        access = {"displayName": "fake-hub", "role": "write"}
-        return (
-            200,
-            {},
-            {
-                "type": "user",
-                "id": FAKE_USER,
-                "name": FAKE_USER,
-                "fullname": "Fake Hub Tester",
-                "orgs": [],
-                "auth": {"type": "access_token", "accessToken": access},
-            },
-        )
+        with self.store.lock:
+            repo = self._repo(request, repo_type, repo_id, write=True)
+            if "private" in body:
+                repo.private = bool(body["private"])
+            return 200, {}, {"private": repo.private}
 
     def _repo_info(self, request: _Handler, repo_type: str, repo_id: str, revision: str) -> Route:
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
             commit = repo.resolve(revision)
-            blobs = request.query.get("blobs", [""])[0].lower() == "true"
-            siblings = []
-            for path, stored in commit.files.items():
-                sibling: dict[str, Any] = {"rfilename": path}
-                if blobs:
-                    sibling.update(size=stored.size, blobId=stored.oid)
-                    if stored.lfs:
-                        sibling["lfs"] = {
-                            "sha256": stored.sha256,
-                            "size": stored.size,
-                            "pointerSize": stored.pointer_size,
-                        }
-                siblings.append(sibling)
-            info = {
-                "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
-                "id": repo_id,
-                "author": repo_id.split("/")[0],
-                "sha": commit.oid,
-                "lastModified": commit.date,
-                "createdAt": repo.created_at,
-                "private": repo.private,
-                "disabled": False,
-                "gated": False,
-                "downloads": 0,
-                "likes": 0,
-                "tags": [],
-                "siblings": siblings,
-            }
-            if repo_type == "model":
-                info["modelId"] = repo_id
-            return 200, {}, info
+        siblings = []
+        for path, stored in commit.files.items():
+            sibling: dict[str, Any] = {"rfilename": path}
+            if request.query_flag("blobs"):
+                sibling.update(size=stored.size, blobId=stored.oid)
+                if stored.lfs:
+                    lfs = {"sha256": stored.sha256, "size": stored.size}
+                    sibling["lfs"] = {**lfs, "pointerSize": stored.pointer_size}
+            siblings.append(sibling)
+        info = {
+            "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
+            "id": repo_id,
+            "author": repo_id.split("/")[0],
+            "sha": commit.oid,
+            "lastModified": commit.date,
+            "createdAt": repo.created_at,
+            "private": repo.private,
+            "disabled": False,
+            "gated": False,
+            "downloads": 0,
+            "likes": 0,
+            "tags": [],
+            "siblings": siblings,
+        }
+        if repo_type == "model":
+            info["modelId"] = repo_id
+        return 200, {}, info
 
     # -- listings --
-
-    def _expand(self, repo: Repo, head: Commit, entry: dict) -> dict:
-        """Add ``lastCommit`` (the newest commit that changed this file or something under this folder)."""
-        path, is_file = entry["path"], entry["type"] == "file"
-
-        def snapshot(commit: Commit | None) -> Any:
-            if commit is None:
-                return None
-            if is_file:
-                return commit.files.get(path)
-            return [(p, f) for p, f in commit.files.items() if p.startswith(path + "/")]
-
-        for commit in repo.history(head):
-            parent = repo.commits[commit.parent] if commit.parent else None
-            if snapshot(commit) != snapshot(parent):
-                return {
-                    **entry,
-                    "lastCommit": {"id": commit.oid, "title": commit.title, "date": commit.date},
-                }
-        return entry
 
     def _list_tree(
         self, request: _Handler, repo_type: str, repo_id: str, revision: str, *path: str
     ) -> Route:
-        recursive = request.query.get("recursive", [""])[0].lower() == "true"
-        expand = request.query.get("expand", [""])[0].lower() == "true"
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
             commit = repo.resolve(revision)
-            entries = _tree(commit, "/".join(path).strip("/"), recursive)
-            if expand:
-                entries = [self._expand(repo, commit, e) for e in entries]
+            entries = _tree(commit, "/".join(path).strip("/"), request.query_flag("recursive"))
+            if request.query_flag("expand"):
+                entries = [_last_commit(repo, commit, e) for e in entries]
         return 200, {}, entries
 
     def _paths_info(self, request: _Handler, repo_type: str, repo_id: str, revision: str) -> Route:
-        form = parse_qs(request.body.decode())
-        expand = form.get("expand", [""])[0].lower() in ("true", "1")
+        form = parse_qs(request.body.decode())  # form-encoded: paths=a&paths=b&expand=true
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
             commit = repo.resolve(revision)
@@ -910,47 +868,51 @@ class FakeHub:
                     entries.append(_file_entry(path, commit.files[path]))
                 elif path and any(p.startswith(path + "/") for p in commit.files):
                     entries.append(_folder_entry(commit.files, path))
-            if expand:
-                entries = [self._expand(repo, commit, e) for e in entries]
+            if form.get("expand", [""])[0].lower() in ("1", "true"):
+                entries = [_last_commit(repo, commit, e) for e in entries]
         return 200, {}, entries
 
     def _list_refs(self, request: _Handler, repo_type: str, repo_id: str) -> Route:
+        def refs(kind: str, names: Mapping[str, str]) -> list[dict]:
+            return [
+                {"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in names.items()
+            ]
+
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
-            refs: dict[str, Any] = {
-                "branches": [
-                    {"name": n, "ref": f"refs/heads/{n}", "targetCommit": c}
-                    for n, c in repo.branches.items()
-                ],
-                "tags": [
-                    {"name": n, "ref": f"refs/tags/{n}", "targetCommit": c}
-                    for n, c in repo.tags.items()
-                ],
+            answer: dict[str, Any] = {
+                "branches": refs("heads", repo.branches),
+                "tags": refs("tags", repo.tags),
                 "converts": [],
             }
-            if request.query.get("include_prs", [""])[0] in ("1", "true", "True"):
-                refs["pullRequests"] = [
-                    {"name": f"refs/pr/{i}", "ref": f"refs/pr/{i}", "targetCommit": c}
-                    for i, c in enumerate(repo.pull_requests, start=1)
+            if request.query_flag("include_prs"):
+                answer["pullRequests"] = [
+                    {"name": f"refs/pr/{n}", "ref": f"refs/pr/{n}", "targetCommit": c}
+                    for n, c in enumerate(repo.pull_requests, start=1)
                 ]
-        return 200, {}, refs
+        return 200, {}, answer
 
     def _list_commits(
         self, request: _Handler, repo_type: str, repo_id: str, revision: str
     ) -> Route:
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
-            history = [
+            history = list(repo.history(repo.resolve(revision)))
+        authors = [{"user": FAKE_USER}]
+        return (
+            200,
+            {},
+            [
                 {
                     "id": c.oid,
                     "title": c.title,
                     "message": c.message,
                     "date": c.date,
-                    "authors": [{"user": FAKE_USER}],
+                    "authors": authors,
                 }
-                for c in repo.history(repo.resolve(revision))
-            ]
-        return 200, {}, history
+                for c in history
+            ],
+        )
 
     # -- refs --
 
@@ -959,12 +921,10 @@ class FakeHub:
     ) -> Route:
         name = "/".join(name_parts)
         starting_point = request.json_body().get("startingPoint") or "main"
+        if not _REF_NAME_RE.match(name) or name.startswith("refs"):
+            raise HubError(400, f"Invalid branch name {name!r}")
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=True)
-            if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", name) or name.startswith(
-                "refs"
-            ):
-                raise HubError(400, f"Invalid branch name {name!r}")
             if name in repo.branches:
                 raise HubError(409, f"Reference already exists: refs/heads/{name}")
             repo.branches[name] = repo.resolve(starting_point).oid
@@ -974,36 +934,27 @@ class FakeHub:
         self, request: _Handler, repo_type: str, repo_id: str, *revision_parts: str
     ) -> Route:
         tag = request.json_body().get("tag")
+        if not isinstance(tag, str) or not _REF_NAME_RE.match(tag):
+            raise HubError(400, f"Invalid tag name {tag!r}")
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=True)
-            if not isinstance(tag, str) or not re.fullmatch(
-                r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", tag
-            ):
-                raise HubError(400, f"Invalid tag name {tag!r}")
             if tag in repo.tags:
                 raise HubError(409, f"Reference already exists: refs/tags/{tag}")
             repo.tags[tag] = repo.resolve("/".join(revision_parts)).oid
         return 200, {}, {}
 
-    def _delete_branch(
-        self, request: _Handler, repo_type: str, repo_id: str, *name_parts: str
-    ) -> Route:
-        name = "/".join(name_parts)
-        if name == "main":
+    def _delete_branch(self, request: _Handler, repo_type: str, repo_id: str, *name: str) -> Route:
+        if "/".join(name) == "main":
             raise HubError(403, "The main branch cannot be deleted")
-        with self.store.lock:
-            repo = self._repo(request, repo_type, repo_id, write=True)
-            if repo.branches.pop(name, None) is None:
-                raise HubError(404, f"Invalid rev id: {name}", "RevisionNotFound")
-        return 200, {}, {}
+        return self._delete_ref(request, repo_type, repo_id, "branches", "/".join(name))
 
-    def _delete_tag(
-        self, request: _Handler, repo_type: str, repo_id: str, *name_parts: str
-    ) -> Route:
-        name = "/".join(name_parts)
+    def _delete_tag(self, request: _Handler, repo_type: str, repo_id: str, *name: str) -> Route:
+        return self._delete_ref(request, repo_type, repo_id, "tags", "/".join(name))
+
+    def _delete_ref(self, request: _Handler, repo_type: str, repo_id: str, kind: str, name: str):
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=True)
-            if repo.tags.pop(name, None) is None:
+            if getattr(repo, kind).pop(name, None) is None:
                 raise HubError(404, f"Invalid rev id: {name}", "RevisionNotFound")
         return 200, {}, {}
 
@@ -1012,80 +963,54 @@ class FakeHub:
     def _preupload(self, request: _Handler, repo_type: str, repo_id: str, revision: str) -> Route:
         files = request.json_body().get("files")
         if not isinstance(files, list):
-            raise HubError(400, "Expected a JSON body {'files': [{'path', 'sample', 'size'}, ...]}")
+            raise HubError(400, "Expected a JSON body {'files': [{'path', 'sample', 'size'}]}")
         with self.store.lock:
             head = self._repo(request, repo_type, repo_id, write=True).resolve(revision)
-            answers = []
-            for item in files:
-                path, size = _validate_path(item.get("path")), item.get("size")
-                if not isinstance(size, int) or size < 0:
-                    raise HubError(400, f"Invalid size {size!r} for {path}")
-                try:
-                    sample = base64.b64decode(item.get("sample") or "", validate=True)
-                except binascii.Error as e:
-                    raise HubError(400, f"Invalid base64 sample for {path}: {e}") from e
-                answer = {
-                    "path": path,
-                    "uploadMode": _upload_mode(path, size, sample),
-                    "shouldIgnore": False,
-                }
-                if path in head.files:
-                    answer["oid"] = head.files[path].etag
-                answers.append(answer)
+        answers = []
+        for item in files:
+            path, size = _validate_path(item.get("path")), item.get("size")
+            if not isinstance(size, int) or size < 0:
+                raise HubError(400, f"Invalid size {size!r} for {path}")
+            try:
+                sample = base64.b64decode(item.get("sample") or "", validate=True)
+            except binascii.Error as e:
+                raise HubError(400, f"Invalid base64 sample for {path}: {e}") from e
+            mode = upload_mode(path, size, sample)
+            answer = {"path": path, "uploadMode": mode, "shouldIgnore": False}
+            if path in head.files:  # same scheme as the ETag, or the client's no-op check misfires
+                answer["oid"] = head.files[path].etag
+            answers.append(answer)
         return 200, {}, {"files": answers}
 
     def _lfs_batch(self, request: _Handler, repo_type: str, repo_id: str) -> Route:
         body = request.json_body()
         if body.get("operation") != "upload" or "basic" not in body.get("transfers", ["basic"]):
-            raise HubError(
-                400, "Only the 'upload' operation with the 'basic' transfer is supported"
-            )
+            raise HubError(400, "Only the 'upload' operation with 'basic' transfers is supported")
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=True)
-            objects = []
-            for obj in body.get("objects", []):
-                oid, size = obj.get("oid"), obj.get("size")
-                if (
-                    not isinstance(oid, str)
-                    or not _SHA256_RE.match(oid)
-                    or not isinstance(size, int)
-                    or size < 0
-                ):
-                    objects.append(
-                        {
-                            "oid": oid,
-                            "size": size,
-                            "error": {
-                                "code": 422,
-                                "message": "oid must be a sha256, size an integer >= 0",
-                            },
-                        }
-                    )
-                    continue
-                answer: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-                if (
-                    oid not in repo.lfs_objects
-                ):  # omitted actions = already stored: the client skips the upload
-                    href = (
-                        f"{request.base_url}/_lfs/{repo_type}/{repo_id}/{oid}"
-                        f"?sig={self._upload_signature(repo, oid)}"
-                    )
-                    answer["actions"] = {"upload": {"href": href, "header": {}}}
-                objects.append(answer)
-        return (
-            200,
-            {"Content-Type": "application/vnd.git-lfs+json"},
-            {"transfer": "basic", "objects": objects},
-        )
+            known = set(repo.lfs_objects)
+        objects = []
+        for obj in body.get("objects", []):
+            oid, size = obj.get("oid"), obj.get("size")
+            answer: dict[str, Any] = {"oid": oid, "size": size}
+            if not (isinstance(oid, str) and _SHA256_RE.match(oid) and isinstance(size, int)):
+                answer["error"] = {"code": 422, "message": "oid must be a sha256, size an integer"}
+            elif oid not in known:  # no "actions" means "already stored": the client skips it
+                signature = self._upload_signature(repo, oid)
+                href = f"{request.base_url}/_lfs/{repo_type}/{repo_id}/{oid}?sig={signature}"
+                answer.update(authenticated=True, actions={"upload": {"href": href, "header": {}}})
+            objects.append(answer)
+        headers = {"Content-Type": "application/vnd.git-lfs+json"}
+        return 200, headers, {"transfer": "basic", "objects": objects}
 
     def _lfs_upload(self, request: _Handler, repo_type: str, repo_id: str, oid: str) -> Route:
-        """The "presigned" storage URL: no Authorization (as on the real Hub), the signature authorises it."""
+        """A "presigned" storage URL: no Authorization (as on the Hub); the signature is the auth."""
         repo = self.store.get_repo(repo_type, repo_id)
         signature = request.query.get("sig", [""])[0]
         if not hmac.compare_digest(signature, self._upload_signature(repo, oid)):
             raise HubError(403, "Invalid or missing upload signature")
         if hashlib.sha256(request.body).hexdigest() != oid:
-            raise HubError(400, f"Uploaded content does not match sha256 {oid}")
+            raise HubError(400, f"Uploaded content does not match its sha256 {oid}")
         with self.store.lock:
             self.store.store_bytes(request.body, lfs=True)
             repo.lfs_objects.add(oid)
@@ -1093,10 +1018,10 @@ class FakeHub:
 
     def _commit(self, request: _Handler, repo_type: str, repo_id: str, revision: str) -> Route:
         header, operations = _parse_commit_body(request.body)
-        create_pr = request.query.get("create_pr", [""])[0] in ("1", "true", "True")
         repo = self._repo(request, repo_type, repo_id, write=True)
+        create_pr = request.query_flag("create_pr")
         commit, pr_number = self.store.commit(repo, revision, header, operations, create_pr)
-        repo_url = f"{request.base_url}/{repo.url_path}"
+        repo_url = f"{request.base_url}/{repo.url_path}"  # the client parses it: same host
         return (
             200,
             {},
@@ -1121,64 +1046,30 @@ class FakeHub:
                 raise _entry_not_found(path, commit)
             data = self.store.blobs[stored.sha256]
         headers = {
-            "X-Repo-Commit": commit.oid,
+            "X-Repo-Commit": commit.oid,  # names the client's snapshot folder: must be 40-hex
             "ETag": f'"{stored.etag}"',
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
             "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}"',
             "Content-Length": str(stored.size),
-        }
+        }  # never X-Xet-Hash: it would switch the client to xet downloads
         if stored.lfs:
             headers.update(
                 {"X-Linked-Etag": f'"{stored.sha256}"', "X-Linked-Size": str(stored.size)}
             )
         range_header = request.headers.get("Range") if request.command == "GET" else None
         byte_range = _parse_range(range_header, stored.size) if range_header else None
-        if byte_range is not None:
-            start, end = byte_range
-            headers.update(
-                {
-                    "Content-Range": f"bytes {start}-{end}/{stored.size}",
-                    "Content-Length": str(end - start + 1),
-                }
-            )
-            return 206, headers, data[start : end + 1]
-        return 200, headers, data
-
-
-def _parse_commit_body(body: bytes) -> tuple[dict, list[dict]]:
-    """Validate the NDJSON commit payload: a ``header`` line, then file operations. Unknown keys are a 400."""
-    try:
-        lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
-    except ValueError as e:
-        raise HubError(400, f"Commit payload is not valid NDJSON: {e}") from e
-    if not lines or not isinstance(lines[0], dict) or lines[0].get("key") != "header":
-        raise HubError(400, "Commit payload must start with a {'key': 'header'} line")
-    header = lines[0].get("value") or {}
-    if not isinstance(header.get("summary"), str) or not header["summary"].strip():
-        raise HubError(400, "Commit header needs a non-empty 'summary'")
-    operations = lines[1:]
-    for op in operations:
-        if not isinstance(op, dict) or op.get("key") not in (
-            "file",
-            "lfsFile",
-            "deletedFile",
-            "deletedFolder",
-        ):
-            raise HubError(
-                400, f"Unknown commit operation {op.get('key') if isinstance(op, dict) else op!r}"
-            )
-        if not isinstance(op.get("value"), dict):
-            raise HubError(400, f"Commit operation {op['key']!r} needs a 'value' object")
-        _validate_path(
-            op["value"].get("path", "").rstrip("/")
-            if op["key"] == "deletedFolder"
-            else op["value"].get("path")
-        )
-    return header, operations
+        if byte_range is None:
+            return 200, headers, data
+        start, end = byte_range
+        headers["Content-Range"] = f"bytes {start}-{end}/{stored.size}"
+        headers["Content-Length"] = str(end - start + 1)
+        return 206, headers, data[start : end + 1]
 
 
 class _StrictAuth:
+    """The context manager returned by :meth:`FakeHub.strict_auth`."""
+
     def __init__(self, hub: FakeHub, token: str) -> None:
         self._hub, self._token, self._previous = hub, token, None
 
@@ -1192,29 +1083,23 @@ class _StrictAuth:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the server in the foreground for manual experiments with the real clients."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Serve in the foreground, for trying the real clients by hand."""
+    parser = argparse.ArgumentParser(description="In-memory Hugging Face Hub for tests.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
     parser.add_argument(
-        "--strict-auth",
-        action="store_true",
-        help="only accept the token in the HF_TOKEN environment variable",
+        "--strict-auth", action="store_true", help="accept only the token in $HF_TOKEN"
     )
     args = parser.parse_args(argv)
+    if args.strict_auth and not os.environ.get("HF_TOKEN"):
+        parser.error("--strict-auth needs HF_TOKEN set in the environment")
     hub = FakeHub(args.host, args.port).start()
-    if args.strict_auth:
-        if not os.environ.get("HF_TOKEN"):
-            parser.error("--strict-auth needs HF_TOKEN set in the environment")
-        hub.set_strict_auth(os.environ["HF_TOKEN"])
-    print(
-        f"Fake Hub serving at {hub.url}\n  export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_dummy\n"
-        "  (and keep HF_HUB_OFFLINE unset). Ctrl-C stops it.",
-        flush=True,
-    )
+    hub.set_strict_auth(os.environ["HF_TOKEN"] if args.strict_auth else None)
+    print(f"Fake Hub serving at {hub.url}", flush=True)
+    print(f"  export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_dummy", flush=True)
+    print("  (keep HF_HUB_OFFLINE unset; Ctrl-C stops the server)", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
