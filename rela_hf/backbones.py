@@ -97,16 +97,18 @@ def to_cifar_stem(model: ResNet) -> ResNet:
         )
     if isinstance(model.conv1, nn.Conv2d):
         conv = model.conv1
-        model.conv1 = nn.Conv2d(
+        cifar_conv = nn.Conv2d(
             conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False
         )
+        model.add_module("conv1", cifar_conv)  # replaces the 7x7 stride-2 conv
     else:  # deep stem: Sequential(conv 3x3 s2, BN, act, conv, BN, act, conv)
         first = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
         first.stride = (1, 1)
-    model.maxpool = nn.Identity()
+    model.add_module("maxpool", nn.Identity())
     for info in model.feature_info:
         divisor = _STEM_STRIDE if info["module"] == "act1" else _STEM_STRIDE * _POOL_STRIDE
-        info["reduction"] = max(1, info["reduction"] // divisor)
+        reduction: int = info["reduction"]  # type: ignore[assignment]  # timm types it as object
+        info["reduction"] = max(1, reduction // divisor)
     return model
 
 
@@ -238,7 +240,7 @@ def _checkpoint_architecture(source: str) -> str:
         _, architecture, _ = load_model_config_from_hf(source[len("hf-hub:") :])
     if not architecture:
         raise ValueError(f"The checkpoint {source!r} names no timm architecture in config.json.")
-    return architecture
+    return str(architecture)
 
 
 def create_backbone(

@@ -88,7 +88,8 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map ``(B, in_dim)`` features to ``(B, out_dim)``."""
-        return self.fc2(self.act(self.bn1(self.fc1(x))))
+        out: Tensor = self.fc2(self.act(self.bn1(self.fc1(x))))
+        return out
 
     def extra_repr(self) -> str:
         return f"{self.in_dim} -> {self.hidden_dim} -> {self.out_dim}"
@@ -242,8 +243,8 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"update_momentum: momentum must be in [0, 1], got {momentum}.")
-    online_params = list(online.parameters())
-    target_params = list(target.parameters())
+    online_params: list[Tensor] = list(online.parameters())
+    target_params: list[Tensor] = list(target.parameters())
     online_buffers = list(online.buffers())
     target_buffers = list(target.buffers())
     if len(online_params) != len(target_params) or len(online_buffers) != len(target_buffers):

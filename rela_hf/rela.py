@@ -34,6 +34,8 @@ from torch import Tensor, nn
 __all__ = [
     "FAST_LOSS_DECAY",
     "FAST_LOSS_INIT",
+    "PHASE_BYOL",
+    "PHASE_RELA",
     "SLOW_LOSS_DECAY",
     "SLOW_LOSS_INIT",
     "SWITCH_THRESHOLD",
@@ -56,7 +58,9 @@ SWITCH_THRESHOLD = 0.995
 """Switch to BYOL once ``rho = exp(-max(slow - fast, 0))`` reaches this value."""
 
 PHASE_RELA = "rela"
+"""Phase name before the switch: the ReLA loss drives the backbone."""
 PHASE_BYOL = "byol"
+"""Phase name after the switch: plain BYOL."""
 
 
 class TransferHead(nn.Linear):

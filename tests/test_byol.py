@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import io
 import itertools
 import math
@@ -10,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import rela_hf.byol
 from rela_hf.byol import (
     BYOL_OUT_DIM,
     ProjectionHead,
@@ -233,3 +235,8 @@ def test_cosine_momentum_checkpoints_as_plain_float():
 def test_cosine_momentum_rejects_bad_steps(step, total):
     with pytest.raises(ValueError):
         cosine_momentum(step, total)
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(rela_hf.byol, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

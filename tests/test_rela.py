@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import io
 import math
 
@@ -9,6 +10,7 @@ import pytest
 import timm
 import torch
 
+import rela_hf.rela
 from rela_hf.rela import AdaptiveSwitch, StaticSwitch, TransferHead, build_switch, rela_loss
 
 
@@ -259,3 +261,8 @@ def test_build_switch():
         build_switch("static", fraction=None, total_steps=10)
     with pytest.raises(ValueError, match="'adaptive' or 'static'"):
         build_switch("lambda", fraction=None, total_steps=10)
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(rela_hf.rela, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import pickle
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from torchvision import transforms as v1
 from torchvision.transforms import v2
 
+import rela_hf.views
 from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
 from rela_hf.views import (
     TwoViews,
@@ -238,3 +240,8 @@ def test_bad_arguments_and_inputs():
         eval_transform(32, crop_pct=1.5)
     with pytest.raises(TypeError, match="PIL images"):
         rela_view_transform(32)(torch.zeros(3, 32, 32))
+
+
+def test_docstring_examples_run():
+    result = doctest.testmod(rela_hf.views, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
