@@ -412,9 +412,9 @@ def _parse_commit_body(body: bytes) -> tuple[dict, list[dict]]:
         if key not in _OPERATION_KEYS or not isinstance(operation.get("value"), dict):
             raise HubError(400, f"Unknown commit operation {key!r}: expected {_OPERATION_KEYS}")
         path = operation["value"].get("path")
-        _validate_path(
-            path.rstrip("/") if key == "deletedFolder" and isinstance(path, str) else path
-        )
+        if key == "deletedFolder" and isinstance(path, str):
+            path = path.rstrip("/")  # the client sends folders with a trailing slash
+        _validate_path(path)
     return header, lines[1:]
 
 
@@ -428,9 +428,9 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
         if last and int(last) < start:
             return None
-    else:
-        start, end = (size - int(last) if int(last) else size), size - 1
-        start = max(start, 0)
+    else:  # a suffix: the last n bytes
+        suffix = int(last)
+        start, end = (max(size - suffix, 0) if suffix else size), size - 1
     if start >= size:
         message = f"Range {header!r} is not satisfiable for {size} bytes"
         raise HubError(416, message, headers={"Content-Range": f"bytes */{size}"})
@@ -464,9 +464,8 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         self.query = parse_qs(split.query)
         host, port = self.server.server_address[:2]
-        self.base_url = (
-            f"http://{self.headers.get('Host', f'{host}:{port}')}"  # as the client sees us
-        )
+        # absolute URLs in answers must use the host the client called (hub-protocol.md gotcha 4)
+        self.base_url = "http://" + self.headers.get("Host", f"{host}:{port}")
         error_code = None
         try:
             self.body = self._read_body()
@@ -511,11 +510,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def json_body(self) -> Any:
+    def json_body(self) -> dict:
         try:
-            return json.loads(self.body or b"{}")
+            body = json.loads(self.body or b"{}")
         except ValueError as e:
             raise HubError(400, f"Request body is not valid JSON: {e}") from e
+        if not isinstance(body, dict):
+            raise HubError(400, f"Request body must be a JSON object, not {type(body).__name__}")
+        return body
 
     def query_flag(self, name: str) -> bool:
         return self.query.get(name, [""])[0].lower() in ("1", "true")
@@ -659,18 +661,12 @@ class FakeHub:
                 repo = self.store.create_repo(repo_type, repo_id, private=False)
             operations = []
             for path, data in files.items():
-                stored = self.store.store_bytes(
-                    data, lfs=upload_mode(path, len(data), data[:512]) == "lfs"
-                )
-                if stored.lfs:
+                lfs = upload_mode(_validate_path(path), len(data), data[:512]) == "lfs"
+                stored = self.store.store_bytes(data, lfs=lfs)
+                if lfs:
                     repo.lfs_objects.add(stored.sha256)
-                    value = {
-                        "path": path,
-                        "algo": "sha256",
-                        "oid": stored.sha256,
-                        "size": len(data),
-                    }
-                    operations.append({"key": "lfsFile", "value": value})
+                    value = {"path": path, "algo": "sha256", "oid": stored.sha256}
+                    operations.append({"key": "lfsFile", "value": {**value, "size": stored.size}})
                 else:
                     content = base64.b64encode(data).decode()
                     operations.append({"key": "file", "value": {"path": path, "content": content}})
@@ -962,7 +958,7 @@ class FakeHub:
 
     def _preupload(self, request: _Handler, repo_type: str, repo_id: str, revision: str) -> Route:
         files = request.json_body().get("files")
-        if not isinstance(files, list):
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             raise HubError(400, "Expected a JSON body {'files': [{'path', 'sample', 'size'}]}")
         with self.store.lock:
             head = self._repo(request, repo_type, repo_id, write=True).resolve(revision)
@@ -991,7 +987,7 @@ class FakeHub:
             known = set(repo.lfs_objects)
         objects = []
         for obj in body.get("objects", []):
-            oid, size = obj.get("oid"), obj.get("size")
+            oid, size = (obj.get("oid"), obj.get("size")) if isinstance(obj, dict) else (None, None)
             answer: dict[str, Any] = {"oid": oid, "size": size}
             if not (isinstance(oid, str) and _SHA256_RE.match(oid) and isinstance(size, int)):
                 answer["error"] = {"code": 422, "message": "oid must be a sha256, size an integer"}
