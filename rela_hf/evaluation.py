@@ -97,6 +97,8 @@ def load_encoder(encoder: str | os.PathLike | nn.Module, *, revision: str | None
     """
     import timm
 
+    import rela_hf.backbones  # noqa: F401  registers rela-hf's timm architectures (*_cifar ResNets)
+
     if isinstance(encoder, nn.Module):
         return encoder
     name = os.fspath(encoder)

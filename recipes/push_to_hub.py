@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Publish a trained encoder on the Hugging Face Hub: timm-format backbone + model card, one commit.
+
+``--folder`` may be
+
+- a training run's ``output_dir`` (``recipes/byol_rela.py``): its ``backbone/`` export is pushed
+  with a model card rendered from ``training_summary.json``, ``config.yaml``, ``history.jsonl``
+  (training-curve plot) and ``eval_results.json`` (``recipes/evaluate_encoder.py``); with
+  ``--include_training_state`` the final checkpoint goes to ``training_state/``;
+- a bare export (``config.json`` + ``model.safetensors`` from ``rela_hf.hub.export_backbone``):
+  pushed with a card from its config and any ``--eval_results`` files;
+- a folder that already has its ``README.md``: pushed as is.
+
+The repo then loads with ``timm.create_model("hf-hub:<repo_id>", pretrained=True)`` and
+``transformers.AutoModel.from_pretrained("<repo_id>")``. The run's files are never modified; a
+failed push is retried with backoff and then fails naming the repo. The token comes from
+``HF_TOKEN`` or ``huggingface-cli login`` (never from the command line, never printed).
+
+Examples:
+    python recipes/push_to_hub.py --folder outputs/byol_rela --repo_id me/rela-byol-resnet18-cifar10
+    python recipes/push_to_hub.py --folder outputs/byol_rela --repo_id me/rela-byol-resnet18-cifar10 \\
+        --include_training_state --revision step-2000 --private
+    python recipes/push_to_hub.py --folder outputs/byol_rela --repo_id me/x --dry_run /tmp/preview
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("push_to_hub")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--folder", required=True,
+                        help="Training output_dir, a bare timm export, or a ready repo folder.")
+    parser.add_argument("--repo_id", required=True, help="Hub model repo, 'org/name'.")
+    parser.add_argument("--revision", default=None, help="Branch to push to (created if missing).")
+    parser.add_argument("--private", action="store_true", default=None,
+                        help="Create the repo private (an existing repo keeps its visibility).")
+    parser.add_argument("--create_pr", action="store_true", help="Open a pull request instead.")
+    parser.add_argument("--commit_message", default=None)
+    parser.add_argument("--include_training_state", action="store_true",
+                        help="Also push the final checkpoint under training_state/.")
+    parser.add_argument("--eval_results", nargs="*", default=None,
+                        help="eval_results.json files (default: <folder>/eval_results.json).")
+    parser.add_argument("--license", default=None, help="Default: the export's (apache-2.0).")
+    parser.add_argument("--max_retries", type=int, default=3)
+    parser.add_argument("--dry_run", default=None, metavar="DIR",
+                        help="Only build the repo contents into DIR (to inspect the card).")
+    return parser.parse_args(argv)
+
+
+def folder_kind(folder: Path) -> str:
+    """``run`` (a training output_dir), ``ready`` (has its README) or ``export`` (bare backbone)."""
+    from rela_hf.hub import CONFIG_NAME, README_NAME, SUMMARY_NAME
+
+    if (folder / "backbone" / CONFIG_NAME).is_file() or (folder / SUMMARY_NAME).is_file():
+        return "run"
+    if (folder / CONFIG_NAME).is_file():
+        return "ready" if (folder / README_NAME).is_file() else "export"
+    raise SystemExit(
+        f"{folder} is neither a training output_dir (backbone/ + training_summary.json) nor a "
+        "timm-format export (config.json + model.safetensors)."
+    )
+
+
+def main(argv: list[str] | None = None) -> Any:
+    import tempfile
+
+    from rela_hf.evaluation import read_eval_results
+    from rela_hf.hub import DEFAULT_COMMIT_MESSAGE, build_hub_folder, push_encoder
+
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    folder = Path(args.folder)
+    kind = folder_kind(folder)
+    eval_results = [read_eval_results(p) for p in args.eval_results] if args.eval_results else None
+    push = dict(revision=args.revision, private=args.private, create_pr=args.create_pr,
+                commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
+                max_retries=args.max_retries)
+
+    if kind == "ready":
+        if args.dry_run:
+            print(f"{folder} is ready to push as is (it has its README.md).")
+            return None
+        commit = push_encoder(folder, args.repo_id, **push)
+    else:
+        build = dict(repo_id=args.repo_id, eval_results=eval_results, license=args.license,
+                     include_training_state=args.include_training_state and kind == "run",
+                     backbone_dir=folder if kind == "export" else None)
+        if args.dry_run:
+            out = build_hub_folder(folder, args.dry_run, **build)
+            print(f"Built the repo contents in {out} (not pushed):")
+            for path in sorted(p for p in out.rglob("*") if p.is_file()):
+                print(f"  {path.relative_to(out)}")
+            return None
+        with tempfile.TemporaryDirectory(prefix="rela_hf_push_") as staging:
+            out = build_hub_folder(folder, Path(staging) / "repo", **build)
+            commit = push_encoder(out, args.repo_id, **push)
+    print(f"Pushed {args.repo_id}: {commit.commit_url}" + (f" (PR {commit.pr_url})" if commit.pr_url else ""))
+    return commit
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
