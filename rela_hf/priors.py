@@ -250,13 +250,20 @@ class Prior:
             batch = images
         else:
             batch = self.preprocess(images)
-        batch = batch.to(self.device, non_blocking=True)
+        batch = batch.to(self.device, dtype=self._input_dtype(), non_blocking=True)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             embeddings = self.embed_fn(self.model, batch).float().cpu()
         # clone outside inference mode: inference tensors cannot be saved for a later backward
         return embeddings.clone()
+
+    def _input_dtype(self) -> torch.dtype:
+        """The model's floating dtype: float32 unless it was cast (e.g. bf16 on a GPU)."""
+        for parameter in self.model.parameters():
+            if parameter.is_floating_point():
+                return parameter.dtype
+        return torch.float32
 
     def to(self, device: str | torch.device) -> Prior:
         """Move the model to ``device`` (in place) and return ``self``."""
@@ -377,28 +384,11 @@ def _resolve_timm_registry_revision(name: str, revision: str | None) -> tuple[st
                 f"revision={revision!r} was given but timm's {name!r} weights do not come from the Hub."
             )
         return None, None
-    hub_id, _ = hub_id.split("@", 1) if "@" in hub_id else (hub_id, None)
-    _, sha = _resolve_hub_sha(hub_id, revision)
+    hub_id, _, cfg_revision = hub_id.partition("@")
+    # timm's Hub repos carry a config.json: fetching it (or finding it in the cache, offline)
+    # names the commit that the weights will come from.
+    _, sha = _download_hub_config(hub_id, revision or cfg_revision or None)
     return hub_id, sha
-
-
-def _resolve_hub_sha(repo_id: str, revision: str | None) -> tuple[str, str]:
-    """Commit sha of a Hub model repo without downloading anything but its metadata."""
-    from huggingface_hub import HfApi
-    from huggingface_hub import errors as hub_errors
-
-    if revision is not None and _COMMIT_SHA.fullmatch(revision):
-        return repo_id, revision
-    try:
-        return repo_id, HfApi().model_info(repo_id, revision=revision).sha
-    except hub_errors.RepositoryNotFoundError as err:
-        raise PriorNotFoundError(f"No model repository {repo_id!r} on the Hub ({_hub_endpoint()}).") from err
-    except hub_errors.RevisionNotFoundError as err:
-        raise PriorNotFoundError(f"The Hub model {repo_id!r} has no revision {revision!r}.") from err
-    except (hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled, OSError) as err:
-        raise PriorNotFoundError(
-            f"Cannot reach the Hub ({_hub_endpoint()}) to resolve {repo_id!r}: {err}"
-        ) from err
 
 
 def _locate(name: str, library: str, revision: str | None) -> _Source:
@@ -593,6 +583,9 @@ def _load_transformers(
     _check_transformers_config(source, trust_remote_code)
     hub = {"revision": source.revision, "trust_remote_code": trust_remote_code}
     config = AutoConfig.from_pretrained(source.location, **hub)
+    # transformers 5 loads a checkpoint in its stored dtype ("auto"), fp16 for many CLIP
+    # uploads; targets are float32, so load float32 unless the caller asks otherwise.
+    model_kwargs = {"dtype": torch.float32, **model_kwargs}
 
     if _is_clip_vision_with_projection(config):
         # Load only the vision tower + projection. ⚠ CLIPVisionConfig carries projection_dim only
@@ -625,10 +618,13 @@ def _load_transformers(
                 source.location, config=config, output_loading_info=True, **hub, **model_kwargs
             )
             missing = set(info.get("missing_keys", ()))
-        elif model_cls is not None:
-            model = model_cls(config, **model_kwargs)
         else:
-            model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **model_kwargs)
+            dtype = model_kwargs.pop("dtype")
+            if model_cls is not None:
+                model = model_cls(config, **model_kwargs)
+            else:
+                model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **model_kwargs)
+            model.to(dtype)
     except TypeError as err:
         if "num_classes" in str(err) and (source.config or {}).get("pretrained_cfg") is not None:
             raise UnsupportedPriorError(

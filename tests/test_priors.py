@@ -200,10 +200,25 @@ def test_fingerprint_tells_random_priors_apart():
     )
 
 
-def test_to_moves_the_model_and_returns_the_prior():
-    prior = load_prior("test_resnet", pretrained=False, channels_last=True)
+def test_to_moves_the_model_and_returns_the_prior(images):
+    prior = load_prior("test_resnet", pretrained=False, channels_last=True, image_size=32)
     assert prior.to("cpu") is prior and prior.device == torch.device("cpu")
-    assert prior.embed(torch.zeros(2, 3, 32, 32)).shape == (2, 96)
+    reference = prior.embed(images[:4])
+    # a prior cast to half precision (as on a GPU) still takes float32 input and gives float32
+    prior.model.to(torch.bfloat16)
+    half = prior.embed(images[:4])
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, reference, rtol=0.1, atol=0.1)
+
+
+def test_priors_pickle_for_dataset_map_workers(timm_folder, tmp_path, images):
+    import pickle
+
+    transformers.ViTModel(_tiny_vit_config()).save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    for prior in (load_prior(str(timm_folder[0])), load_prior(str(tmp_path))):
+        clone = pickle.loads(pickle.dumps(prior))
+        torch.testing.assert_close(clone.embed(images[:2]), prior.embed(images[:2]))
 
 
 # ---- transformers ---------------------------------------------------------------------------------
@@ -240,6 +255,18 @@ def test_transformers_vit_at_another_image_size_interpolates_positions(tmp_path,
     assert prior.preprocessing["input_size"] == [3, 48, 48]
     assert dict(prior.embed_fn.forward_kwargs) == {"interpolate_pos_encoding": True}
     assert prior.embed(images[:2]).shape == (2, 32)
+
+
+def test_half_precision_checkpoint_loads_as_float32(tmp_path, images):
+    transformers.ViTModel(_tiny_vit_config()).half().save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    prior = load_prior(str(tmp_path))
+    assert {p.dtype for p in prior.model.parameters()} == {torch.float32}
+    assert prior.embed(images[:2]).dtype == torch.float32
+    # unless asked otherwise
+    half = load_prior(str(tmp_path), dtype=torch.bfloat16)
+    assert {p.dtype for p in half.model.parameters()} == {torch.bfloat16}
+    assert half.embed(images[:2]).dtype == torch.float32
 
 
 def test_clip_prior_is_the_projected_image_embedding_of_the_vision_tower(tmp_path, images):
