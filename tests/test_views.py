@@ -15,8 +15,8 @@ from torchvision.transforms import v2
 import rela_hf.views
 from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
 from rela_hf.views import (
+    RandomGaussianBlur,
     TwoViews,
-    blur_kernel_size,
     byol_view_transforms,
     eval_transform,
     rela_view_transform,
@@ -69,7 +69,7 @@ def test_rela_view_parameters():
     assert p_jitter == 0.8
     assert_jitter(jitter, 0.8, 0.8, 0.8, 0.2)
     assert only(pipeline, v2.RandomGrayscale)[1] == 0.2
-    assert find(pipeline, v2.GaussianBlur) == [] and find(pipeline, v2.RandomSolarize) == []
+    assert find(pipeline, RandomGaussianBlur) == [] and find(pipeline, v2.RandomSolarize) == []
     assert_normalize(pipeline)
 
 
@@ -85,12 +85,10 @@ def test_byol_view_parameters(image_size):
         assert_jitter(jitter, 0.4, 0.4, 0.2, 0.1)
         assert only(view, v2.RandomGrayscale)[1] == 0.2
         assert_normalize(view)
-    blur1, p_blur1 = only(view1, v2.GaussianBlur)
-    blur2, p_blur2 = only(view2, v2.GaussianBlur)
+    blur1, p_blur1 = only(view1, RandomGaussianBlur)
+    blur2, p_blur2 = only(view2, RandomGaussianBlur)
     assert (p_blur1, p_blur2) == (1.0, 0.1)
-    for blur in (blur1, blur2):
-        assert blur.kernel_size == (blur_kernel_size(image_size),) * 2
-        assert list(blur.sigma) == [0.1, 2.0]
+    assert blur1.sigma == blur2.sigma == (0.1, 2.0)
     assert find(view1, v2.RandomSolarize) == []
     solarize, p_solarize = only(view2, v2.RandomSolarize)
     assert p_solarize == 0.2 and solarize.threshold == 128
@@ -102,16 +100,33 @@ def test_byol_view_parameters(image_size):
 )
 def test_byol_blur_switch(image_size, gaussian_blur, expect_blur):
     view1, view2 = byol_view_transforms(image_size, gaussian_blur=gaussian_blur)
-    assert bool(find(view1, v2.GaussianBlur)) is expect_blur
-    assert bool(find(view2, v2.GaussianBlur)) is expect_blur
+    assert bool(find(view1, RandomGaussianBlur)) is expect_blur
+    assert bool(find(view2, RandomGaussianBlur)) is expect_blur
     assert only(view2, v2.RandomSolarize)[1] == 0.2  # solarisation does not depend on blur
 
 
-def test_blur_kernel_is_about_ten_percent_and_odd():
-    assert blur_kernel_size(224) == 23  # BYOL / SimCLR at ImageNet resolution
-    for size in range(30, 400, 7):  # below 30 px the minimum kernel of 3 applies
-        kernel = blur_kernel_size(size)
-        assert kernel % 2 == 1 and kernel >= 3 and abs(kernel - 0.1 * size) <= 1.5
+def test_gaussian_blur_matches_a_sigma_gaussian(cifar10_images):
+    """PIL's blur with the drawn sigma agrees with BYOL's 23 px Gaussian kernel at 224 px."""
+    image = cifar10_images["image"][4].resize((224, 224))
+    torch.manual_seed(0)
+    blurred = RandomGaussianBlur(sigma=(1.5, 1.5), p=1.0)(image)
+    reference = v2.GaussianBlur(23, sigma=1.5)(image)  # the paper's kernel, torchvision
+    difference = np.abs(np.asarray(blurred, float) - np.asarray(reference, float))
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 3  # in 8-bit levels
+    assert not np.array_equal(np.asarray(blurred), np.asarray(image))
+
+
+def test_gaussian_blur_probability_and_sigma_range():
+    image = Image.fromarray(np.tile(np.arange(32, dtype=np.uint8) * 8, (32, 1)))
+    never, always = RandomGaussianBlur(p=0.0), RandomGaussianBlur(p=1.0)
+    assert never(image) is image and always(image) is not image
+    sometimes = RandomGaussianBlur(p=0.1)
+    blurred = sum(sometimes(image) is not image for _ in range(2000))
+    assert 140 < blurred < 260  # ~ 200 of 2000
+    with pytest.raises(ValueError, match="sigma"):
+        RandomGaussianBlur(sigma=(2.0, 0.1))
+    with pytest.raises(ValueError, match="p must be"):
+        RandomGaussianBlur(p=1.5)
 
 
 def test_custom_normalisation_is_used():
