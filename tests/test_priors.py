@@ -25,7 +25,7 @@ from rela_hf.priors import (
 SHA = re.compile(r"[0-9a-f]{40}")
 
 
-# ---- helpers --------------------------------------------------------------------------------------
+# ---- helpers -------------------------------------------------------------------------------------
 
 
 def _timm_pooled(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
@@ -44,19 +44,24 @@ def _save_timm_folder(model: torch.nn.Module, folder: Path) -> Path:
 
 
 def _tiny_vit_config(**overrides) -> transformers.ViTConfig:
-    kwargs = dict(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
+    kwargs = {
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 37,
+    }
     return transformers.ViTConfig(**{**kwargs, **overrides})
 
 
 def _tiny_clip_config() -> transformers.CLIPConfig:
-    tower = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2)
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    }
     return transformers.CLIPConfig(
         text_config=dict(tower, vocab_size=99, bos_token_id=0, eos_token_id=1, pad_token_id=1),
         vision_config=dict(tower, image_size=32, patch_size=8),
@@ -76,7 +81,7 @@ def timm_folder(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
     return _save_timm_folder(model, tmp_path_factory.mktemp("timm") / "test_resnet"), model
 
 
-# ---- timm -----------------------------------------------------------------------------------------
+# ---- timm ----------------------------------------------------------------------------------------
 
 
 def test_random_timm_prior_embeds_real_images_like_a_hand_written_loop(images):
@@ -221,7 +226,7 @@ def test_priors_pickle_for_dataset_map_workers(timm_folder, tmp_path, images):
         torch.testing.assert_close(clone.embed(images[:2]), prior.embed(images[:2]))
 
 
-# ---- transformers ---------------------------------------------------------------------------------
+# ---- transformers --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("with_pooler", [False, True])
@@ -291,7 +296,7 @@ def test_clip_prior_is_the_projected_image_embedding_of_the_vision_tower(tmp_pat
     torch.testing.assert_close(prior.embed(images[:5]), features)
 
 
-# ---- bad input ------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 
 
 def test_invalid_arguments_are_rejected_with_the_allowed_values():
@@ -371,7 +376,7 @@ def test_transformers_folder_without_image_processor_needs_official_preprocessin
     assert prior.embed(images[:2]).shape == (2, 32)
 
 
-# ---- Hub ------------------------------------------------------------------------------------------
+# ---- Hub -----------------------------------------------------------------------------------------
 
 
 def test_timm_prior_pushed_to_the_hub_loads_pinned_to_a_commit(hub, hub_namespace, images):
