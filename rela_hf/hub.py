@@ -563,14 +563,21 @@ def _eval_rows(eval_results: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _revision_text(revision: Any) -> str:
-    return f"revision `{revision}`" if revision else "revision not pinned (latest at training time)"
+def _is_local_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~", "local-dir:", "offline:")) or Path(name).exists()
 
 
 def _source_line(name: Any, revision: Any, extra: str = "") -> str:
+    """``name`` with its revision, or why there is none (a local folder has no Hub revision)."""
     if not name:
         return "not recorded"
-    return f"`{name}`{extra}, {_revision_text(revision)}"
+    if revision:
+        where = f"revision `{revision}`"
+    elif _is_local_path(str(name)):
+        where = "a local folder (no Hub revision)"
+    else:
+        where = "revision not pinned (latest at training time)"
+    return f"`{name}`{extra}, {where}"
 
 
 def _format_duration(seconds: float) -> str:
@@ -720,7 +727,7 @@ def render_model_card(
         f"{k} {v:.4g}" for k, v in final_metrics.items() if isinstance(v, (int, float))
     )
     license = license or pretrained_cfg.get("license") or "apache-2.0"
-    datasets = [dataset_id] if dataset_id and "/" in str(dataset_id) and not Path(str(dataset_id)).exists() else None
+    datasets = [dataset_id] if dataset_id and not _is_local_path(str(dataset_id)) else None
 
     card_data = ModelCardData(
         model_name=model_name,

@@ -335,3 +335,48 @@ def test_pretrained_prior_beats_random_init_with_knn_and_linear_probe(lite0_feat
     assert knn_pre > knn_rand + 0.2
     assert probe_pre > probe_rand + 0.1
     assert knn_pre > 0.5 and probe_pre > 0.5
+
+
+# ---- the recipe -----------------------------------------------------------------------------------------
+
+
+def _load_recipe(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "recipes" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def _fresh_accelerate_state():
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def test_evaluate_encoder_recipe_writes_results_next_to_a_training_run(
+    tiny_encoder, tmp_path, capsys, _fresh_accelerate_state
+):
+    run = tmp_path / "run"
+    export_backbone(tiny_encoder, run / "backbone", data_config=training_data_config(32))
+    (run / "training_summary.json").write_text("{}")
+    recipe = _load_recipe("evaluate_encoder")
+    results = recipe.main([
+        "--encoder", str(run / "backbone"), "--dataset", "offline:fashion_mnist",
+        "--max_train_samples", "40", "--max_test_samples", "20", "--epochs", "3",
+        "--batch_size", "20",
+    ])
+    written = read_eval_results(run / "eval_results.json")
+    assert written == json.loads(json.dumps(results))
+    assert written["dataset"]["num_train_samples"] == 40 and written["dataset"]["num_samples"] == 20
+    assert written["dataset"]["name"].startswith("Fashion-MNIST")
+    assert [r["protocol"] for r in written["results"]] == ["knn", "linear_probe"]
+    out = capsys.readouterr().out
+    assert "knn" in out and "linear_probe" in out and "eval_results.json" in out
+    # the export folder itself stays an export (config.json + model.safetensors only)
+    assert sorted(p.name for p in (run / "backbone").iterdir()) == ["config.json", "model.safetensors"]

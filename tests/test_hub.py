@@ -557,3 +557,28 @@ def test_push_refuses_a_folder_that_is_not_a_timm_export(tmp_path):
         push_encoder(tmp_path, "org/bad")
     with pytest.raises(FileNotFoundError, match="No folder"):
         push_encoder(tmp_path / "missing", "org/bad")
+
+
+def test_push_to_hub_recipe_dry_run_then_push(hub, hub_namespace, training_run, tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "push_to_hub", Path(__file__).resolve().parents[1] / "recipes" / "push_to_hub.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    repo_id = f"{hub_namespace}/from-recipe"
+
+    recipe.main(["--folder", str(training_run), "--repo_id", repo_id, "--dry_run", str(tmp_path / "preview")])
+    assert (tmp_path / "preview" / "README.md").is_file()
+    from huggingface_hub import HfApi
+
+    assert not HfApi().repo_exists(repo_id)  # a dry run pushes nothing
+
+    commit = recipe.main(["--folder", str(training_run), "--repo_id", repo_id, "--include_training_state"])
+    assert hub.commits(repo_id)[0].oid == commit.oid
+    assert "training_state/run_state.json" in hub.files(repo_id)
+    assert repo_id in capsys.readouterr().out
+
+    bare = export_backbone(timm.create_model("test_resnet", num_classes=0), tmp_path / "bare")
+    recipe.main(["--folder", str(bare), "--repo_id", f"{hub_namespace}/bare"])
+    assert b"No evaluation results" in hub.files(f"{hub_namespace}/bare")["README.md"]
