@@ -600,6 +600,10 @@ def _is_clip_vision_with_projection(config: Any) -> bool:
     )
 
 
+def _takes_no_pixels(model_or_class: Any) -> bool:
+    return getattr(model_or_class, "main_input_name", "pixel_values") != "pixel_values"
+
+
 def _load_transformers(
     source: _Source,
     *,
@@ -639,10 +643,9 @@ def _load_transformers(
             mapped = transformers.MODEL_MAPPING[type(config)]
         except (KeyError, ValueError):
             mapped = None  # remote code: checked after instantiation below
-        if (
-            mapped is not None
-            and getattr(mapped, "main_input_name", "pixel_values") != "pixel_values"
-        ):
+        if mapped is not None and hasattr(mapped, "get_image_features"):
+            pooling = "image_features"  # a dual encoder (SigLIP, ALIGN, ...): its image side
+        elif mapped is not None and _takes_no_pixels(mapped):
             raise UnsupportedPriorError(
                 f"{source.location!r} is not an image model: {mapped.__name__} takes "
                 f"{mapped.main_input_name!r}, not pixel_values. A ReLA prior must embed images."
@@ -678,13 +681,13 @@ def _load_transformers(
             f"transformers could not load the weights of {source.location!r}: {err}"
         ) from err
 
-    if getattr(model, "main_input_name", "pixel_values") != "pixel_values" and pooling is None:
+    if pooling is None and hasattr(model, "get_image_features"):
+        pooling = "image_features"
+    if pooling is None and _takes_no_pixels(model):
         raise UnsupportedPriorError(
             f"{source.location!r} is not an image model: {type(model).__name__} takes "
             f"{model.main_input_name!r}, not pixel_values."
         )
-    if pooling is None and hasattr(model, "get_image_features"):
-        pooling = "image_features"
     if pooling is None and any(key.startswith("pooler.") or ".pooler." in key for key in missing):
         pooling = "no_pooler"  # the pooler was freshly initialised: never use it
     untrained = sorted(key for key in missing if "pooler" not in key)
@@ -841,7 +844,8 @@ def _transformers_embed_fn(
     """Choose the pooling rule (probing one blank image where the output type decides) and the
     forward kwargs (position-embedding interpolation when the input size differs)."""
     forward = model.get_image_features if pooling == "image_features" else model.forward
-    native = getattr(config, "image_size", None)
+    # dual encoders (SigLIP, ALIGN, ...) keep the image size in their vision sub-config
+    native = getattr(getattr(config, "vision_config", None) or config, "image_size", None)
     native = (native, native) if isinstance(native, int) else tuple(native) if native else None
     kwargs: tuple[tuple[str, Any], ...] = ()
     if (
@@ -852,7 +856,8 @@ def _transformers_embed_fn(
         kwargs = (("interpolate_pos_encoding", True),)
     if pooling in ("image_features", "image_embeds"):
         return TransformersPooledFeatures(pooling, kwargs)
-    probe = torch.zeros(1, 3, *input_size, device=device)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    probe = torch.zeros(1, 3, *input_size, device=device, dtype=dtype)
     with torch.inference_mode():
         out = model(pixel_values=probe, **dict(kwargs))
     if pooling != "no_pooler" and getattr(out, "pooler_output", None) is not None:

@@ -296,6 +296,32 @@ def test_clip_prior_is_the_projected_image_embedding_of_the_vision_tower(tmp_pat
     torch.testing.assert_close(prior.embed(images[:5]), features)
 
 
+def test_other_dual_encoders_use_get_image_features(tmp_path, images):
+    tower = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+    }
+    config = transformers.SiglipConfig(
+        text_config=dict(tower, vocab_size=99, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(tower, image_size=32, patch_size=8),
+    )
+    torch.manual_seed(0)
+    siglip = transformers.SiglipModel(config).eval()
+    processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    siglip.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+
+    prior = load_prior(str(tmp_path))  # SiglipModel's main input is input_ids: still a prior
+    assert prior.embed_fn.pooling == "image_features"
+    pixels = processor(images=images[:3], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        features = siglip.get_image_features(pixel_values=pixels)
+    features = features if isinstance(features, torch.Tensor) else features.pooler_output
+    torch.testing.assert_close(prior.embed(images[:3]), features)
+
+
 # ---- bad input -----------------------------------------------------------------------------------
 
 
