@@ -13,7 +13,8 @@ Which embedding is taken (spec, ReLA-D step 2):
 - transformers, CLIP (``model_type`` ``clip``, or a ``CLIPVisionModelWithProjection``): only the
   vision tower and its projection are loaded; the embedding is the projected ``image_embeds``
   (what ``CLIPModel.get_image_features`` returns).
-- transformers, other dual encoders with ``get_image_features`` (SigLIP, ALIGN, ...): that method.
+- transformers, other dual encoders with ``get_image_features`` (SigLIP, ALIGN, ...): that method
+  (the full model is loaded).
 - transformers, any other ``AutoModel`` taking ``pixel_values``: ``pooler_output`` (flattened) when
   the model has one *and its weights came from the checkpoint*; otherwise the CLS token
   (``last_hidden_state[:, 0]``) for token sequences and the spatial mean for feature maps. The
@@ -26,6 +27,14 @@ Preprocessing (spec, ReLA-D step 1):
   through ``resolve_model_data_config`` + ``create_transform``; transformers' image processor.
 - ``"official"``: what the official ReLA code does for every prior: shorter side resized to
   ``image_size`` (bilinear), centre crop, ImageNet mean/std. Kept for comparisons.
+
+Precision: models load in float32 (transformers 5 would otherwise keep a checkpoint's fp16);
+pass ``dtype=torch.bfloat16`` (transformers) or cast ``prior.model`` to run in half precision;
+``embed`` casts its input to the model's dtype and always returns float32.
+
+Provenance: ``Prior.revision`` is the Hub commit the weights came from (also for timm registry
+names whose weights live on the Hub), and ``Prior.fingerprint`` identifies the targets a prior
+produces (for ``Dataset.map(new_fingerprint=...)``).
 
 Examples:
     >>> prior = load_prior("hf-hub:timm/resnet18.a1_in1k")          # doctest: +SKIP
