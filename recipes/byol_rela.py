@@ -1,0 +1,582 @@
+#!/usr/bin/env python
+"""BYOL pretraining accelerated by ReLA's efficient targets, with Hugging Face Accelerate.
+
+ReLA (Sun, Jiang & Lin, NeurIPS 2024, arXiv:2405.14669) first trains the encoder to regress
+fixed, PCA-whitened prior embeddings ("efficient data") through a linear transfer head, then
+switches for good to plain BYOL (Grill et al., arXiv:2006.07733). ``--method byol`` is the
+baseline: the same code path without the first phase. One script, top to bottom: config ->
+data (+ targets) -> model -> optimizer -> loop (accumulation, EMA, switch, logging, atomic
+checkpoints) -> export of the backbone in timm format.
+
+The same script runs everywhere; the global batch is
+``per_device_train_batch_size x processes x gradient_accumulation_steps``:
+
+    # one CPU (the offline demo) / one GPU
+    accelerate launch --num_processes 1 --cpu recipes/byol_rela.py --config recipes/configs/demo.yaml
+    accelerate launch --num_processes 1 --mixed_precision fp16 recipes/byol_rela.py \\
+        --config recipes/configs/cifar10_resnet18.yaml
+    # 8 GPUs on one node
+    accelerate launch --multi_gpu --num_processes 8 --mixed_precision fp16 recipes/byol_rela.py \\
+        --config recipes/configs/imagenet_resnet50.yaml --sync_batchnorm
+    # 2 nodes x 8 GPUs: the same on each node with its --machine_rank (0 and 1); the output_dir
+    # must be on a filesystem both nodes see (checkpoints are written by the main process)
+    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank 0 \\
+        --main_process_ip 10.0.0.1 --main_process_port 29500 --mixed_precision fp16 \\
+        recipes/byol_rela.py --config recipes/configs/imagenet_resnet50.yaml --sync_batchnorm
+    # 2 CPU processes (gloo): the distributed code path without GPUs. `--cpu` alone would start a
+    # single process; ACCELERATE_USE_CPU makes Accelerate pick gloo for the --multi_gpu launch.
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 --num_machines 1 \\
+        --mixed_precision no --dynamo_backend no recipes/byol_rela.py --config recipes/configs/demo.yaml
+
+Resume exactly where a run stopped (model, EMA target, optimizer, switch, data position, tracker
+run) by repeating the command with ``--resume_from_checkpoint latest`` (a fresh start when there
+is no checkpoint yet, so preemptible jobs can always pass it) or ``PATH/checkpoint-<step>``.
+Config: ``--config file.yaml`` (keys = the option names below), then command-line overrides;
+the resolved config is written to ``<output_dir>/config.yaml`` (usable as ``--config`` again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import datasets
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+    broadcast_object_list,
+    set_seed,
+)
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_scheduler
+
+import rela_hf
+from rela_hf.backbones import create_backbone
+from rela_hf.byol import cosine_momentum
+from rela_hf.checkpoint import (
+    check_output_dir,
+    check_same_run,
+    clear_checkpoints,
+    config_fingerprint,
+    load_checkpoint,
+    read_run_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from rela_hf.data import DataRatioSampler, load_image_dataset
+from rela_hf.hub import export_backbone, training_data_config
+from rela_hf.model import ReLABYOL
+from rela_hf.rela import build_switch
+from rela_hf.training import (
+    MetricMeans,
+    ViewPairCollator,
+    ViewPairDataset,
+    forward_seed,
+    training_step,
+)
+from rela_hf.views import byol_view_transforms, rela_view_transform
+
+logger = get_logger("byol_rela")
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, local image folder or save_to_disk folder."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset config (Hub)."})
+    dataset_revision: str | None = field(default=None, metadata={"help": "Dataset revision (pin a commit sha)."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    image_column: str = field(default="image", metadata={"help": "Column of images."})
+    label_column: str | None = field(default="label", metadata={"help": "Labels for the online linear probe (monitoring only); skipped if absent, 'none' to disable."})
+    target_column: str = field(default="rela_target", metadata={"help": "Column of ReLA targets (fixed-length float lists)."})
+    prior: str | None = field(default=None, metadata={"help": "Prior model (Hub id, hf-hub:/timm name, local folder) to compute targets with when the dataset has no target column."})
+    prior_revision: str | None = field(default=None, metadata={"help": "Revision of the prior."})
+    prior_preprocessing: Literal["prior", "official"] = field(default="prior", metadata={"help": "The prior's own preprocessing, or the official code's (resize + crop + ImageNet mean/std)."})
+    prior_image_size: int | None = field(default=None, metadata={"help": "Override the prior's input size (e.g. 64 to embed small images cheaply on CPU)."})
+    prior_batch_size: int = field(default=64, metadata={"help": "Images per prior forward pass."})
+    image_size: int = field(default=32, metadata={"help": "Student input size (views are cropped to it)."})
+    data_ratio: float = field(default=1.0, metadata={"help": "Fraction r in (0, 1] of the dataset drawn (fresh, uniformly) every epoch: the budget."})
+    dataloader_num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process."})
+
+
+@dataclass
+class ModelArguments:
+    backbone: str = field(default="resnet18", metadata={"help": "timm architecture, hf-hub:org/name or local-dir:/path."})
+    backbone_kwargs: str | None = field(default=None, metadata={"help": "JSON object of extra timm.create_model kwargs, e.g. '{\"drop_path_rate\": 0.1}'."})
+    cifar_stem: bool = field(default=False, metadata={"help": "3x3 stride-1 stem without max-pool (ResNets at 32-64 px)."})
+    projection_dim: int = field(default=256, metadata={"help": "BYOL projection width."})
+    projector_hidden_dim: int | None = field(default=None, metadata={"help": "Projector hidden width (default 2 x feature width, official ReLA)."})
+    predictor_hidden_dim: int | None = field(default=None, metadata={"help": "Predictor hidden width (default: the projector's)."})
+    rela_dim: int | None = field(default=None, metadata={"help": "Target width k (default: the target column's; for new targets min(student width, prior width))."})
+    trainable_transfer_head: bool = field(default=False, metadata={"help": "Learn the transfer head W (the official code keeps it a fixed random projection)."})
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = field(default="outputs/byol_rela", metadata={"help": "Checkpoints, logs, config, exported backbone."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete the checkpoints of an earlier run in output_dir."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    method: Literal["rela", "byol"] = field(default="rela", metadata={"help": "ReLA then BYOL, or the BYOL baseline."})
+    switch_rule: Literal["adaptive", "static"] = field(default="adaptive", metadata={"help": "When ReLA hands over to BYOL."})
+    switch_fraction: float | None = field(default=None, metadata={"help": "Static rule: share of the step budget spent on ReLA."})
+    num_train_epochs: int = field(default=100, metadata={"help": "Epochs (of data_ratio x N images each)."})
+    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides num_train_epochs."})
+    per_device_train_batch_size: int = field(default=128, metadata={"help": "Images per process per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "transformers scheduler name (constant, cosine, linear, ...)."})
+    warmup_steps: int = field(default=0, metadata={"help": "Learning-rate warm-up, optimizer steps."})
+    max_grad_norm: float | None = field(default=None, metadata={"help": "Clip the gradient norm (none by default, as in the official code)."})
+    momentum: float = field(default=0.99, metadata={"help": "EMA momentum (constant), or the cosine schedule's start."})
+    momentum_schedule: Literal["constant", "cosine"] = field(default="constant", metadata={"help": "constant (official ReLA) or cosine to 1.0 (BYOL paper)."})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no | fp16 | bf16; default: accelerate launch's setting."})
+    sync_batchnorm: bool = field(default=False, metadata={"help": "SyncBatchNorm across GPUs (multi-GPU runs only)."})
+    torch_compile: bool = field(default=False, metadata={"help": "torch.compile the model (inductor)."})
+    channels_last: bool = field(default=False, metadata={"help": "Channels-last memory format (faster convolutions on GPU and CPU)."})
+    report_to: str = field(default="tensorboard", metadata={"help": "tensorboard | wandb | trackio | all | none."})
+    logging_steps: int = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    checkpointing_steps: int | None = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (and always at the end)."})
+    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
+    seed: int = field(default=42, metadata={"help": "Seed of the initialisation, data subset and augmentations."})
+    ddp_timeout: int = field(default=7200, metadata={"help": "Collective timeout, seconds (targets are computed while the other processes wait)."})
+
+
+ARGUMENT_CLASSES = (DataArguments, ModelArguments, TrainArguments)
+# Options that may change when a run is resumed: everything else is part of the run's identity
+# (its fingerprint), and a checkpoint made with another value refuses to load.
+RESUMABLE_OPTIONS = {
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_steps",
+    "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
+    "torch_compile", "channels_last", "ddp_timeout",
+}
+
+
+class ConfigError(ValueError):
+    """A bad option value, reported before any compute is spent."""
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, TrainArguments]:
+    """``--config file.yaml`` gives the defaults, the other flags override them."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=str, default=None, help="YAML file of option values.")
+    pre_parser = argparse.ArgumentParser(add_help=False)
+    pre_parser.add_argument("--config", type=str, default=None)
+    config_path = pre_parser.parse_known_args(argv)[0].config
+    if config_path is not None:
+        values = yaml.safe_load(Path(config_path).read_text()) or {}
+        known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{config_path}: unknown options {unknown}; valid ones: {sorted(known)}.")
+        parser.set_defaults(**values)
+    *parsed, _namespace = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
+    return tuple(parsed)  # type: ignore[return-value]
+
+
+def resolved_config(*args_objects: Any) -> dict[str, Any]:
+    """All options as one flat dict (the format of ``--config`` files)."""
+    return {k: v for obj in args_objects for k, v in dataclasses.asdict(obj).items()}
+
+
+def validate_args(data: DataArguments, model: ModelArguments, train: TrainArguments) -> None:
+    """Cheap checks of option values, before anything is loaded."""
+    if not data.dataset_name:
+        raise ConfigError("--dataset_name is required (Hub id, image folder or save_to_disk folder).")
+    if not 0.0 < data.data_ratio <= 1.0:
+        raise ConfigError(f"--data_ratio must be in (0, 1], got {data.data_ratio}.")
+    if train.method == "rela" and train.switch_rule == "static" and train.switch_fraction is None:
+        raise ConfigError("--switch_rule static needs --switch_fraction c in [0, 1].")
+    if train.switch_fraction is not None and not 0.0 <= train.switch_fraction <= 1.0:
+        raise ConfigError(f"--switch_fraction must be in [0, 1], got {train.switch_fraction}.")
+    if train.mixed_precision not in (None, "no", "fp16", "bf16"):
+        raise ConfigError(f"--mixed_precision must be no, fp16 or bf16, got {train.mixed_precision!r}.")
+    if not 0.0 <= train.momentum <= 1.0:
+        raise ConfigError(f"--momentum must be in [0, 1], got {train.momentum}.")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
+        if getattr(train, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(train, name)}.")
+    if train.report_to not in ("tensorboard", "wandb", "trackio", "all", "none"):
+        raise ConfigError(f"--report_to must be tensorboard, wandb, trackio, all or none, got {train.report_to!r}.")
+    backbone_kwargs(model)  # parses, or a clear error
+
+
+def backbone_kwargs(model: ModelArguments) -> dict[str, Any]:
+    """``--backbone_kwargs`` as a dict (a JSON string on the command line, a mapping in YAML)."""
+    value = model.backbone_kwargs
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--backbone_kwargs is not valid JSON ({error}): {value!r}") from error
+    if not isinstance(parsed, dict):
+        raise ConfigError(f"--backbone_kwargs must be a JSON object, got {value!r}.")
+    return parsed
+
+
+def tracker_config(config: dict[str, Any]) -> dict[str, Any]:
+    """TensorBoard's hparams take scalars and strings only."""
+    return {k: v if isinstance(v, int | float | str | bool) else json.dumps(v) for k, v in config.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: the ReLA targets, computed once by the main process when the dataset has none
+# ---------------------------------------------------------------------------------------------
+def target_width(dataset: datasets.Dataset, column: str) -> int:
+    """Length k of a fixed-length target column (checked on the schema or the first row)."""
+    feature = dataset.features[column]
+    length = getattr(feature, "length", -1)
+    if length is None or length < 0:
+        length = len(dataset.select_columns([column])[0][column])
+    return int(length)
+
+
+def add_targets_cached(accelerator, dataset, data: DataArguments, k: int | None, student_width: int):
+    """``add_rela_targets`` on the main process, cached in ``<output_dir>/rela_targets/<key>``.
+
+    Only the target column is cached (images are never copied); the other processes wait at
+    the barrier and read the cache, so the prior runs once per machine and every process
+    trains on identical targets. For large datasets, precompute the targets with
+    ``recipes/make_targets.py`` (one process per GPU) and train on that dataset instead.
+    """
+    from rela_hf.priors import load_prior
+    from rela_hf.targets import add_rela_targets, attach_rela_targets, save_rela_dataset
+
+    # The main process names the cache (in-memory datasets have a random fingerprint per process).
+    key = config_fingerprint({
+        "dataset": dataset._fingerprint, "prior": data.prior, "revision": data.prior_revision,
+        "preprocessing": data.prior_preprocessing, "prior_image_size": data.prior_image_size,
+        "k": k, "student_width": student_width, "image_column": data.image_column,
+    })
+    key = broadcast_object_list([key])[0]
+    cache_dir = Path(accelerator.project_dir) / "rela_targets" / key
+    if accelerator.is_main_process and not cache_dir.exists():
+        logger.info(f"Computing ReLA targets with prior {data.prior} (cached in {cache_dir})")
+        prior = load_prior(
+            data.prior, revision=data.prior_revision, preprocessing=data.prior_preprocessing,
+            image_size=data.prior_image_size, device=accelerator.device,
+        )
+        with_targets = add_rela_targets(
+            dataset, prior, k=k, student_width=student_width, image_column=data.image_column,
+            target_column=data.target_column, batch_size=data.prior_batch_size,
+        )
+        # only idx + targets (and the whitening record), atomically: images are never copied
+        save_rela_dataset(with_targets, cache_dir, targets_only=True, card=False)
+    accelerator.wait_for_everyone()  # the others wait here while the prior runs
+    return attach_rela_targets(dataset, datasets.load_from_disk(str(cache_dir)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    data_args, model_args, args = parse_args(argv)
+    validate_args(data_args, model_args, args)
+    config = resolved_config(data_args, model_args, args)
+    run_config = {k: v for k, v in config.items() if k not in RESUMABLE_OPTIONS}
+    output_dir = Path(args.output_dir)
+
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,  # None: the launcher's --mixed_precision
+        dynamo_backend="inductor" if args.torch_compile else None,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "runs")),
+        kwargs_handlers=[
+            # The phase decides which heads get gradients (transfer head in ReLA, projector and
+            # predictor in BYOL), so DDP must look for unused parameters; their gradients stay
+            # None and AdamW skips them (no weight decay, no moment update) on every process.
+            DistributedDataParallelKwargs(find_unused_parameters=True),
+            InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout)),
+        ],
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_local_main_process:
+        datasets.utils.logging.set_verbosity_error()
+    set_seed(args.seed)  # same initial weights on every process (DDP also broadcasts rank 0's)
+
+    # --- Resume or fresh start, and whose output_dir this is: decided before any compute ----
+    resume_dir = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
+    check_output_dir(output_dir, run_config, resuming=resume_dir is not None, overwrite=args.overwrite_output_dir)
+    run_state: dict[str, Any] = {}
+    if resume_dir is not None:
+        run_state = read_run_state(resume_dir)
+        check_same_run(run_state, run_config, where=str(resume_dir))
+
+    # --- Data ------------------------------------------------------------------------------
+    dataset = load_image_dataset(
+        data_args.dataset_name, split=data_args.train_split, config_name=data_args.dataset_config_name,
+        revision=data_args.dataset_revision, image_column=data_args.image_column,
+    )
+    use_rela = args.method == "rela"
+    has_targets = data_args.target_column in dataset.column_names
+    if use_rela and not has_targets and data_args.prior is None:
+        raise ConfigError(
+            f"--method rela needs ReLA targets: {data_args.dataset_name} has no "
+            f"{data_args.target_column!r} column (columns: {dataset.column_names}). Pass --prior "
+            "to compute them, --target_column to name the right column, or --method byol."
+        )
+    label_column = data_args.label_column if data_args.label_column not in (None, "none") else None
+    if label_column is not None and label_column not in dataset.column_names:
+        logger.info(f"No {label_column!r} column: the online linear probe is off.")
+        label_column = None
+
+    # --- Model (an unknown backbone fails here, before targets are computed) --------------
+    backbone = create_backbone(model_args.backbone, cifar_stem=model_args.cifar_stem, **backbone_kwargs(model_args))
+    rela_dim = None
+    if use_rela:
+        if has_targets:
+            rela_dim = target_width(dataset, data_args.target_column)
+            if model_args.rela_dim is not None and model_args.rela_dim != rela_dim:
+                raise ConfigError(
+                    f"--rela_dim {model_args.rela_dim} does not match the {rela_dim}-d targets in "
+                    f"column {data_args.target_column!r}; drop --rela_dim or use targets with k={model_args.rela_dim}."
+                )
+        else:
+            dataset = add_targets_cached(accelerator, dataset, data_args, model_args.rela_dim, backbone.num_features)
+            rela_dim = target_width(dataset, data_args.target_column)
+    num_classes = None
+    if label_column is not None:
+        feature = dataset.features[label_column]
+        num_classes = getattr(feature, "num_classes", None) or int(np.max(dataset.with_format("numpy")[label_column])) + 1
+    model = ReLABYOL(
+        backbone, rela_dim=rela_dim, trainable_transfer_head=model_args.trainable_transfer_head,
+        projection_dim=model_args.projection_dim, projector_hidden_dim=model_args.projector_hidden_dim,
+        predictor_hidden_dim=model_args.predictor_hidden_dim, num_classes=num_classes,
+    )
+    if args.sync_batchnorm:
+        # Accelerate does not convert BatchNorm (accelerate#791); do it before prepare(), on
+        # multi-GPU runs only (SyncBatchNorm needs a GPU process group).
+        if accelerator.distributed_type == DistributedType.MULTI_GPU:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.warning("--sync_batchnorm ignored: it needs a multi-GPU run.")
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+
+    # Views are seeded per (seed, epoch, row): independent of workers, processes and resumes.
+    train_data = ViewPairDataset(
+        dataset,
+        rela_views=rela_view_transform(data_args.image_size) if use_rela else None,
+        byol_views=byol_view_transforms(data_args.image_size),
+        image_column=data_args.image_column,
+        target_column=data_args.target_column if use_rela else None,
+        label_column=label_column,
+        seed=args.seed,
+        phase="rela" if use_rela else "byol",
+    )
+    # The same subset of floor(r N) rows on every process for a given (seed, epoch); Accelerate
+    # then hands each process every num_processes-th batch of it.
+    sampler = DataRatioSampler(len(train_data), ratio=data_args.data_ratio, seed=args.seed, shuffle=True)
+    train_loader = DataLoader(
+        train_data, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
+        num_workers=data_args.dataloader_num_workers, collate_fn=ViewPairCollator(args.channels_last),
+        pin_memory=torch.cuda.is_available(),
+        # Workers copy the dataset (its phase and epoch) when an iterator starts: no persistent
+        # workers, so a new iterator (every epoch, and right after the switch) sees the change.
+        persistent_workers=False,
+    )
+    optimizer = torch.optim.AdamW(model.parameter_groups(args.weight_decay), lr=args.learning_rate)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if len(train_loader) == 0:
+        raise ConfigError(
+            f"No full batch: {len(sampler)} images per epoch (data_ratio {data_args.data_ratio} x "
+            f"{len(train_data)}) < global batch {args.per_device_train_batch_size} x "
+            f"{accelerator.num_processes} processes."
+        )
+
+    # Budget in optimizer steps, from the *prepared* (per-process) loader length.
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    # Not prepared: Accelerate's scheduler wrapper steps num_processes times per optimizer step;
+    # this one steps exactly once per optimizer step, like the EMA and the switch.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler_type, optimizer.optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps
+    )
+    switch = build_switch(args.switch_rule, fraction=args.switch_fraction, total_steps=total_steps) if use_rela else None
+
+    def momentum_at(step: int) -> float:
+        if args.momentum_schedule == "constant":
+            return args.momentum
+        return cosine_momentum(step, total_steps, start=args.momentum, end=1.0)
+
+    # --- Restore ----------------------------------------------------------------------------
+    step, epoch, batch_in_epoch, train_seconds, images_seen = 0, 0, 0, 0.0, 0
+    last_metrics: dict[str, float] = {}
+    tracker = {"run_name": output_dir.name, "run_id": uuid.uuid4().hex[:8]}
+    if resume_dir is not None:
+        load_checkpoint(accelerator, resume_dir)  # model + EMA target, optimizer, scaler, RNG
+        lr_scheduler.load_state_dict(run_state["scheduler"])
+        sampler.load_state_dict(run_state["sampler"])
+        if switch is not None:
+            switch.load_state_dict(run_state["switch"])
+        step, epoch, batch_in_epoch = run_state["step"], run_state["epoch"], run_state["batch_in_epoch"]
+        train_seconds, images_seen = run_state["train_seconds"], run_state["images_seen"]
+        last_metrics, tracker = run_state["last_metrics"], run_state["tracker"]
+        if run_state["num_processes"] != accelerator.num_processes and batch_in_epoch:
+            # The position inside an epoch counts per-process batches: convert it (not exact).
+            batch_in_epoch = batch_in_epoch * run_state["num_processes"] // accelerator.num_processes
+            logger.warning("Resuming mid-epoch with another number of processes: data order is not exact.")
+        logger.info(f"Resumed from {resume_dir}: step {step}, epoch {epoch}, batch {batch_in_epoch}")
+    elif args.overwrite_output_dir and accelerator.is_main_process:
+        for path in clear_checkpoints(output_dir):
+            logger.info(f"--overwrite_output_dir: removed {path}")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    # Trackers: the same run continues on resume (wandb id, TensorBoard folder; purge_step drops
+    # the events a crashed run logged after its last checkpoint).
+    accelerator.init_trackers(
+        "rela_byol", config=tracker_config(config),
+        init_kwargs={
+            "tensorboard": {"purge_step": step} if resume_dir is not None else {},
+            "wandb": {"name": tracker["run_name"], "id": tracker["run_id"], "resume": "allow"},
+            "trackio": {"name": tracker["run_name"], "resume": "allow"},
+        },
+    )
+    logger.info(
+        f"{args.method}: {len(train_data)} images, ratio {data_args.data_ratio}, {steps_per_epoch} steps/epoch, "
+        f"{total_steps} steps, global batch {args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps}, "
+        f"{accelerator.num_processes} process(es) on {accelerator.device}"
+    )
+
+    def run_state_now() -> dict[str, Any]:
+        next_epoch, next_batch = (epoch + 1, 0) if batch_in_epoch >= len(train_loader) else (epoch, batch_in_epoch)
+        return {
+            "epoch": next_epoch, "batch_in_epoch": next_batch, "num_processes": accelerator.num_processes,
+            "switch": switch.state_dict() if switch is not None else None, "sampler": sampler.state_dict(),
+            "scheduler": lr_scheduler.state_dict(), "train_seconds": train_seconds, "images_seen": images_seen,
+            "last_metrics": last_metrics, "tracker": tracker, "config_fingerprint": config_fingerprint(run_config),
+            "run_config": run_config, "config": config, "rela_hf_version": rela_hf.__version__,
+        }
+
+    # --- Train --------------------------------------------------------------------------------
+    step_means, log_means = MetricMeans(), MetricMeans()
+    images_per_micro_batch = args.per_device_train_batch_size * accelerator.num_processes
+    progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
+    window_start, window_images = time.perf_counter(), 0
+    while step < total_steps:
+        phase = switch.phase if switch is not None else "byol"
+        train_data.set_phase(phase)
+        # Mid-epoch (a resume, or right after the switch): skip the batches already seen. The
+        # sampler is deterministic per epoch, so the remaining batches are exactly the same.
+        loader = accelerator.skip_first_batches(train_loader, batch_in_epoch) if batch_in_epoch else train_loader
+        loader.set_epoch(epoch)  # Accelerate forwards it to the sampler and the dataset
+        sampler.set_epoch(epoch)
+        train_data.set_epoch(epoch)
+        restart = False
+        tick = time.perf_counter()
+        for batch in loader:
+            # dropout / stochastic depth: seeded by the data position, so a resume repeats them
+            torch.manual_seed(forward_seed(args.seed, epoch, batch_in_epoch, accelerator.process_index))
+            out = training_step(
+                accelerator, model, optimizer, batch, phase=phase, momentum=momentum_at(step),
+                max_grad_norm=args.max_grad_norm,
+            )
+            batch_in_epoch += 1
+            images_seen += images_per_micro_batch
+            window_images += images_per_micro_batch
+            step_means.add(out)
+            log_means.add(out)
+            if not accelerator.sync_gradients:
+                continue
+            # ---- once per optimizer step (after accumulation) ----
+            step += 1
+            lr_scheduler.step()
+            progress.update(1)
+            if phase == "rela":
+                # `cur` of the switch: this step's ReLA loss, mean over micro-batches and processes
+                # (all-reduced, so every process takes the same decision).
+                switched = switch.update(step_means.compute(accelerator)["rela_loss"])
+                if switched:
+                    logger.info(
+                        f"ReLA -> BYOL switch ({args.switch_rule} rule) at optimizer step {step}; BYOL views from step {step + 1}",
+                        main_process_only=True,
+                    )
+                    restart = True  # new iterator: the next batch gets BYOL views
+            else:
+                step_means.reset()  # BYOL: nothing to decide, no host sync needed
+            if step % args.logging_steps == 0 or restart or step == total_steps:
+                now = time.perf_counter()
+                metrics = {f"train/{k}": v for k, v in log_means.compute(accelerator).items()}
+                last_metrics.update(metrics)
+                metrics.update({
+                    "train/phase": 0.0 if phase == "rela" else 1.0, "train/lr": lr_scheduler.get_last_lr()[0],
+                    "train/momentum": momentum_at(step - 1), "train/epoch": epoch + batch_in_epoch / len(train_loader),
+                    "train/images_per_second": window_images / max(now - window_start, 1e-9),
+                })
+                if getattr(switch, "rho", None) is not None:  # the adaptive rule's statistic
+                    metrics["train/rho"] = switch.rho
+                accelerator.log(metrics, step=step)
+                progress.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or "accuracy" in k})
+                window_start, window_images = now, 0
+            if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
+                train_seconds += time.perf_counter() - tick
+                tick = time.perf_counter()
+                save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
+            if restart or step >= total_steps:
+                break
+        train_seconds += time.perf_counter() - tick
+        loader.end()  # leaving the loop early skips Accelerate's own end-of-loader bookkeeping
+        if restart and batch_in_epoch < len(train_loader):
+            continue  # same epoch, from the next batch, with the new views
+        if batch_in_epoch >= len(train_loader):
+            epoch, batch_in_epoch = epoch + 1, 0
+    progress.close()
+
+    # --- Final checkpoint, backbone export, summary -----------------------------------------
+    final_checkpoint = save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
+    summary = {
+        "method": args.method, "switch_rule": args.switch_rule if use_rela else None,
+        "switch_fraction": args.switch_fraction if use_rela else None,
+        # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
+        "switch_step": switch.switch_step if switch is not None else None,
+        "phase": switch.phase if switch is not None else "byol",
+        "steps": step, "total_steps": total_steps, "epochs": step / steps_per_epoch, "images_seen": images_seen,
+        "global_batch_size": images_per_micro_batch * args.gradient_accumulation_steps,
+        "num_processes": accelerator.num_processes, "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision, "wall_clock_seconds": round(train_seconds, 3),
+        "final_metrics": {k.removeprefix("train/"): v for k, v in last_metrics.items()},
+        "backbone": model_args.backbone, "dataset": data_args.dataset_name, "prior": data_args.prior,
+        "target_dim": rela_dim, "data_ratio": data_args.data_ratio, "image_size": data_args.image_size,
+        "checkpoint": final_checkpoint.name, "rela_hf_version": rela_hf.__version__,
+    }
+    if accelerator.is_main_process:
+        export_backbone(
+            accelerator.unwrap_model(model, keep_torch_compile=False).backbone, output_dir / "backbone",
+            data_config=training_data_config(data_args.image_size),
+            pretrained_cfg={"tag": "rela_byol" if use_rela else "byol",
+                            "description": f"{'ReLA-accelerated BYOL' if use_rela else 'BYOL'}-pretrained backbone (rela-hf)."},
+        )
+        (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        logger.info(f"Backbone exported to {output_dir / 'backbone'}; summary: {json.dumps(summary)}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
