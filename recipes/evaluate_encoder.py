@@ -42,7 +42,11 @@ OFFLINE_DATASETS = {"fashion_mnist": "Fashion-MNIST (Debian dataset-fashion-mnis
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from rela_hf.evaluation import (
-        KNN_K, KNN_TEMPERATURE, LINEAR_PROBE_BATCH_SIZE, LINEAR_PROBE_EPOCHS, LINEAR_PROBE_LR,
+        KNN_K,
+        KNN_TEMPERATURE,
+        LINEAR_PROBE_BATCH_SIZE,
+        LINEAR_PROBE_EPOCHS,
+        LINEAR_PROBE_LR,
         PROTOCOLS,
     )
 

@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> Any:
     folder = Path(args.folder)
     kind = folder_kind(folder)
     eval_results = [read_eval_results(p) for p in args.eval_results] if args.eval_results else None
-    push = dict(revision=args.revision, private=args.private, create_pr=args.create_pr,
-                commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
-                max_retries=args.max_retries)
+    push = {"revision": args.revision, "private": args.private, "create_pr": args.create_pr,
+            "commit_message": args.commit_message or DEFAULT_COMMIT_MESSAGE,
+            "max_retries": args.max_retries}
 
     if kind == "ready":
         if args.dry_run:
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> Any:
             return None
         commit = push_encoder(folder, args.repo_id, **push)
     else:
-        build = dict(repo_id=args.repo_id, eval_results=eval_results, license=args.license,
-                     include_training_state=args.include_training_state and kind == "run",
-                     backbone_dir=folder if kind == "export" else None)
+        build = {"repo_id": args.repo_id, "eval_results": eval_results, "license": args.license,
+                 "include_training_state": args.include_training_state and kind == "run",
+                 "backbone_dir": folder if kind == "export" else None}
         if args.dry_run:
             out = build_hub_folder(folder, args.dry_run, **build)
             print(f"Built the repo contents in {out} (not pushed):")

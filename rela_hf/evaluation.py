@@ -659,10 +659,14 @@ def evaluate_encoder(
     if transform is None:
         data_config = encoder_data_config(model, preprocessing=preprocessing, image_size=image_size)
         transform = eval_transform_for(data_config)
-    extract = dict(batch_size=batch_size, accelerator=accelerator, image_column=image_column,
-                   label_column=label_column)
-    train_x, train_y = extract_features(model, train_dataset, transform, **extract)
-    test_x, test_y = extract_features(model, test_dataset, transform, **extract)
+
+    def features_of(split: Any) -> tuple[Tensor, Tensor]:
+        return extract_features(model, split, transform, batch_size=batch_size,
+                                accelerator=accelerator, image_column=image_column,
+                                label_column=label_column)
+
+    train_x, train_y = features_of(train_dataset)
+    test_x, test_y = features_of(test_dataset)
     num_classes = _num_classes(num_classes, train_y, test_y)
 
     results: list[dict[str, Any]] = []

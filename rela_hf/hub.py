@@ -22,10 +22,10 @@ import json
 import logging
 import math
 import os
-import time
 import shutil
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,14 @@ def _validate_data_config(data_config: Mapping[str, Any], in_chans: int) -> dict
     return config
 
 
+def _pretrained_cfg_of(model: nn.Module) -> dict[str, Any]:
+    """A timm model's ``pretrained_cfg`` (``{}`` for other modules)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    return dict(cfg) if isinstance(cfg, Mapping) else {}
+
+
 def _check_backbone(model: nn.Module) -> None:
-    if not hasattr(model, "pretrained_cfg") or "architecture" not in model.pretrained_cfg:
+    if "architecture" not in _pretrained_cfg_of(model):
         raise TypeError(
             f"export_backbone expects a timm model (created with timm.create_model), got "
             f"{type(model).__name__} without a timm pretrained_cfg. Export the backbone "
@@ -138,13 +144,25 @@ def _model_in_chans(model: nn.Module) -> int:
     from timm.models._hub import get_model_args
 
     in_chans = get_model_args(model).get("in_chans")
-    return int(in_chans if in_chans is not None else model.pretrained_cfg["input_size"][0])
+    return int(in_chans if in_chans is not None else _pretrained_cfg_of(model)["input_size"][0])
 
 
-def _strip_num_classes_from_model_args(config_path: Path) -> None:
-    """The timm 1.0.31 <-> transformers 5.24 fix: TimmWrapper passes num_classes itself."""
+def _finalize_config(config_path: Path, ours: Mapping[str, Any]) -> None:
+    """Fix what ``save_for_hf`` writes: the TimmWrapper incompatibility and the provenance.
+
+    - timm 1.0.31 records ``num_classes`` in ``model_args`` while transformers 5.24's
+      ``TimmWrapperModel`` passes ``num_classes`` itself (``TypeError: multiple values``):
+      drop it from ``model_args`` (the root ``num_classes`` stays).
+    - timm merges our ``pretrained_cfg`` over the architecture's *default* one, whose
+      provenance (tag, licence, paper, origin url...) describes weights we did not train:
+      drop every provenance key, then set ours (a ``None`` value leaves the key out).
+    """
     config = json.loads(config_path.read_text())
     config.get("model_args", {}).pop("num_classes", None)
+    cfg = config["pretrained_cfg"]
+    for key in INHERITED_PROVENANCE_KEYS:
+        cfg.pop(key, None)
+    cfg.update({key: value for key, value in ours.items() if value is not None})
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -160,7 +178,7 @@ def _verify_reload(model: nn.Module, folder: Path, input_size: tuple[int, int, i
 
     try:
         reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the context that matters
+    except Exception as error:
         raise ExportError(
             f"The export of {type(model).__name__} does not load back with timm "
             f"(create_model('local-dir:...', pretrained=True)): {error}. Is the backbone "
@@ -266,30 +284,19 @@ def export_backbone(
     in_chans = _model_in_chans(model)
     data_config = _validate_data_config(data_config or {}, in_chans)
 
-    # Start from the architecture's cfg minus its provenance, then add ours.
-    ours = dict(DEFAULT_PRETRAINED_CFG)
-    ours.update(pretrained_cfg or {})
-    source_cfg = dict(model.pretrained_cfg)
-    for key in INHERITED_PROVENANCE_KEYS:
-        source_cfg.pop(key, None)
-
+    ours = {**DEFAULT_PRETRAINED_CFG, **(pretrained_cfg or {})}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    original_cfg = model.pretrained_cfg
     try:
-        # save_for_hf reads model.pretrained_cfg; hand it the cleaned one for the duration.
-        model.pretrained_cfg = source_cfg
         with torch.no_grad():
             save_for_hf(
                 model,
-                tmp_dir,
-                model_config={"pretrained_cfg": ours},
+                str(tmp_dir),
+                model_config={"pretrained_cfg": {k: v for k, v in ours.items() if v is not None}},
                 safe_serialization=True,
                 data_config=data_config or None,
             )
-        config_path = tmp_dir / CONFIG_NAME
-        _strip_num_classes_from_model_args(config_path)
-        _drop_unset_provenance(config_path, ours)
+        _finalize_config(tmp_dir / CONFIG_NAME, ours)
         if verify:
             input_size = read_export_config(tmp_dir)["pretrained_cfg"]["input_size"]
             _verify_reload(model, tmp_dir, tuple(input_size))
@@ -297,20 +304,8 @@ def export_backbone(
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    finally:
-        model.pretrained_cfg = original_cfg
-    logger.info("Exported %s backbone to %s", original_cfg.get("architecture"), out_dir)
+    logger.info("Exported %s backbone to %s", _pretrained_cfg_of(model)["architecture"], out_dir)
     return out_dir
-
-
-def _drop_unset_provenance(config_path: Path, ours: Mapping[str, Any]) -> None:
-    """Remove provenance keys explicitly set to ``None`` by the caller (e.g. no licence)."""
-    config = json.loads(config_path.read_text())
-    cfg = config["pretrained_cfg"]
-    for key, value in ours.items():
-        if value is None:
-            cfg.pop(key, None)
-    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def read_export_config(folder: str | Path) -> dict[str, Any]:
@@ -581,7 +576,7 @@ def _source_line(name: Any, revision: Any, extra: str = "") -> str:
 
 
 def _format_duration(seconds: float) -> str:
-    hours, rest = divmod(int(round(seconds)), 3600)
+    hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
@@ -640,7 +635,7 @@ def _count_parameters(folder: Path) -> int:
 
     total = 0
     with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as weights:
-        for key in weights.keys():
+        for key in weights.keys():  # noqa: SIM118 - safe_open is not a dict
             if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
                 continue
             shape = weights.get_slice(key).get_shape()
@@ -814,12 +809,14 @@ def _is_retryable(error: BaseException) -> bool:
     )
 
 
-def _with_retries(action: str, repo_id: str, call: Any, *, max_retries: int, backoff: float) -> Any:
+def _with_retries(
+    action: str, repo_id: str, call: Callable[[], Any], *, max_retries: int, backoff: float
+) -> Any:
     """Run ``call()``; on a retryable error wait ``backoff * 2**attempt`` s and try again."""
     for attempt in range(max_retries + 1):
         try:
             return call()
-        except Exception as error:  # noqa: BLE001 - classified just below
+        except Exception as error:
             retryable = _is_retryable(error)
             if not retryable or attempt == max_retries:
                 tries = f"after {attempt + 1} attempts" if retryable else "(not retryable)"
@@ -909,25 +906,22 @@ def push_encoder(
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}.")
     api = HfApi(endpoint=endpoint, token=token)
-    retry = dict(max_retries=max_retries, backoff=retry_backoff)
 
-    url = _with_retries("create the repo", repo_id,
-                        lambda: api.create_repo(repo_id, private=private, exist_ok=True), **retry)
+    def retry(action: str, call: Callable[[], Any]) -> Any:
+        return _with_retries(action, repo_id, call, max_retries=max_retries, backoff=retry_backoff)
+
+    url = retry("create the repo", lambda: api.create_repo(repo_id, private=private, exist_ok=True))
     if revision is not None and not revision.startswith("refs/"):
-        _with_retries(f"create branch {revision!r}", repo_id,
-                      lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), **retry)
+        retry(f"create branch {revision!r}",
+              lambda: api.create_branch(repo_id, branch=revision, exist_ok=True))
     operations = [
         CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=str(path))
         for path in _folder_files(folder)
     ]
-    commit = _with_retries(
-        "commit the files", repo_id,
-        lambda: api.create_commit(
-            repo_id, operations, commit_message=commit_message,
-            commit_description=commit_description, revision=revision, create_pr=create_pr,
-        ),
-        **retry,
-    )
+    commit = retry("commit the files", lambda: api.create_commit(
+        repo_id, operations, commit_message=commit_message,
+        commit_description=commit_description, revision=revision, create_pr=create_pr,
+    ))
     logger.info("Pushed %d files of %s to %s (commit %s).", len(operations), folder,
                 getattr(url, "repo_id", repo_id), commit.oid)
     return commit

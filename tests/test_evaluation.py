@@ -201,7 +201,7 @@ def test_extract_features_gathers_exactly_once_per_sample_across_two_processes(
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                "2", str(script), str(folder), str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
 
     transform = eval_transform_for(training_data_config(32))

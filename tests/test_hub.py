@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import timm
 import torch
+import yaml
 
+from rela_hf.evaluation import write_eval_results
 from rela_hf.hub import (
     ExportError,
+    PushError,
+    build_hub_folder,
+    compute_summary,
     export_backbone,
+    plot_training_history,
+    push_encoder,
+    push_training_output,
     read_export_config,
+    read_training_history,
+    render_model_card,
     training_data_config,
 )
 
@@ -119,32 +140,6 @@ def test_export_of_a_hand_modified_backbone_fails_before_writing(tmp_path):
 
 
 # ---- helpers for the Hub tests ---------------------------------------------------------------------
-
-import hashlib  # noqa: E402
-import http.client  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-import threading  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
-
-import yaml  # noqa: E402
-
-from rela_hf.evaluation import write_eval_results  # noqa: E402
-from rela_hf.hub import (  # noqa: E402
-    PushError,
-    build_hub_folder,
-    compute_summary,
-    plot_training_history,
-    push_encoder,
-    push_training_output,
-    read_training_history,
-    render_model_card,
-)
 
 
 def _tree_digest(folder: Path) -> dict[str, str]:
@@ -419,7 +414,7 @@ def _load_in_fresh_process(repo_id: str, tmp_path: Path) -> dict:
     script.write_text(LOAD_IN_FRESH_PROCESS)
     env = {**os.environ, "HF_HOME": str(tmp_path / "fresh_hf_home")}  # nothing cached
     run = subprocess.run([sys.executable, str(script), repo_id, str(out)], env=env,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     return torch.load(out, weights_only=True)
 
