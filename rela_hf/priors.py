@@ -214,7 +214,8 @@ class Prior:
     Attributes:
         model: the network, in eval mode with ``requires_grad`` off.
         name: the id or path as given to :func:`load_prior`.
-        revision: the resolved 40-hex commit sha when the weights came from the Hub, else ``None``.
+        revision: the resolved 40-hex commit sha when the weights came from the Hub, else ``None``
+            (local folders, timm weights from plain URLs, ``pretrained=False``).
         library: ``"timm"`` or ``"transformers"``.
         embed_dim: width of the embedding returned by :meth:`embed`.
         preprocessing: JSON-able description of :attr:`transform` (``mode``, ``input_size``,
@@ -976,7 +977,8 @@ def load_prior(
     prior = Prior(
         model=model,
         name=name_or_path,
-        revision=resolved_revision,
+        # randomly initialised weights come from no commit (and fingerprint by their values)
+        revision=resolved_revision if pretrained else None,
         library=source.library,
         embed_dim=0,
         preprocessing=description,

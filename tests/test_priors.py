@@ -431,6 +431,8 @@ def test_timm_prior_pushed_to_the_hub_loads_pinned_to_a_commit(hub, hub_namespac
     pinned = load_prior(repo_id, revision=first_sha)
     assert pinned.revision == first_sha
     torch.testing.assert_close(pinned.embed(pixels), _timm_pooled(first, pixels))
+    # the architecture from the Hub, random weights: no commit to record
+    assert load_prior(f"hf-hub:{repo_id}", pretrained=False).revision is None
 
 
 def test_timm_registry_name_with_hub_weights_records_their_commit(hub, images):
