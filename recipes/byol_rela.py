@@ -83,7 +83,7 @@ from rela_hf.checkpoint import (
     save_checkpoint,
 )
 from rela_hf.data import DataRatioSampler, load_image_dataset
-from rela_hf.hub import export_backbone, training_data_config
+from rela_hf.hub import HISTORY_NAME, export_backbone, push_training_output, training_data_config
 from rela_hf.model import ReLABYOL
 from rela_hf.rela import build_switch
 from rela_hf.training import (
@@ -160,6 +160,9 @@ class TrainArguments:
     checkpointing_steps: int | None = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (and always at the end)."})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     seed: int = field(default=42, metadata={"help": "Seed of the initialisation, data subset and augmentations."})
+    push_to_hub: bool = field(default=False, metadata={"help": "At the end, publish backbone + model card + training curves to --hub_model_id (rela_hf.hub.push_training_output)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub model repo 'org/name' for --push_to_hub (token: HF_TOKEN or huggingface-cli login)."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
     ddp_timeout: int = field(default=7200, metadata={"help": "Collective timeout, seconds (targets are computed while the other processes wait)."})
 
 
@@ -169,7 +172,7 @@ ARGUMENT_CLASSES = (DataArguments, ModelArguments, TrainArguments)
 RESUMABLE_OPTIONS = {
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_steps",
     "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
-    "torch_compile", "channels_last", "ddp_timeout",
+    "torch_compile", "channels_last", "ddp_timeout", "push_to_hub", "hub_model_id", "hub_private",
 }
 
 
@@ -219,6 +222,8 @@ def validate_args(data: DataArguments, model: ModelArguments, train: TrainArgume
             raise ConfigError(f"--{name} must be >= 1, got {getattr(train, name)}.")
     if train.report_to not in ("tensorboard", "wandb", "trackio", "all", "none"):
         raise ConfigError(f"--report_to must be tensorboard, wandb, trackio, all or none, got {train.report_to!r}.")
+    if train.push_to_hub and not train.hub_model_id:
+        raise ConfigError("--push_to_hub needs --hub_model_id org/name.")
     backbone_kwargs(model)  # parses, or a clear error
 
 
@@ -446,6 +451,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        # one JSON line per logged step, for the model card's training curves (rela_hf.hub); a
+        # resumed run appends and the reader keeps the last record of each step
+        history_file = (output_dir / HISTORY_NAME).open("a" if resume_dir is not None else "w")
 
     # Trackers: the same run continues on resume (wandb id, TensorBoard folder; purge_step drops
     # the events a crashed run logged after its last checkpoint).
@@ -531,6 +539,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if getattr(switch, "rho", None) is not None:  # the adaptive rule's statistic
                     metrics["train/rho"] = switch.rho
                 accelerator.log(metrics, step=step)
+                if accelerator.is_main_process:
+                    history_file.write(json.dumps({"step": step, **metrics}) + "\n")
+                    history_file.flush()
                 progress.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or "accuracy" in k})
                 window_start, window_images = now, 0
             if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
@@ -558,6 +569,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "steps": step, "total_steps": total_steps, "epochs": step / steps_per_epoch, "images_seen": images_seen,
         "global_batch_size": images_per_micro_batch * args.gradient_accumulation_steps,
         "num_processes": accelerator.num_processes, "device": str(accelerator.device),
+        "device_name": torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
         "mixed_precision": accelerator.mixed_precision, "wall_clock_seconds": round(train_seconds, 3),
         "final_metrics": {k.removeprefix("train/"): v for k, v in last_metrics.items()},
         "backbone": model_args.backbone, "dataset": data_args.dataset_name, "prior": data_args.prior,
@@ -573,6 +585,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         logger.info(f"Backbone exported to {output_dir / 'backbone'}; summary: {json.dumps(summary)}")
+        history_file.close()
+        if args.push_to_hub:
+            commit = push_training_output(output_dir, args.hub_model_id, private=args.hub_private or None)
+            logger.info(f"Pushed to the Hub: {commit.commit_url}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

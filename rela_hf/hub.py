@@ -373,7 +373,8 @@ def read_training_history(output_dir: str | Path) -> list[dict[str, Any]]:
     """The logged training metrics of a run, one dict per logged optimizer step.
 
     Read from ``<output_dir>/history.jsonl`` (one JSON object per line with a ``step`` key and
-    the logged metrics; a ``train/`` prefix on keys is dropped), else from the TensorBoard
+    the logged metrics; a ``train/`` prefix on keys is dropped; for a step logged twice, as a
+    resumed run does, the last record wins), else from the TensorBoard
     event files under ``<output_dir>/runs`` that ``accelerator.log`` wrote. Empty when neither
     exists. Lines that are not valid JSON (a run killed mid-write) are skipped with a warning.
     """
@@ -391,7 +392,9 @@ def read_training_history(output_dir: str | Path) -> list[dict[str, Any]]:
                 continue
             if isinstance(record, dict) and "step" in record:
                 history.append(_strip_prefix(record))
-        return sorted(history, key=lambda r: r["step"])
+        # a resumed run re-logs the steps after its checkpoint: the last record of a step wins
+        by_step = {record["step"]: record for record in history}
+        return [by_step[step] for step in sorted(by_step)]
     if (output_dir / "runs").is_dir():
         return _history_from_tensorboard(output_dir / "runs")
     return []

@@ -284,6 +284,10 @@ def test_read_training_history_from_jsonl_and_tensorboard(training_run, tmp_path
     history = read_training_history(training_run)
     assert len(history) == 100 and history[0]["step"] == 10
     assert "loss" in history[0] and "train/loss" not in history[0]  # prefix dropped
+    with (training_run / "history.jsonl").open("a") as f:  # a resumed run logs step 20 again
+        f.write('{"step": 20, "train/loss": 7.0}\n{"step": 30, "trunc')  # + a torn last line
+    history = read_training_history(training_run)
+    assert len(history) == 100 and history[1] == {"step": 20, "loss": 7.0}
     from torch.utils.tensorboard import SummaryWriter
 
     tb_run = tmp_path / "tb"
@@ -577,3 +581,46 @@ def test_push_to_hub_recipe_dry_run_then_push(hub, hub_namespace, training_run, 
     bare = export_backbone(timm.create_model("test_resnet", num_classes=0), tmp_path / "bare")
     recipe.main(["--folder", str(bare), "--repo_id", f"{hub_namespace}/bare"])
     assert b"No evaluation results" in hub.files(f"{hub_namespace}/bare")["README.md"]
+
+
+@pytest.mark.slow
+def test_trainer_push_to_hub_publishes_the_run(hub, hub_namespace, fashion_mnist_slice, tmp_path):
+    """recipes/byol_rela.py --push_to_hub: history.jsonl, card with curves, loadable backbone."""
+    import importlib.util
+
+    from accelerate.state import AcceleratorState, GradientState
+    from huggingface_hub import ModelCard
+
+    spec = importlib.util.spec_from_file_location(
+        "byol_rela", Path(__file__).resolve().parents[1] / "recipes" / "byol_rela.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules["byol_rela"] = recipe  # dataclasses resolve their module by name
+    spec.loader.exec_module(recipe)
+    data = tmp_path / "data"
+    fashion_mnist_slice.save_to_disk(str(data))
+    repo_id = f"{hub_namespace}/byol-from-trainer"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = recipe.main([
+            "--dataset_name", str(data), "--output_dir", str(tmp_path / "run"),
+            "--backbone", "test_resnet", "--image_size", "32", "--method", "byol",
+            "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "1",
+            "--checkpointing_steps", "4", "--dataloader_num_workers", "0", "--report_to", "none",
+            "--push_to_hub", "--hub_model_id", repo_id,
+        ])
+    finally:
+        torch.set_num_threads(threads)
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    assert [r["step"] for r in read_training_history(tmp_path / "run")] == [1, 2, 3, 4]
+    files = hub.files(repo_id)
+    assert {"config.json", "model.safetensors", "README.md", "training_curves.png"} <= set(files)
+    card = ModelCard.load(repo_id)
+    assert card.data.library_name == "timm" and "](training_curves.png)" in card.text
+    assert f"optimizer steps | {summary['steps']}" in card.text
+    model = timm.create_model(f"hf-hub:{repo_id}", pretrained=True).eval()
+    exported = timm.create_model(f"local-dir:{tmp_path / 'run' / 'backbone'}", pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), exported(x))
