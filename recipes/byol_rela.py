@@ -586,11 +586,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         logger.info(f"Backbone exported to {output_dir / 'backbone'}; summary: {json.dumps(summary)}")
         history_file.close()
-        if args.push_to_hub:
-            commit = push_training_output(output_dir, args.hub_model_id, private=args.hub_private or None)
-            logger.info(f"Pushed to the Hub: {commit.commit_url}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        # after the last collective: a failed push (PushError, after retries) ends the main
+        # process loudly without leaving the others waiting; re-push with recipes/push_to_hub.py
+        commit = push_training_output(output_dir, args.hub_model_id, private=args.hub_private or None)
+        logger.info(f"Pushed to the Hub: {commit.commit_url}", main_process_only=True)
     return summary
 
 
