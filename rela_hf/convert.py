@@ -108,8 +108,9 @@ def remap_lukemelas_efficientnet(
     whose lengths are read from ``model``. A block with ``_expand_conv`` is an inverted residual
     (expand 1x1, depthwise, project 1x1), one without is depthwise-separable.
     """
+    stages: Any = model.blocks  # an nn.Sequential of stages, each an nn.Sequential of blocks
     stage_of_block = [
-        (stage, index) for stage, blocks in enumerate(model.blocks) for index in range(len(blocks))
+        (stage, index) for stage, blocks in enumerate(stages) for index in range(len(blocks))
     ]
     expanded = {int(key.split(".")[1]) for key in state_dict if "._expand_conv." in key}
     renamed: dict[str, torch.Tensor] = {}
@@ -215,7 +216,7 @@ def _write_folder(folder: Path, source: Path) -> None:
     model.load_state_dict(renamed, strict=True)
     timm.models.save_for_hf(
         model,
-        folder,
+        str(folder),
         model_config={"pretrained_cfg": _pretrained_cfg(_sha256(source))},
         safe_serialization=True,
         data_config=_tflite_data_config(),

@@ -59,7 +59,7 @@ from typing import Any
 import PIL.Image
 import torch
 from torch import nn
-from torchvision import transforms as T
+from torchvision import transforms as T  # type: ignore[import-untyped]
 
 from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
 
@@ -164,7 +164,9 @@ class TimmPooledFeatures:
     """timm: pooled pre-logits, ``forward_head(forward_features(x), pre_logits=True)``."""
 
     def __call__(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-        return model.forward_head(model.forward_features(pixel_values), pre_logits=True)
+        timm_model: Any = model  # forward_features/forward_head: timm's model API
+        features = timm_model.forward_features(pixel_values)
+        return timm_model.forward_head(features, pre_logits=True)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -187,8 +189,9 @@ class TransformersPooledFeatures:
 
     def __call__(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         kwargs = dict(self.forward_kwargs)
+        hf_model: Any = model  # a transformers PreTrainedModel
         if self.pooling == "image_features":
-            out = model.get_image_features(pixel_values=pixel_values, **kwargs)
+            out = hf_model.get_image_features(pixel_values=pixel_values, **kwargs)
             # transformers 5 returns a ModelOutput whose pooler_output is the projected embedding
             return out if isinstance(out, torch.Tensor) else out.pooler_output
         out = model(pixel_values=pixel_values, **kwargs)
@@ -386,9 +389,11 @@ def _download_hub_config(repo_id: str, revision: str | None) -> tuple[dict[str, 
         raise PriorNotFoundError(
             f"Could not download {where} from the Hub ({_hub_endpoint()}): {err}"
         ) from err
-    sha = path.parent.name
-    if not _COMMIT_SHA.fullmatch(sha):
+    sha: str | None = path.parent.name
+    if not _COMMIT_SHA.fullmatch(sha or ""):
         sha = HfApi().model_info(repo_id, revision=revision).sha
+    if sha is None:
+        raise PriorNotFoundError(f"The Hub did not report a commit sha for {where}.")
     return _read_json(path), sha
 
 
@@ -531,10 +536,11 @@ def _load_timm(
             kwargs["pretrained_cfg_overlay"] = overlay
     try:
         model = timm.create_model(location, pretrained=pretrained, **kwargs)
-        native = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224))[1:])
+        pretrained_cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
+        native = tuple(pretrained_cfg.get("input_size", (3, 224, 224))[1:])
         if (
             image_size
-            and model.pretrained_cfg.get("fixed_input_size")
+            and pretrained_cfg.get("fixed_input_size")
             and native != (image_size, image_size)
         ):
             # ViT-style models bake the input size into position embeddings: rebuild at the new
@@ -626,8 +632,9 @@ def _load_transformers(
     from transformers import AutoConfig, AutoModel
 
     _check_transformers_config(source, trust_remote_code)
-    hub = {"revision": source.revision, "trust_remote_code": trust_remote_code}
-    config = AutoConfig.from_pretrained(source.location, **hub)
+    config: Any = AutoConfig.from_pretrained(
+        source.location, revision=source.revision, trust_remote_code=trust_remote_code
+    )
     # transformers 5 loads a checkpoint in its stored dtype ("auto"), fp16 for many CLIP
     # uploads; targets are float32, so load float32 unless the caller asks otherwise.
     model_kwargs = {"dtype": torch.float32, **model_kwargs}
@@ -649,10 +656,13 @@ def _load_transformers(
         )
     else:
         model_cls, pooling = None, None
+        mapped: Any
         try:  # the AutoModel class, known before any weights are read
             mapped = transformers.MODEL_MAPPING[type(config)]
         except (KeyError, ValueError):
             mapped = None  # remote code: checked after instantiation below
+        if isinstance(mapped, tuple):  # several classes registered: the first is AutoModel's
+            mapped = next((cls for cls in mapped if cls is not None), None)
         if mapped is not None and hasattr(mapped, "get_image_features"):
             pooling = "image_features"  # a dual encoder (SigLIP, ALIGN, ...): its image side
         elif mapped is not None and _takes_no_pixels(mapped):
@@ -662,11 +672,17 @@ def _load_transformers(
             )
 
     missing: set[str] = set()
+    model: Any
     try:
         if pretrained:
-            loader = model_cls or AutoModel
+            loader: Any = model_cls or AutoModel
             model, info = loader.from_pretrained(
-                source.location, config=config, output_loading_info=True, **hub, **model_kwargs
+                source.location,
+                config=config,
+                output_loading_info=True,
+                revision=source.revision,
+                trust_remote_code=trust_remote_code,
+                **model_kwargs,
             )
             missing = set(info.get("missing_keys", ()))
         else:
@@ -853,7 +869,8 @@ def _transformers_embed_fn(
 ) -> TransformersPooledFeatures:
     """Choose the pooling rule (probing one blank image where the output type decides) and the
     forward kwargs (position-embedding interpolation when the input size differs)."""
-    forward = model.get_image_features if pooling == "image_features" else model.forward
+    hf_model: Any = model
+    forward = hf_model.get_image_features if pooling == "image_features" else hf_model.forward
     # dual encoders (SigLIP, ALIGN, ...) keep the image size in their vision sub-config
     native = getattr(getattr(config, "vision_config", None) or config, "image_size", None)
     native = (native, native) if isinstance(native, int) else tuple(native) if native else None
