@@ -15,12 +15,12 @@ Features are extracted once (:func:`extract_features`, correct under Accelerate 
 processes through ``gather_for_metrics``) and both protocols run on the gathered tensors.
 
 Examples:
-    >>> model = load_encoder("hf-hub:org/rela-byol-resnet18-cifar10")   # doctest: +SKIP
-    >>> transform = eval_transform_for(model)                          # doctest: +SKIP
-    >>> train_x, train_y = extract_features(model, train_ds, transform, batch_size=256)
-    >>> test_x, test_y = extract_features(model, test_ds, transform, batch_size=256)
-    >>> knn_accuracy(train_x, train_y, test_x, test_y, k=200, temperature=0.1)
-    >>> linear_probe(train_x, train_y, test_x, test_y)["accuracy"]
+    >>> model = load_encoder("org/rela-byol-resnet18-cifar10")             # doctest: +SKIP
+    >>> transform = eval_transform_for(encoder_data_config(model))         # doctest: +SKIP
+    >>> train_x, train_y = extract_features(model, train_ds, transform)    # doctest: +SKIP
+    >>> test_x, test_y = extract_features(model, test_ds, transform)       # doctest: +SKIP
+    >>> knn_accuracy(train_x, train_y, test_x, test_y)                     # doctest: +SKIP
+    >>> linear_probe(train_x, train_y, test_x, test_y)["accuracy"]         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -415,6 +415,13 @@ def knn_accuracy(
         temperature: vote weight ``exp(cos / temperature)`` (0.1 in the protocol).
         num_classes: default ``max(label) + 1``.
         chunk_size: queries per similarity block (default: about 64 MiB per block).
+
+    Examples:
+        >>> bank = torch.tensor([[1.0, 0.0], [0.9, 0.2], [0.0, 1.0]])
+        >>> bank_labels = torch.tensor([0, 0, 1])
+        >>> queries, query_labels = torch.tensor([[2.0, 0.1], [0.1, 3.0]]), torch.tensor([0, 1])
+        >>> knn_accuracy(bank, bank_labels, queries, query_labels, k=1)
+        1.0
     """
     _check_split(test_features, test_labels, "test")
     num_classes = _num_classes(num_classes, train_labels, test_labels)

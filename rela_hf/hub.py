@@ -14,6 +14,23 @@ timm records ``num_classes`` in ``model_args`` while transformers' ``TimmWrapper
 ``num_classes`` itself (``TypeError: got multiple values``), so the key is stripped from
 ``model_args``; and timm copies the provenance (tag, licence, paper ids, origin url) of the
 architecture's *default* ImageNet weights into every export, so those keys are replaced.
+
+Then the repo around it:
+
+- :func:`render_model_card`: the card from the project's template ``model_cards/encoder.md``
+  (``ModelCard.from_template``): metadata (``library_name: timm``, ``pipeline_tag:
+  image-feature-extraction``, tags, licence, dataset, ``model-index`` from
+  ``eval_results.json``), training data and prior with revisions, switch step, compute, the
+  training config, the training-curve plot (:func:`plot_training_history`), loading snippets.
+- :func:`push_encoder`: one ``create_commit`` for the whole folder (timm export at the root,
+  one ``config.json``), retried with backoff on network/5xx errors, never writing locally.
+- :func:`build_hub_folder` / :func:`push_training_output`: a training run's ``output_dir``
+  (``backbone/``, ``training_summary.json``, ``config.yaml``, ``history.jsonl``,
+  ``eval_results.json``, ``checkpoint-*/``) -> repo contents -> Hub.
+
+Examples:
+    >>> export_backbone(backbone, "out/backbone", data_config=training_data_config(32))  # doctest: +SKIP
+    >>> push_training_output("out", "me/rela-byol-resnet18-cifar10")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -35,6 +52,24 @@ from torch import nn
 from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_PRETRAINED_CFG",
+    "ExportError",
+    "PushError",
+    "build_hub_folder",
+    "check_hub_folder",
+    "compute_summary",
+    "eval_results_to_model_index",
+    "export_backbone",
+    "plot_training_history",
+    "push_encoder",
+    "push_training_output",
+    "read_export_config",
+    "read_training_history",
+    "render_model_card",
+    "training_data_config",
+]
 
 RELA_PAPER_ID = "arXiv:2405.14669"
 BYOL_PAPER_ID = "arXiv:2006.07733"
@@ -79,6 +114,10 @@ def training_data_config(
     Deterministic resize (shorter side) + centre crop to ``image_size`` and ImageNet
     normalisation, as in the official ReLA evaluation code. Pass the result as
     ``data_config=`` to :func:`export_backbone` so the export says how it was trained.
+
+    Examples:
+        >>> training_data_config(32)["input_size"], training_data_config(32)["crop_pct"]
+        ((3, 32, 32), 1.0)
     """
     return {
         "input_size": (in_chans, int(image_size), int(image_size)),
@@ -273,9 +312,15 @@ def export_backbone(
         ``out_dir`` as a :class:`~pathlib.Path`.
 
     Examples:
-        >>> backbone = timm.create_model("resnet18", num_classes=0)
-        >>> export_backbone(backbone, "out/backbone", data_config=training_data_config(32),
-        ...                 pretrained_cfg={"tag": "rela_byol_cifar10"})
+        >>> import tempfile, timm
+        >>> backbone = timm.create_model("test_resnet", num_classes=0)
+        >>> folder = export_backbone(backbone, tempfile.mkdtemp() + "/backbone",
+        ...                          data_config=training_data_config(32),
+        ...                          pretrained_cfg={"tag": "rela_byol_cifar10"})
+        >>> sorted(path.name for path in folder.iterdir())
+        ['config.json', 'model.safetensors']
+        >>> read_export_config(folder)["pretrained_cfg"]["input_size"]
+        [3, 32, 32]
     """
     from timm.models import save_for_hf
 

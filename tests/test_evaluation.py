@@ -380,3 +380,12 @@ def test_evaluate_encoder_recipe_writes_results_next_to_a_training_run(
     assert "knn" in out and "linear_probe" in out and "eval_results.json" in out
     # the export folder itself stays an export (config.json + model.safetensors only)
     assert sorted(p.name for p in (run / "backbone").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import rela_hf.evaluation
+
+    result = doctest.testmod(rela_hf.evaluation, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

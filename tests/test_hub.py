@@ -624,3 +624,12 @@ def test_trainer_push_to_hub_publishes_the_run(hub, hub_namespace, fashion_mnist
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x), exported(x))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import rela_hf.hub
+
+    result = doctest.testmod(rela_hf.hub, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
