@@ -495,32 +495,46 @@ def load_rela_targets_info(
     return RelaTargetsInfo.from_files(*files)
 
 
-# In memory, the record follows the dataset object. A map-style dataset is looked up by its
-# fingerprint (deterministic, unchanged by with_format), an IterableDataset by identity.
-_INFO_BY_FINGERPRINT: dict[str, RelaTargetsInfo] = {}
+# In memory, the record follows the data, not the Python object: a map-style dataset is looked up
+# by its Arrow table, which formatting views (with_format, set_format) share, so they keep the
+# record; an IterableDataset by identity. Weak keys: the record lives exactly as long as the data.
+_INFO_BY_TABLE: dict[int, RelaTargetsInfo] = {}  # id(pa.Table) -> record (tables are unhashable)
 _INFO_BY_OBJECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _arrow_table(dataset: Any):
+    import datasets
+
+    return dataset._data.table if isinstance(dataset, datasets.Dataset) else None
+
+
 def _remember(dataset: Any, info: RelaTargetsInfo) -> None:
-    fingerprint = getattr(dataset, "_fingerprint", None)
-    if fingerprint:
-        _INFO_BY_FINGERPRINT[fingerprint] = info
-    _INFO_BY_OBJECT[dataset] = info
+    table = _arrow_table(dataset)
+    if table is not None:
+        if id(table) not in _INFO_BY_TABLE:  # drop the entry when the table dies, before its id is reused
+            weakref.finalize(table, _INFO_BY_TABLE.pop, id(table), None)
+        _INFO_BY_TABLE[id(table)] = info
+    else:
+        _INFO_BY_OBJECT[dataset] = info
 
 
 def rela_targets_info(dataset: Any) -> RelaTargetsInfo:
     """The :class:`RelaTargetsInfo` of a dataset returned by :func:`add_rela_targets`.
 
-    Transforms that change the rows (``select``, ``shuffle``, ``map``...) make a new dataset
-    without the record: keep the info from the returned dataset, or pass ``info=`` explicitly
-    to :func:`save_rela_dataset` / :func:`push_rela_dataset`.
+    Formatting views of the same data keep it (``with_format``, ``set_format``); other transforms
+    (``select``, ``shuffle``, ``map``...) and reloads from disk make a new dataset without it:
+    pass ``info=`` explicitly to :func:`save_rela_dataset` / :func:`push_rela_dataset`, or read it
+    back with :func:`load_rela_targets_info`.
     """
-    info = _INFO_BY_OBJECT.get(dataset) if _weakrefable(dataset) else None
-    info = info or _INFO_BY_FINGERPRINT.get(getattr(dataset, "_fingerprint", None) or "")
+    table = _arrow_table(dataset)
+    if table is not None:
+        info = _INFO_BY_TABLE.get(id(table))
+    else:
+        info = _INFO_BY_OBJECT.get(dataset) if _weakrefable(dataset) else None
     if info is None:
         raise LookupError(
-            "No ReLA targets are recorded for this dataset. It was not returned by add_rela_targets "
-            "in this session, or it was transformed since (select/shuffle/map make a new dataset). "
+            "No ReLA targets are recorded for this dataset: it was not returned by add_rela_targets in "
+            "this session, or it was transformed since (select/shuffle/map..., or a reload). "
             "Keep the dataset add_rela_targets returned, pass info= explicitly, or load the record "
             f"with load_rela_targets_info(<saved folder or Hub repo>) ({INFO_FILENAME})."
         )
@@ -651,6 +665,7 @@ class _EmbedBatch:
     feature: Any
     embedding_column: str
     gpu_per_rank: bool = False
+    cpu_threads: int | None = None  # CPU workers share the cores instead of each taking all
     token_per_repo_id: Any = None
 
     def __call__(self, images: list, indices: list[int], rank: int | None = None):
@@ -660,6 +675,8 @@ class _EmbedBatch:
             device = torch.device(f"cuda:{(rank or 0) % torch.cuda.device_count()}")
             if self.prior.device != device:
                 self.prior = self.prior.to(device)
+        if self.cpu_threads and rank is not None and torch.get_num_threads() != self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
         decoded = [_decode_image(v, self.feature, i, self.token_per_repo_id) for v, i in zip(images, indices)]
         embeddings = _embed_images(self.prior, decoded, indices)
         return pa.table({self.embedding_column: _fixed_size_column(embeddings.numpy())})
@@ -697,9 +714,8 @@ class _EmbedAndWhitenBatch:
     embedding_column: str | None
     token_per_repo_id: Any = None
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict, indices: list[int]) -> dict:
         images = batch[self.image_column]
-        indices = list(range(len(images)))  # the lazily mapped stream has no global row index
         decoded = [_decode_image(v, self.feature, i, self.token_per_repo_id) for v, i in zip(images, indices)]
         embeddings = _embed_images(self.prior, decoded, indices)
         batch[self.target_column] = self.whitening.transform(embeddings).numpy()
@@ -818,6 +834,8 @@ def add_rela_targets(
         )
     else:
         raise TypeError(f"dataset must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
+    if source_info.num_rows is None and whitening_source is None:  # a stream: now it has been counted
+        source_info = dataclasses.replace(source_info, num_rows=fitted.n_samples)
     info = RelaTargetsInfo(
         prior=identity,
         source=source_info,
@@ -925,14 +943,17 @@ def _embed_dataset(
     gpus = torch.cuda.device_count() if prior.device.type == "cuda" else 0
     if num_proc is None and gpus > 1:
         num_proc = gpus
-    gpu_per_rank = bool(num_proc and num_proc > 1 and gpus > 0)
+    num_proc = min(num_proc, len(dataset)) if num_proc and num_proc > 1 else None
+    gpu_per_rank = bool(num_proc and gpus > 0)
+    cpu_threads = max(1, (os.cpu_count() or 1) // num_proc) if num_proc and not gpus else None
     original_device = prior.device
-    if gpu_per_rank:
+    if num_proc:
         _require_spawn_start_method(num_proc)
+    if gpu_per_rank:
         prior = prior.to("cpu")  # each worker moves its own copy to cuda:{rank % gpus}
     try:
         return images.map(
-            _EmbedBatch(prior, _full_decoder_feature(feature), embedding_column, gpu_per_rank),
+            _EmbedBatch(prior, _full_decoder_feature(feature), embedding_column, gpu_per_rank, cpu_threads),
             input_columns=[image_column],
             with_indices=True,
             with_rank=True,
@@ -951,13 +972,16 @@ def _embed_dataset(
 
 
 def _require_spawn_start_method(num_proc: int) -> None:
+    """Worker processes must be spawned: the prior already ran here (load_prior probes it), and a
+    forked child can neither re-initialise CUDA nor reuse torch's CPU thread pool (it hangs)."""
     import multiprocess
 
     if multiprocess.get_start_method(allow_none=True) != "spawn":
         raise RuntimeError(
-            f"Embedding with {num_proc} GPU processes needs the 'spawn' start method (CUDA cannot be "
-            "re-initialised in a forked process). In your script, under if __name__ == '__main__':, "
-            "call multiprocess.set_start_method('spawn') first, or pass num_proc=1."
+            f"Embedding with num_proc={num_proc} processes needs the 'spawn' start method (a forked "
+            "process cannot re-initialise CUDA, and torch's CPU threads hang after a fork). In your "
+            "script, under if __name__ == '__main__':, call multiprocess.set_start_method('spawn') "
+            "first, or leave num_proc=None (one process)."
         )
 
 
@@ -1015,6 +1039,7 @@ def _add_targets_streaming(
             prior, whitening, feature, image_column, target_column,
             embedding_column if keep_embeddings else None, token,
         ),
+        with_indices=True,
         batched=True,
         batch_size=batch_size,
         features=new_features,
@@ -1094,11 +1119,21 @@ def _hub_data_dir(config_name: str) -> str:
     return config_name if config_name != "default" else "data"
 
 
-def targets_only(dataset: datasets.Dataset, info: RelaTargetsInfo, *, index_column: str = "idx"):
-    """Only ``idx`` + the target column(s): the dataset to push as a separate config."""
+def targets_only_dataset(
+    dataset: datasets.Dataset, info: RelaTargetsInfo, *, index_column: str = "idx"
+) -> tuple[datasets.Dataset, RelaTargetsInfo]:
+    """Only ``idx`` (the row in ``dataset``) + the target column(s), and the matching record.
+
+    The hf-conventions layout for sharing targets without re-uploading images: one config per
+    prior and post-processing, joined to the images by index (:func:`attach_rela_targets`).
+    """
     columns = [info.target_column] + ([info.embedding_column] if info.embedding_column else [])
+    missing = [name for name in columns if name not in dataset.column_names]
+    if missing:
+        raise ValueError(f"The dataset lacks the target column(s) {missing} its record names; wrong info=?")
     slim = dataset.select_columns(columns)
-    return slim.add_column(index_column, np.arange(len(slim), dtype=np.int64)).select_columns([index_column, *columns])
+    slim = slim.add_column(index_column, np.arange(len(slim), dtype=np.int64)).select_columns([index_column, *columns])
+    return slim, dataclasses.replace(info, index_column=index_column)
 
 
 def save_rela_dataset(
@@ -1106,16 +1141,20 @@ def save_rela_dataset(
     output_dir: str | os.PathLike,
     *,
     info: RelaTargetsInfo | None = None,
+    targets_only: bool = False,
     card: bool = True,
     overwrite: bool = False,
     num_proc: int | None = None,
 ) -> Path:
     """``save_to_disk`` + ``rela_targets.json`` + ``rela_whitening.safetensors`` (+ README card).
 
+    ``targets_only=True`` saves only ``idx`` + the targets (see :func:`targets_only_dataset`).
     Written into a temporary sibling folder and renamed at the end, so an interrupted save
     leaves no half-written dataset at ``output_dir``.
     """
     info = info or rela_targets_info(dataset)
+    if targets_only:
+        dataset, info = targets_only_dataset(dataset, info)
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True to replace it.")
@@ -1145,7 +1184,7 @@ def push_rela_dataset(
     repo_id: str,
     *,
     info: RelaTargetsInfo | None = None,
-    targets_only_config: bool = False,
+    targets_only: bool = False,
     config_name: str | None = None,
     split: str | None = None,
     private: bool | None = None,
@@ -1157,7 +1196,7 @@ def push_rela_dataset(
 ) -> str:
     """Push a dataset with ReLA targets, its whitening files and a dataset card to the Hub.
 
-    ``targets_only_config=True`` pushes only ``idx`` + the targets as a separate config (default
+    ``targets_only=True`` pushes only ``idx`` + the targets as a separate config (default
     name ``<prior>_pca<k>``, see :attr:`RelaTargetsInfo.config_name`), to be joined to the images
     by index (:func:`attach_rela_targets`); the images are not uploaded again. The whitening
     files go next to the config's data (``<data_dir>/rela_targets.json`` and
@@ -1170,10 +1209,9 @@ def push_rela_dataset(
     from huggingface_hub import CommitOperationAdd, HfApi
 
     info = info or rela_targets_info(dataset)
-    if targets_only_config:
+    if targets_only:
         config_name = config_name or info.config_name
-        dataset = targets_only(dataset, info)
-        info = dataclasses.replace(info, index_column="idx")
+        dataset, info = targets_only_dataset(dataset, info)
     config_name = config_name or "default"
     data_dir = _hub_data_dir(config_name)
     api = HfApi(token=token)

@@ -390,6 +390,34 @@ def test_input_format_is_kept(random_prior, cifar10_images):
     batch = out[:3]
     assert isinstance(batch["rela_target"], torch.Tensor) and batch["rela_target"].shape == (3, 4)
     assert batch["rela_target"].dtype == torch.float32
+    assert rela_targets_info(out.with_format("numpy")).n_components == 4  # a view keeps the record
+    with pytest.raises(LookupError, match="No ReLA targets are recorded"):
+        rela_targets_info(out.select(range(3)))  # a new dataset: pass info= explicitly
+
+
+def test_worker_processes_must_be_spawned(random_prior, cifar10_images):
+    import multiprocess
+
+    if multiprocess.get_start_method(allow_none=True) == "spawn":
+        pytest.skip("this session already uses spawn")
+    with pytest.raises(RuntimeError, match="'spawn' start method"):
+        add_rela_targets(cifar10_images, random_prior, k=4, num_proc=2)
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_same_targets(random_prior, cifar10_images):
+    """num_proc=2 (spawned workers, as for one process per GPU) == one process (up to the rounding
+    of one torch thread per worker instead of two)."""
+    import multiprocess
+
+    single = add_rela_targets(cifar10_images, random_prior, k=8, batch_size=4)
+    previous = multiprocess.get_start_method(allow_none=True)
+    multiprocess.set_start_method("spawn", force=True)
+    try:
+        parallel = add_rela_targets(cifar10_images, random_prior, k=8, batch_size=4, num_proc=2)
+    finally:
+        multiprocess.set_start_method(previous, force=True)
+    np.testing.assert_allclose(column(parallel, "rela_target"), column(single, "rela_target"), atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +554,7 @@ def test_push_targets_only_config(hub, hub_namespace, efficientnet_lite0_prior, 
     )
     config = rela_targets_info(with_targets).config_name
     assert config == "efficientnet_lite0_pca16"
-    push_rela_dataset(with_targets, repo_id, targets_only_config=True, split="test")
+    push_rela_dataset(with_targets, repo_id, targets_only=True, split="test")
 
     targets = datasets.load_dataset(repo_id, config, split="test")
     assert targets.column_names == ["idx", "rela_target"]  # no images uploaded again
@@ -544,7 +572,7 @@ def test_push_targets_only_config(hub, hub_namespace, efficientnet_lite0_prior, 
     # a second whitening for the same config would make its splits incomparable: refused up front
     other = add_rela_targets(images.select(range(18)), efficientnet_lite0_prior, k=16)
     with pytest.raises(ValueError, match="another whitening"):
-        push_rela_dataset(other, repo_id, targets_only_config=True, split="train")
+        push_rela_dataset(other, repo_id, targets_only=True, split="train")
     assert "train" not in datasets.get_dataset_split_names(repo_id, config)
 
 
