@@ -139,7 +139,7 @@ class TrainArguments:
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
     method: Literal["rela", "byol"] = field(default="rela", metadata={"help": "ReLA then BYOL, or the BYOL baseline."})
     switch_rule: Literal["adaptive", "static"] = field(default="adaptive", metadata={"help": "When ReLA hands over to BYOL."})
-    switch_fraction: float | None = field(default=None, metadata={"help": "Static rule: share of the step budget spent on ReLA."})
+    switch_fraction: float | None = field(default=None, metadata={"help": "Static rule: share of the step budget spent on ReLA (ignored by the adaptive rule)."})
     num_train_epochs: int = field(default=100, metadata={"help": "Epochs (of data_ratio x N images each)."})
     max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides num_train_epochs."})
     per_device_train_batch_size: int = field(default=128, metadata={"help": "Images per process per micro-batch."})
@@ -420,7 +420,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lr_scheduler = get_scheduler(
         args.lr_scheduler_type, optimizer.optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps
     )
-    switch = build_switch(args.switch_rule, fraction=args.switch_fraction, total_steps=total_steps) if use_rela else None
+    fraction = args.switch_fraction if args.switch_rule == "static" else None  # adaptive: unused
+    switch = build_switch(args.switch_rule, fraction=fraction, total_steps=total_steps) if use_rela else None
 
     def momentum_at(step: int) -> float:
         if args.momentum_schedule == "constant":
@@ -482,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
 
     # --- Train --------------------------------------------------------------------------------
+    unwrapped = accelerator.unwrap_model(model)  # ReLABYOL itself: update_target lives there
     step_means, log_means = MetricMeans(), MetricMeans()
     images_per_micro_batch = args.per_device_train_batch_size * accelerator.num_processes
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
@@ -502,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.manual_seed(forward_seed(args.seed, epoch, batch_in_epoch, accelerator.process_index))
             out = training_step(
                 accelerator, model, optimizer, batch, phase=phase, momentum=momentum_at(step),
-                max_grad_norm=args.max_grad_norm,
+                max_grad_norm=args.max_grad_norm, unwrapped=unwrapped,
             )
             batch_in_epoch += 1
             images_seen += images_per_micro_batch
@@ -565,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "switch_fraction": args.switch_fraction if use_rela else None,
         # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
         "switch_step": switch.switch_step if switch is not None else None,
+        "switch_state": switch.state_dict() if switch is not None else None,  # rho, loss EMAs
         "phase": switch.phase if switch is not None else "byol",
         "steps": step, "total_steps": total_steps, "epochs": step / steps_per_epoch, "images_seen": images_seen,
         "global_batch_size": images_per_micro_batch * args.gradient_accumulation_steps,

@@ -198,6 +198,7 @@ def training_step(
     phase: str,
     momentum: float,
     max_grad_norm: float | None = None,
+    unwrapped: torch.nn.Module | None = None,
 ) -> dict[str, Tensor]:
     """One micro-batch of ReLA/BYOL training under Accelerate.
 
@@ -217,6 +218,8 @@ def training_step(
         phase: ``"rela"`` or ``"byol"``.
         momentum: EMA momentum for this optimizer step.
         max_grad_norm: Clip the gradient norm on optimizer steps (``None``: no clipping).
+        unwrapped: ``accelerator.unwrap_model(model)``, computed once by the caller to save
+            unwrapping it on every step (done here when ``None``).
 
     Returns:
         The model's outputs (``loss`` and detached parts), see :meth:`ReLABYOL.forward`.
@@ -235,7 +238,7 @@ def training_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients:
-        accelerator.unwrap_model(model).update_target(momentum)
+        (unwrapped if unwrapped is not None else accelerator.unwrap_model(model)).update_target(momentum)
     return out
 
 

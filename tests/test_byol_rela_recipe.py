@@ -242,6 +242,18 @@ def test_byol_baseline_needs_no_targets(plain_data, tmp_path):
     assert (tmp_path / "byol" / "backbone" / "model.safetensors").is_file()
 
 
+def test_adaptive_switch_waits_for_the_loss_to_flatten(rela_data, tmp_path):
+    summary = recipe.main(
+        args(rela_data, tmp_path / "adaptive", "--switch_rule", "adaptive",
+             "--max_train_steps", "4", "--gradient_accumulation_steps", "2")
+    )
+    # from fast=1, slow=2 the adaptive rule cannot fire before ~528 optimizer steps
+    assert summary["switch_step"] is None and summary["phase"] == "rela"
+    state = summary["switch_state"]
+    assert state["kind"] == "adaptive" and state["steps"] == 4  # once per optimizer step
+    assert 0.0 < state["rho"] < 0.995 and state["fast"] < 1.0
+
+
 @pytest.mark.parametrize(
     ("extra", "error", "message"),
     [
