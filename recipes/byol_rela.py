@@ -79,6 +79,7 @@ from rela_hf.checkpoint import (
     config_fingerprint,
     load_checkpoint,
     read_run_state,
+    remove_incomplete_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -343,6 +344,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{data_args.target_column!r} column (columns: {dataset.column_names}). Pass --prior "
             "to compute them, --target_column to name the right column, or --method byol."
         )
+    # The same subset of floor(r N) rows on every process for a given (seed, epoch); Accelerate
+    # then hands each process every num_processes-th batch of it (incomplete batches dropped).
+    sampler = DataRatioSampler(len(dataset), ratio=data_args.data_ratio, seed=args.seed, shuffle=True)
+    images_per_micro_batch = args.per_device_train_batch_size * accelerator.num_processes
+    if len(sampler) < images_per_micro_batch:
+        raise ConfigError(
+            f"No full batch: {len(sampler)} images per epoch (data_ratio {data_args.data_ratio} x "
+            f"{len(dataset)}) < {args.per_device_train_batch_size} per device x "
+            f"{accelerator.num_processes} processes. Lower --per_device_train_batch_size or raise --data_ratio."
+        )
     label_column = data_args.label_column if data_args.label_column not in (None, "none") else None
     if label_column is not None and label_column not in dataset.column_names:
         logger.info(f"No {label_column!r} column: the online linear probe is off.")
@@ -392,9 +403,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         phase="rela" if use_rela else "byol",
     )
-    # The same subset of floor(r N) rows on every process for a given (seed, epoch); Accelerate
-    # then hands each process every num_processes-th batch of it.
-    sampler = DataRatioSampler(len(train_data), ratio=data_args.data_ratio, seed=args.seed, shuffle=True)
     train_loader = DataLoader(
         train_data, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
         num_workers=data_args.dataloader_num_workers, collate_fn=ViewPairCollator(args.channels_last),
@@ -405,12 +413,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     optimizer = torch.optim.AdamW(model.parameter_groups(args.weight_decay), lr=args.learning_rate)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    if len(train_loader) == 0:
-        raise ConfigError(
-            f"No full batch: {len(sampler)} images per epoch (data_ratio {data_args.data_ratio} x "
-            f"{len(train_data)}) < global batch {args.per_device_train_batch_size} x "
-            f"{accelerator.num_processes} processes."
-        )
 
     # Budget in optimizer steps, from the *prepared* (per-process) loader length.
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
@@ -451,6 +453,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             logger.info(f"--overwrite_output_dir: removed {path}")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        for path in remove_incomplete_checkpoints(output_dir):
+            logger.info(f"Removed {path}, left by an interrupted save")
         (output_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         # one JSON line per logged step, for the model card's training curves (rela_hf.hub); a
         # resumed run appends and the reader keeps the last record of each step
@@ -485,7 +489,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # --- Train --------------------------------------------------------------------------------
     unwrapped = accelerator.unwrap_model(model)  # ReLABYOL itself: update_target lives there
     step_means, log_means = MetricMeans(), MetricMeans()
-    images_per_micro_batch = args.per_device_train_batch_size * accelerator.num_processes
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     window_start, window_images = time.perf_counter(), 0
     while step < total_steps:

@@ -48,6 +48,7 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "read_run_state",
+    "remove_incomplete_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
 ]
@@ -243,6 +244,21 @@ def clear_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
         for path in sorted(root.iterdir()):
             name = path.name.removesuffix(TMP_SUFFIX)
             if path.is_dir() and _CHECKPOINT_RE.match(name):
+                shutil.rmtree(path)
+                removed.append(path)
+    return removed
+
+
+def remove_incomplete_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Delete the ``checkpoint-<step>.tmp`` staging folders that interrupted saves left behind.
+
+    Call on the main process before training resumes; complete checkpoints are not touched.
+    """
+    root = Path(output_dir)
+    removed = []
+    if root.is_dir():
+        for path in sorted(root.glob(f"{CHECKPOINT_PREFIX}*{TMP_SUFFIX}")):
+            if path.is_dir() and _CHECKPOINT_RE.match(path.name.removesuffix(TMP_SUFFIX)):
                 shutil.rmtree(path)
                 removed.append(path)
     return removed

@@ -183,8 +183,11 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, rela_data, tm
     # an interrupted save of a later step must not be taken for the latest checkpoint
     (output_dir / "checkpoint-15.tmp").mkdir()
 
+    (output_dir / "checkpoint-25.tmp").mkdir()
+
     summary = recipe.main(args(rela_data, output_dir, "--resume_from_checkpoint", "latest"))
     assert summary["steps"] == 20 and summary["switch_step"] == 6
+    assert not list(output_dir.glob("*.tmp"))  # staging folders of interrupted saves cleaned up
     resumed = load_file(output_dir / "checkpoint-20" / "model.safetensors")
     uninterrupted = load_file(reference / "checkpoint-20" / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()
@@ -263,6 +266,7 @@ def test_adaptive_switch_waits_for_the_loss_to_flatten(rela_data, tmp_path):
         (["--backbone", "resnet_does_not_exist"], ValueError, "timm does not know"),
         (["--switch_fraction", "1.5"], recipe.ConfigError, r"switch_fraction must be in \[0, 1\]"),
         (["--backbone_kwargs", "[1, 2]"], recipe.ConfigError, "JSON object"),
+        (["--data_ratio", "0.1"], recipe.ConfigError, "No full batch: 6 images per epoch"),
     ],
 )
 def test_bad_options_fail_before_any_compute(rela_data, tmp_path, extra, error, message):

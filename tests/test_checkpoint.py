@@ -23,6 +23,7 @@ from rela_hf.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     read_run_state,
+    remove_incomplete_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -183,3 +184,12 @@ def test_unknown_run_state_format_is_refused(tmp_path):
     (folder / RUN_STATE_NAME).write_text(json.dumps({"format": 99}))
     with pytest.raises(CheckpointError, match="format"):
         read_run_state(folder)
+
+
+def test_remove_incomplete_checkpoints(trained, tmp_path):
+    accelerator, *_ = trained
+    kept = save_checkpoint(accelerator, tmp_path, step=2, run_state=run_state())
+    (tmp_path / "checkpoint-4.tmp").mkdir()
+    (tmp_path / "notes.tmp").mkdir()
+    assert remove_incomplete_checkpoints(tmp_path) == [tmp_path / "checkpoint-4.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name, "notes.tmp"]
