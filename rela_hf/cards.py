@@ -26,8 +26,13 @@ DATASET_CARD_TEMPLATE = TEMPLATE_DIR / "efficient_dataset.md"
 DATASET_TAGS = ["rela", "efficient-data", "self-supervised-learning", "byol", "image"]
 
 _SIZE_CATEGORIES = [
-    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+    (1_000_000_000, "100M<n<1B"),
 ]
 
 
@@ -54,7 +59,9 @@ def _config_view(config_name: str, info: RelaTargetsInfo) -> dict[str, Any]:
         "n_samples": whitening.n_samples,
         "n_features": whitening.n_features,
         "explained_variance_pct": f"{100 * whitening.total_explained_variance_ratio:.1f}",
-        "first_components_pct": ", ".join(f"{100 * r:.1f}" for r in whitening.explained_variance_ratio[:5].tolist()),
+        "first_components_pct": ", ".join(
+            f"{100 * r:.1f}" for r in whitening.explained_variance_ratio[:5].tolist()
+        ),
     }
 
 
@@ -104,13 +111,16 @@ def render_dataset_card(
     template = Path(template_path) if template_path is not None else DATASET_CARD_TEMPLATE
     if not template.is_file():
         raise FileNotFoundError(
-            f"Dataset card template {template} not found (it ships in the repository's model_cards/ "
+            f"Dataset card template {template} not found (it ships in the repository's "
+            "model_cards/ "
             "folder); pass template_path= or card=False."
         )
     first = next(iter(configs.values()))
     metadata = dict(existing_metadata or {})
     tags = list(dict.fromkeys([*(metadata.get("tags") or []), *DATASET_TAGS]))
-    task_categories = list(dict.fromkeys([*(metadata.get("task_categories") or []), "image-feature-extraction"]))
+    task_categories = list(
+        dict.fromkeys([*(metadata.get("task_categories") or []), "image-feature-extraction"])
+    )
     source_name = first.source.id or "an image dataset"
     metadata.update(
         pretty_name=pretty_name or metadata.get("pretty_name") or f"ReLA targets for {source_name}",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import re
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +73,9 @@ def _as_float64_matrix(x: Any, *, what: str) -> torch.Tensor:
     else:
         tensor = torch.from_numpy(np.array(x, dtype=np.float64))  # a writable float64 copy
     if tensor.ndim != 2:
-        raise ValueError(f"{what} must be a 2-D [num_samples, dim] array, got shape {tuple(tensor.shape)}.")
+        raise ValueError(
+            f"{what} must be a 2-D [num_samples, dim] array, got shape {tuple(tensor.shape)}."
+        )
     return tensor.to(device="cpu", dtype=torch.float64)
 
 
@@ -117,7 +118,9 @@ class PCAWhitening:
 
     def __init__(self, n_components: int | None = None) -> None:
         if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
-            raise ValueError(f"n_components must be a positive integer or None, got {n_components!r}.")
+            raise ValueError(
+                f"n_components must be a positive integer or None, got {n_components!r}."
+            )
         self.n_components = n_components
         self.n_samples = 0
         self.n_features: int | None = None
@@ -143,7 +146,9 @@ class PCAWhitening:
         if x.shape[0] == 0:
             return self
         if self.n_features is not None and x.shape[1] != self.n_features:
-            raise ValueError(f"Embeddings have dim {x.shape[1]}, earlier batches had {self.n_features}.")
+            raise ValueError(
+                f"Embeddings have dim {x.shape[1]}, earlier batches had {self.n_features}."
+            )
         if (row := _first_non_finite_row(x)) is not None:
             raise ValueError(f"Row {row} of this batch of embeddings is not finite (NaN or inf).")
         batch_mean = x.mean(dim=0)
@@ -164,7 +169,11 @@ class PCAWhitening:
     def _merge(self, count: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
         if self.n_samples == 0:
             self.n_features = int(mean.shape[0])
-            self.n_samples, self._running_mean, self._comoment = count, mean.clone(), comoment.clone()
+            self.n_samples, self._running_mean, self._comoment = (
+                count,
+                mean.clone(),
+                comoment.clone(),
+            )
             return
         total = self.n_samples + count
         delta = mean - self._running_mean
@@ -191,7 +200,9 @@ class PCAWhitening:
         eigenvalues, eigenvectors = torch.linalg.eigh((covariance + covariance.T) / 2)
         eigenvalues = eigenvalues.flip(0).clamp_min(0.0)  # eigh sorts ascending
         eigenvectors = eigenvectors.flip(1)
-        rank = int((eigenvalues > self.RANK_RTOL * eigenvalues[0]).sum()) if eigenvalues[0] > 0 else 0
+        rank = (
+            int((eigenvalues > self.RANK_RTOL * eigenvalues[0]).sum()) if eigenvalues[0] > 0 else 0
+        )
         if k > rank:
             raise ValueError(
                 f"The {n} embeddings vary along only {rank} independent directions (e.g. constant "
@@ -237,14 +248,19 @@ class PCAWhitening:
         self._require_fitted()
         x = _as_float64_matrix(embeddings, what="embeddings")
         if x.shape[1] != self.n_features:
-            raise ValueError(f"Embeddings have dim {x.shape[1]}; this whitening was fit on dim {self.n_features}.")
+            raise ValueError(
+                f"Embeddings have dim {x.shape[1]}; "
+                f"this whitening was fit on dim {self.n_features}."
+            )
         if (row := _first_non_finite_row(x)) is not None:
             raise ValueError(f"Row {row} of the embeddings is not finite (NaN or inf).")
         return ((x - self.mean) @ self._projection).to(torch.float32)
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
-            raise RuntimeError("PCAWhitening is not fitted: call update(...) then finalize(), or load().")
+            raise RuntimeError(
+                "PCAWhitening is not fitted: call update(...) then finalize(), or load()."
+            )
 
     @property
     def total_explained_variance_ratio(self) -> float:
@@ -284,7 +300,9 @@ class PCAWhitening:
             "n_samples": str(self.n_samples),
             "n_components": str(self.n_components),
             "n_features": str(self.n_features),
-            "total_variance": repr(float(self.explained_variance[0] / self.explained_variance_ratio[0])),
+            "total_variance": repr(
+                float(self.explained_variance[0] / self.explained_variance_ratio[0])
+            ),
             "paper": "arXiv:2405.14669",
         }
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
@@ -304,7 +322,9 @@ class PCAWhitening:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != _WHITENING_FORMAT:
-                raise ValueError(f"{path} is not a rela_hf PCA whitening file (metadata {metadata}).")
+                raise ValueError(
+                    f"{path} is not a rela_hf PCA whitening file (metadata {metadata})."
+                )
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         whitening = cls(int(metadata["n_components"]))
         whitening._set_parameters(
@@ -318,10 +338,11 @@ class PCAWhitening:
 
     def __repr__(self) -> str:
         if not self.is_fitted:
-            return f"PCAWhitening(n_components={self.n_components}, running n_samples={self.n_samples})"
+            return f"PCAWhitening(n_components={self.n_components})"
         return (
             f"PCAWhitening(n_components={self.n_components}, n_features={self.n_features}, "
-            f"n_samples={self.n_samples}, explained_variance_ratio={self.total_explained_variance_ratio:.3f})"
+            f"n_samples={self.n_samples}, "
+            f"explained_variance_ratio={self.total_explained_variance_ratio:.3f})"
         )
 
 
@@ -354,9 +375,12 @@ class PriorIdentity:
 
     @property
     def short_name(self) -> str:
-        """A config-name-safe slug: ``timm/efficientnet_lite0.ra_in1k`` -> ``efficientnet_lite0_ra_in1k``."""
+        """A config-name-safe slug: ``timm/resnet18.a1_in1k`` -> ``resnet18_a1_in1k``."""
         name = re.sub(r"^(hf[-_]hub|local[-_]dir|timm):", "", self.name.rstrip("/\\"))
-        return re.sub(r"[^0-9a-zA-Z]+", "_", re.split(r"[/\\]", name)[-1]).strip("_").lower() or "prior"
+        return (
+            re.sub(r"[^0-9a-zA-Z]+", "_", re.split(r"[/\\]", name)[-1]).strip("_").lower()
+            or "prior"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,7 +409,9 @@ class DatasetSource:
         }
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise TypeError(f"Unknown source fields {sorted(unknown)}; expected id/config/split/revision.")
+            raise TypeError(
+                f"Unknown source fields {sorted(unknown)}; expected id/config/split/revision."
+            )
         defaults.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**defaults)
 
@@ -404,7 +430,9 @@ class RelaTargetsInfo:
     target_column: str = DEFAULT_TARGET_COLUMN
     embedding_column: str | None = None
     whitening_source: DatasetSource | None = None  # the split the whitening was fit on
-    index_column: str | None = None  # set for a targets-only layout: rows joined to images by this column
+    index_column: str | None = (
+        None  # set for a targets-only layout: rows joined to images by this column
+    )
 
     @property
     def n_components(self) -> int:
@@ -445,17 +473,25 @@ class RelaTargetsInfo:
         directory.mkdir(parents=True, exist_ok=True)
         whitening_path = self.whitening.save(directory / WHITENING_FILENAME)
         info_path = directory / INFO_FILENAME
-        info_path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        info_path.write_text(
+            json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
         return [info_path, whitening_path]
 
     @classmethod
-    def from_files(cls, info_path: str | os.PathLike, whitening_path: str | os.PathLike) -> RelaTargetsInfo:
+    def from_files(
+        cls, info_path: str | os.PathLike, whitening_path: str | os.PathLike
+    ) -> RelaTargetsInfo:
         record = json.loads(Path(info_path).read_text(encoding="utf-8"))
         if record.get("format") != _INFO_FORMAT:
-            raise ValueError(f"{info_path} is not a rela_hf targets record (format={record.get('format')!r}).")
+            raise ValueError(
+                f"{info_path} is not a rela_hf targets record (format={record.get('format')!r})."
+            )
         whitening = PCAWhitening.load(whitening_path)
         if whitening.sha256() != record["whitening"]["sha256"]:
-            raise ValueError(f"{whitening_path} does not match the whitening recorded in {info_path}.")
+            raise ValueError(
+                f"{whitening_path} does not match the whitening recorded in {info_path}."
+            )
         fit_source = DatasetSource(**record["whitening"]["fit_source"])
         source = DatasetSource(**record["source"])
         return cls(
@@ -489,7 +525,13 @@ def load_rela_targets_info(
 
     data_dir = _hub_data_dir(config_name)
     files = [
-        hf_hub_download(str(path_or_repo_id), f"{data_dir}/{name}", repo_type="dataset", revision=revision, token=token)
+        hf_hub_download(
+            str(path_or_repo_id),
+            f"{data_dir}/{name}",
+            repo_type="dataset",
+            revision=revision,
+            token=token,
+        )
         for name in (INFO_FILENAME, WHITENING_FILENAME)
     ]
     return RelaTargetsInfo.from_files(*files)
@@ -511,7 +553,9 @@ def _arrow_table(dataset: Any):
 def _remember(dataset: Any, info: RelaTargetsInfo) -> None:
     table = _arrow_table(dataset)
     if table is not None:
-        if id(table) not in _INFO_BY_TABLE:  # drop the entry when the table dies, before its id is reused
+        if (
+            id(table) not in _INFO_BY_TABLE
+        ):  # drop the entry when the table dies, before its id is reused
             weakref.finalize(table, _INFO_BY_TABLE.pop, id(table), None)
         _INFO_BY_TABLE[id(table)] = info
     else:
@@ -533,8 +577,9 @@ def rela_targets_info(dataset: Any) -> RelaTargetsInfo:
         info = _INFO_BY_OBJECT.get(dataset) if _weakrefable(dataset) else None
     if info is None:
         raise LookupError(
-            "No ReLA targets are recorded for this dataset: it was not returned by add_rela_targets in "
-            "this session, or it was transformed since (select/shuffle/map..., or a reload). "
+            "No ReLA targets are recorded for this dataset: it was not returned by "
+            "add_rela_targets in this session, or it was transformed since (select, shuffle, "
+            "map..., or a reload). "
             "Keep the dataset add_rela_targets returned, pass info= explicitly, or load the record "
             f"with load_rela_targets_info(<saved folder or Hub repo>) ({INFO_FILENAME})."
         )
@@ -559,15 +604,19 @@ def _check_prior(prior: Any) -> None:
 
     if not isinstance(prior, Prior):
         raise TypeError(
-            f"prior must be a rela_hf.priors.Prior (from rela_hf.load_prior(...)), got {type(prior).__name__}. "
-            "Wrap timm/transformers models with load_prior so their preprocessing travels with them."
+            "prior must be a rela_hf.priors.Prior (from rela_hf.load_prior(...)), got "
+            f"{type(prior).__name__}. Wrap timm/transformers models with load_prior so their "
+            "preprocessing travels with them."
         )
 
 
-def _check_columns(features: Any, column_names: Sequence[str], image_column: str, new_columns: Sequence[str]) -> None:
+def _check_columns(
+    features: Any, column_names: Sequence[str], image_column: str, new_columns: Sequence[str]
+) -> None:
     if image_column not in column_names:
         raise ValueError(
-            f"Image column {image_column!r} not found; the dataset has columns {list(column_names)}. "
+            f"Image column {image_column!r} not found; "
+            f"the dataset has columns {list(column_names)}. "
             "Pass image_column=<the column holding the images>."
         )
     import datasets
@@ -576,7 +625,8 @@ def _check_columns(features: Any, column_names: Sequence[str], image_column: str
     if feature is not None and not isinstance(feature, datasets.Image):
         raise ValueError(
             f"Column {image_column!r} is {feature!r}, not an image column. Cast it first, e.g. "
-            f"dataset.cast_column({image_column!r}, datasets.Image()) for file paths or encoded bytes."
+            f"dataset.cast_column({image_column!r}, datasets.Image()) for file paths or "
+            "encoded bytes."
         )
     for column in new_columns:
         if column in column_names:
@@ -586,7 +636,9 @@ def _check_columns(features: Any, column_names: Sequence[str], image_column: str
             )
 
 
-def _decode_image(value: Any, feature: Any, index: int, token_per_repo_id: Any = None) -> PIL.Image.Image:
+def _decode_image(
+    value: Any, feature: Any, index: int, token_per_repo_id: Any = None
+) -> PIL.Image.Image:
     """A PIL image from whatever an image column holds; names the row when it cannot be read."""
     import PIL.Image
 
@@ -646,7 +698,8 @@ def _embed_images(prior: Prior, images: list, indices: Sequence[int]) -> torch.T
         )
     if (row := _first_non_finite_row(embeddings)) is not None:
         raise ValueError(
-            f"The prior {prior.name!r} produced a non-finite embedding (NaN/inf) for row {indices[row]}. "
+            f"The prior {prior.name!r} produced a non-finite embedding (NaN/inf) "
+            f"for row {indices[row]}. "
             "Check that image and its preprocessing, or run the prior in float32."
         )
     return embeddings.to(torch.float32)
@@ -677,7 +730,10 @@ class _EmbedBatch:
                 self.prior = self.prior.to(device)
         if self.cpu_threads and rank is not None and torch.get_num_threads() != self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
-        decoded = [_decode_image(v, self.feature, i, self.token_per_repo_id) for v, i in zip(images, indices)]
+        decoded = [
+            _decode_image(v, self.feature, i, self.token_per_repo_id)
+            for v, i in zip(images, indices, strict=True)
+        ]
         embeddings = _embed_images(self.prior, decoded, indices)
         return pa.table({self.embedding_column: _fixed_size_column(embeddings.numpy())})
 
@@ -716,7 +772,10 @@ class _EmbedAndWhitenBatch:
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
         images = batch[self.image_column]
-        decoded = [_decode_image(v, self.feature, i, self.token_per_repo_id) for v, i in zip(images, indices)]
+        decoded = [
+            _decode_image(v, self.feature, i, self.token_per_repo_id)
+            for v, i in zip(images, indices, strict=True)
+        ]
         embeddings = _embed_images(self.prior, decoded, indices)
         batch[self.target_column] = self.whitening.transform(embeddings).numpy()
         if self.embedding_column:
@@ -730,13 +789,16 @@ class _EmbedAndWhitenBatch:
 
 
 def resolve_n_components(k: int | None, student_width: int | None, embed_dim: int) -> int:
-    """ReLA's k: ``min(student width, prior width)`` (512 for a ResNet-18 student), else the prior width."""
+    """ReLA's k: ``min(student width, prior width)`` (512 for a ResNet-18 student), else the
+    prior width; checked against the prior width."""
     if k is None:
         k = embed_dim if student_width is None else min(int(student_width), embed_dim)
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     if k > embed_dim:
-        raise ValueError(f"k={k} exceeds the prior's embedding width {embed_dim}; use k <= {embed_dim}.")
+        raise ValueError(
+            f"k={k} exceeds the prior's embedding width {embed_dim}; use k <= {embed_dim}."
+        )
     return k
 
 
@@ -806,25 +868,40 @@ def add_rela_targets(
     _check_prior(prior)
     if isinstance(dataset, datasets.DatasetDict | datasets.IterableDatasetDict):
         raise TypeError(
-            "add_rela_targets takes one split. Fit on the training split, then reuse its whitening: "
+            "add_rela_targets takes one split. Fit on the training split, then reuse its "
+            "whitening: "
             "test = add_rela_targets(ds['test'], prior, whitening=rela_targets_info(train))."
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     identity = PriorIdentity.of(prior)
     fitted, whitening_source = _reusable_whitening(whitening, identity)
-    n_components = fitted.n_components if fitted else resolve_n_components(k, student_width, prior.embed_dim)
+    n_components = (
+        fitted.n_components if fitted else resolve_n_components(k, student_width, prior.embed_dim)
+    )
     if fitted and k is not None and k != fitted.n_components:
-        raise ValueError(f"k={k} disagrees with the given whitening's {fitted.n_components} components.")
+        raise ValueError(
+            f"k={k} disagrees with the given whitening's {fitted.n_components} components."
+        )
     new_columns = [target_column] + ([embedding_column] if keep_embeddings else [])
     if target_column == embedding_column:
-        raise ValueError(f"target_column and embedding_column must differ, both are {target_column!r}.")
+        raise ValueError(
+            f"target_column and embedding_column must differ, both are {target_column!r}."
+        )
     desc = desc or f"ReLA targets from {identity.short_name}"
     source_info = DatasetSource.of(dataset, **dict(source or {}))
     common = dict(
-        prior=prior, identity=identity, whitening=fitted, n_components=n_components,
-        image_column=image_column, target_column=target_column, embedding_column=embedding_column,
-        keep_embeddings=keep_embeddings, batch_size=batch_size, desc=desc, new_columns=new_columns,
+        prior=prior,
+        identity=identity,
+        whitening=fitted,
+        n_components=n_components,
+        image_column=image_column,
+        target_column=target_column,
+        embedding_column=embedding_column,
+        keep_embeddings=keep_embeddings,
+        batch_size=batch_size,
+        desc=desc,
+        new_columns=new_columns,
     )
     if isinstance(dataset, datasets.IterableDataset):
         result, fitted = _add_targets_streaming(dataset, **common)
@@ -833,8 +910,12 @@ def add_rela_targets(
             dataset, num_proc=num_proc, load_from_cache_file=load_from_cache_file, **common
         )
     else:
-        raise TypeError(f"dataset must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
-    if source_info.num_rows is None and whitening_source is None:  # a stream: now it has been counted
+        raise TypeError(
+            f"dataset must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}."
+        )
+    if (
+        source_info.num_rows is None and whitening_source is None
+    ):  # a stream: now it has been counted
         source_info = dataclasses.replace(source_info, num_rows=fitted.n_samples)
     info = RelaTargetsInfo(
         prior=identity,
@@ -859,23 +940,40 @@ def _reusable_whitening(
             raise ValueError(
                 f"The given targets info was made with prior {recorded.name!r} (revision "
                 f"{recorded.revision}, fingerprint {recorded.fingerprint}), not with this prior "
-                f"{identity.name!r} (revision {identity.revision}, fingerprint {identity.fingerprint}): "
+                f"{identity.name!r} (revision {identity.revision}, "
+                f"fingerprint {identity.fingerprint}): "
                 "other weights or preprocessing would give targets that are not comparable."
             )
         return whitening.whitening, whitening.whitening_source or whitening.source
     if not isinstance(whitening, PCAWhitening):
-        raise TypeError(f"whitening must be a PCAWhitening or RelaTargetsInfo, got {type(whitening).__name__}.")
+        raise TypeError(
+            f"whitening must be a PCAWhitening or RelaTargetsInfo, got {type(whitening).__name__}."
+        )
     whitening._require_fitted()
     if whitening.n_features != identity.embed_dim:
         raise ValueError(
-            f"The whitening was fit on {whitening.n_features}-d embeddings; this prior gives {identity.embed_dim}-d."
+            f"The whitening was fit on {whitening.n_features}-d embeddings; "
+            f"this prior gives {identity.embed_dim}-d."
         )
     return whitening, None
 
 
 def _add_targets_map_style(
-    dataset: datasets.Dataset, *, prior, identity, whitening, n_components, image_column, target_column,
-    embedding_column, keep_embeddings, batch_size, desc, new_columns, num_proc, load_from_cache_file,
+    dataset: datasets.Dataset,
+    *,
+    prior,
+    identity,
+    whitening,
+    n_components,
+    image_column,
+    target_column,
+    embedding_column,
+    keep_embeddings,
+    batch_size,
+    desc,
+    new_columns,
+    num_proc,
+    load_from_cache_file,
 ):
     import datasets
 
@@ -895,31 +993,50 @@ def _add_targets_map_style(
         "rela_hf.embeddings/v1", dataset._fingerprint, image_column, dataclasses.asdict(identity)
     )
     embeddings = _embed_dataset(
-        unformatted, prior, image_column=image_column, batch_size=batch_size, num_proc=num_proc,
-        new_fingerprint=embed_fingerprint, load_from_cache_file=load_from_cache_file,
-        desc=f"{desc}: embedding", embedding_column=embedding_column,
+        unformatted,
+        prior,
+        image_column=image_column,
+        batch_size=batch_size,
+        num_proc=num_proc,
+        new_fingerprint=embed_fingerprint,
+        load_from_cache_file=load_from_cache_file,
+        desc=f"{desc}: embedding",
+        embedding_column=embedding_column,
     )
     if whitening is None:
         whitening = _fit_or_load_whitening(
-            embeddings, embedding_column, n_components, embed_fingerprint, load_from_cache_file, desc
+            embeddings,
+            embedding_column,
+            n_components,
+            embed_fingerprint,
+            load_from_cache_file,
+            desc,
         )
 
     # Pass 2: whitening is cheap; work on Arrow buffers directly (no Python lists of floats).
     target_features = datasets.Features({target_column: _target_feature(whitening.n_components)})
     if keep_embeddings:
         target_features[embedding_column] = _target_feature(identity.embed_dim)
-    targets = embeddings.with_format("arrow").map(
-        _WhitenBatch(whitening, embedding_column, target_column, keep_embeddings),
-        batched=True,
-        batch_size=4096,
-        features=target_features,
-        remove_columns=[embedding_column],
-        new_fingerprint=_fingerprint(
-            "rela_hf.targets/v1", embed_fingerprint, whitening.sha256(), target_column, keep_embeddings
-        ),
-        load_from_cache_file=load_from_cache_file,
-        desc=f"{desc}: whitening",
-    ).with_format(None)
+    targets = (
+        embeddings.with_format("arrow")
+        .map(
+            _WhitenBatch(whitening, embedding_column, target_column, keep_embeddings),
+            batched=True,
+            batch_size=4096,
+            features=target_features,
+            remove_columns=[embedding_column],
+            new_fingerprint=_fingerprint(
+                "rela_hf.targets/v1",
+                embed_fingerprint,
+                whitening.sha256(),
+                target_column,
+                keep_embeddings,
+            ),
+            load_from_cache_file=load_from_cache_file,
+            desc=f"{desc}: whitening",
+        )
+        .with_format(None)
+    )
     result = datasets.concatenate_datasets([unformatted, targets], axis=1)
     if source_format.get("type") is not None or source_format.get("columns") is not None:
         columns = source_format.get("columns")
@@ -933,13 +1050,23 @@ def _add_targets_map_style(
 
 
 def _embed_dataset(
-    dataset, prior, *, image_column, batch_size, num_proc, new_fingerprint, load_from_cache_file, desc,
+    dataset,
+    prior,
+    *,
+    image_column,
+    batch_size,
+    num_proc,
+    new_fingerprint,
+    load_from_cache_file,
+    desc,
     embedding_column,
 ):
     import datasets
 
     feature = dataset.features[image_column]
-    images = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    images = dataset.select_columns([image_column]).cast_column(
+        image_column, datasets.Image(decode=False)
+    )
     gpus = torch.cuda.device_count() if prior.device.type == "cuda" else 0
     if num_proc is None and gpus > 1:
         num_proc = gpus
@@ -953,7 +1080,9 @@ def _embed_dataset(
         prior = prior.to("cpu")  # each worker moves its own copy to cuda:{rank % gpus}
     try:
         return images.map(
-            _EmbedBatch(prior, _full_decoder_feature(feature), embedding_column, gpu_per_rank, cpu_threads),
+            _EmbedBatch(
+                prior, _full_decoder_feature(feature), embedding_column, gpu_per_rank, cpu_threads
+            ),
             input_columns=[image_column],
             with_indices=True,
             with_rank=True,
@@ -978,22 +1107,29 @@ def _require_spawn_start_method(num_proc: int) -> None:
 
     if multiprocess.get_start_method(allow_none=True) != "spawn":
         raise RuntimeError(
-            f"Embedding with num_proc={num_proc} processes needs the 'spawn' start method (a forked "
-            "process cannot re-initialise CUDA, and torch's CPU threads hang after a fork). In your "
+            f"Embedding with num_proc={num_proc} processes needs the 'spawn' start method (a "
+            "forked process cannot re-initialise CUDA, and torch's CPU threads hang after a "
+            "fork). In your "
             "script, under if __name__ == '__main__':, call multiprocess.set_start_method('spawn') "
             "first, or leave num_proc=None (one process)."
         )
 
 
-def _fit_or_load_whitening(embeddings, embedding_column, n_components, embed_fingerprint, load_from_cache_file, desc):
+def _fit_or_load_whitening(
+    embeddings, embedding_column, n_components, embed_fingerprint, load_from_cache_file, desc
+):
     """Fit on the cached embeddings; the result is cached next to them so every rank shares it."""
     import datasets
 
     cache_path = None
     if embeddings.cache_files:
         key = _fingerprint("rela_hf.whitening/v1", embed_fingerprint, n_components)
-        cache_path = Path(embeddings.cache_files[0]["filename"]).parent / f"rela_whitening-{key}.safetensors"
-        use_cache = datasets.is_caching_enabled() if load_from_cache_file is None else load_from_cache_file
+        cache_path = (
+            Path(embeddings.cache_files[0]["filename"]).parent / f"rela_whitening-{key}.safetensors"
+        )
+        use_cache = (
+            datasets.is_caching_enabled() if load_from_cache_file is None else load_from_cache_file
+        )
         if use_cache and cache_path.exists():
             return PCAWhitening.load(cache_path)
     whitening = PCAWhitening(n_components)
@@ -1013,16 +1149,28 @@ def _fit_or_load_whitening(embeddings, embedding_column, n_components, embed_fin
 
 
 def _add_targets_streaming(
-    dataset: datasets.IterableDataset, *, prior, identity, whitening, n_components, image_column,
-    target_column, embedding_column, keep_embeddings, batch_size, desc, new_columns,
+    dataset: datasets.IterableDataset,
+    *,
+    prior,
+    identity,
+    whitening,
+    n_components,
+    image_column,
+    target_column,
+    embedding_column,
+    keep_embeddings,
+    batch_size,
+    desc,
+    new_columns,
 ):
-    import datasets
 
     features = dataset.features
     column_names = dataset.column_names
     if column_names is not None:
         _check_columns(features, column_names, image_column, new_columns)
-    feature = _full_decoder_feature(features[image_column] if features and image_column in features else None)
+    feature = _full_decoder_feature(
+        features[image_column] if features and image_column in features else None
+    )
     token = getattr(dataset, "_token_per_repo_id", None)
     if whitening is None:
         whitening = _fit_whitening_streaming(
@@ -1036,8 +1184,13 @@ def _add_targets_streaming(
             new_features[embedding_column] = _target_feature(identity.embed_dim)
     result = dataset.map(
         _EmbedAndWhitenBatch(
-            prior, whitening, feature, image_column, target_column,
-            embedding_column if keep_embeddings else None, token,
+            prior,
+            whitening,
+            feature,
+            image_column,
+            target_column,
+            embedding_column if keep_embeddings else None,
+            token,
         ),
         with_indices=True,
         batched=True,
@@ -1047,7 +1200,9 @@ def _add_targets_streaming(
     return result, whitening
 
 
-def _fit_whitening_streaming(dataset, prior, feature, image_column, n_components, batch_size, desc, token):
+def _fit_whitening_streaming(
+    dataset, prior, feature, image_column, n_components, batch_size, desc, token
+):
     import datasets
     from datasets.utils.tqdm import tqdm
 
@@ -1060,7 +1215,9 @@ def _fit_whitening_streaming(dataset, prior, feature, image_column, n_components
         for batch in images.iter(batch_size=batch_size):
             values = batch[image_column]
             indices = range(seen, seen + len(values))
-            decoded = [_decode_image(v, feature, i, token) for v, i in zip(values, indices)]
+            decoded = [
+                _decode_image(v, feature, i, token) for v, i in zip(values, indices, strict=True)
+            ]
             whitening.update(_embed_images(prior, decoded, indices))
             seen += len(values)
             bar.update(len(values))
@@ -1093,19 +1250,29 @@ def whiten_new_images(
     return fitted.transform(embeddings)
 
 
-def attach_rela_targets(images: datasets.Dataset, targets: datasets.Dataset, *, index_column: str = "idx"):
+def attach_rela_targets(
+    images: datasets.Dataset, targets: datasets.Dataset, *, index_column: str = "idx"
+):
     """Join a targets-only config (``idx`` + target columns) to its image dataset by row index."""
     import datasets
 
     if index_column not in targets.column_names:
-        raise ValueError(f"The targets have no {index_column!r} column (columns: {targets.column_names}).")
+        raise ValueError(
+            f"The targets have no {index_column!r} column (columns: {targets.column_names})."
+        )
     if len(targets) != len(images):
-        raise ValueError(f"{len(targets)} target rows for {len(images)} images: wrong split or source revision?")
+        raise ValueError(
+            f"{len(targets)} target rows for {len(images)} images: wrong split or source revision?"
+        )
     index = np.asarray(targets.with_format("numpy")[index_column])
     if not np.array_equal(index, np.arange(len(images))):
         targets = targets.sort(index_column)
-        if not np.array_equal(np.asarray(targets.with_format("numpy")[index_column]), np.arange(len(images))):
-            raise ValueError(f"The {index_column!r} column is not a permutation of 0..{len(images) - 1}.")
+        if not np.array_equal(
+            np.asarray(targets.with_format("numpy")[index_column]), np.arange(len(images))
+        ):
+            raise ValueError(
+                f"The {index_column!r} column is not a permutation of 0..{len(images) - 1}."
+            )
     return datasets.concatenate_datasets([images, targets.remove_columns(index_column)], axis=1)
 
 
@@ -1130,9 +1297,13 @@ def targets_only_dataset(
     columns = [info.target_column] + ([info.embedding_column] if info.embedding_column else [])
     missing = [name for name in columns if name not in dataset.column_names]
     if missing:
-        raise ValueError(f"The dataset lacks the target column(s) {missing} its record names; wrong info=?")
+        raise ValueError(
+            f"The dataset lacks the target column(s) {missing} its record names; wrong info=?"
+        )
     slim = dataset.select_columns(columns)
-    slim = slim.add_column(index_column, np.arange(len(slim), dtype=np.int64)).select_columns([index_column, *columns])
+    slim = slim.add_column(index_column, np.arange(len(slim), dtype=np.int64)).select_columns(
+        [index_column, *columns]
+    )
     return slim, dataclasses.replace(info, index_column=index_column)
 
 
@@ -1157,7 +1328,9 @@ def save_rela_dataset(
         dataset, info = targets_only_dataset(dataset, info)
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True to replace it.")
+        raise FileExistsError(
+            f"{output_dir} exists and is not empty; pass overwrite=True to replace it."
+        )
     readme = None
     if card:
         from rela_hf.cards import render_dataset_card
@@ -1234,11 +1407,16 @@ def push_rela_dataset(
     with tempfile.TemporaryDirectory() as tmp:
         written = info.save(tmp)
         operations = [
-            CommitOperationAdd(path_in_repo=f"{data_dir}/{path.name}", path_or_fileobj=str(path)) for path in written
+            CommitOperationAdd(path_in_repo=f"{data_dir}/{path.name}", path_or_fileobj=str(path))
+            for path in written
         ]
         if card:
-            readme = _card_for_repo(api, repo_id, revision, {config_name: info}, token, len(dataset))
-            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode("utf-8")))
+            readme = _card_for_repo(
+                api, repo_id, revision, {config_name: info}, token, len(dataset)
+            )
+            operations.append(
+                CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode("utf-8"))
+            )
         commit = api.create_commit(
             repo_id,
             operations,
@@ -1252,33 +1430,49 @@ def push_rela_dataset(
 def _check_no_conflicting_whitening(api, repo_id, data_dir, info, revision) -> None:
     """One config = one whitening: a second split must reuse the first split's whitening."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         path = hf_hub_download(
-            repo_id, f"{data_dir}/{INFO_FILENAME}", repo_type="dataset", revision=revision, token=api.token
+            repo_id,
+            f"{data_dir}/{INFO_FILENAME}",
+            repo_type="dataset",
+            revision=revision,
+            token=api.token,
         )
     except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
         return
     existing = json.loads(Path(path).read_text(encoding="utf-8"))["whitening"]["sha256"]
     if existing != info.whitening.sha256():
         raise ValueError(
-            f"{repo_id}/{data_dir} already holds targets made with another whitening. All splits of one "
-            "config must share one whitening: pass whitening=<the first split's RelaTargetsInfo> to "
+            f"{repo_id}/{data_dir} already holds targets made with another whitening. All "
+            "splits of one config must share one whitening: pass whitening=<the first split's "
+            "RelaTargetsInfo> to "
             "add_rela_targets, or push to another config_name."
         )
 
 
-def _card_for_repo(api, repo_id, revision, new_configs: dict[str, RelaTargetsInfo], token, num_rows) -> str:
-    """The card for the whole repo: its README metadata (configs from push_to_hub) + every ReLA config."""
+def _card_for_repo(
+    api, repo_id, revision, new_configs: dict[str, RelaTargetsInfo], token, num_rows
+) -> str:
+    """The card of the whole repo: its README metadata (configs from push_to_hub) + every
+    ReLA config in it."""
     from huggingface_hub import DatasetCard, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
     from rela_hf.cards import render_dataset_card
 
-    existing = DatasetCard.load(repo_id, repo_type="dataset", token=token) if revision is None else None
+    existing = (
+        DatasetCard.load(repo_id, repo_type="dataset", token=token) if revision is None else None
+    )
     if existing is None:
-        readme = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, token=token)
+        readme = hf_hub_download(
+            repo_id, "README.md", repo_type="dataset", revision=revision, token=token
+        )
         existing = DatasetCard.load(readme, repo_type="dataset")
     configs: dict[str, RelaTargetsInfo] = {}
     for entry in existing.data.to_dict().get("configs", []) or []:
@@ -1287,9 +1481,13 @@ def _card_for_repo(api, repo_id, revision, new_configs: dict[str, RelaTargetsInf
             configs[name] = new_configs[name]
             continue
         try:
-            configs[name] = load_rela_targets_info(repo_id, config_name=name, revision=revision, token=token)
+            configs[name] = load_rela_targets_info(
+                repo_id, config_name=name, revision=revision, token=token
+            )
         except EntryNotFoundError:  # a config without ReLA targets, e.g. the images
             continue
     configs.update(new_configs)
-    card = render_dataset_card(configs, repo_id=repo_id, existing_metadata=existing.data.to_dict(), num_rows=num_rows)
+    card = render_dataset_card(
+        configs, repo_id=repo_id, existing_metadata=existing.data.to_dict(), num_rows=num_rows
+    )
     return str(card)

@@ -22,7 +22,6 @@ from rela_hf.targets import (
     INFO_FILENAME,
     WHITENING_FILENAME,
     PCAWhitening,
-    RelaTargetsInfo,
     add_rela_targets,
     attach_rela_targets,
     load_rela_targets_info,
@@ -75,7 +74,7 @@ def pixel_vectors(fashion_mnist_slice) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def random_prior():
-    """A randomly initialised timm network at 32 px: a valid ReLA prior (the paper uses them too)."""
+    """A randomly initialised timm network at 32 px: a valid ReLA prior (the paper uses some)."""
     torch.manual_seed(0)
     return load_prior("test_resnet", pretrained=False, image_size=32)
 
@@ -93,7 +92,7 @@ def efficientnet_lite0_prior(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vit_prior(tmp_path_factory):
-    """A small transformers ViT built from a config (random weights), saved and loaded as a folder."""
+    """A small transformers ViT built from a config (random weights), loaded from a folder."""
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     folder = tmp_path_factory.mktemp("tiny_vit")
@@ -277,32 +276,43 @@ def test_resolve_n_components():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_pretrained_prior_targets_match_numpy_whitening(efficientnet_lite0_prior, fashion_mnist_slice):
-    """ImageNet EfficientNet-Lite0 on 64 grey Fashion-MNIST images (converted to RGB by the prior)."""
+def test_pretrained_prior_targets_match_numpy_whitening(
+    efficientnet_lite0_prior, fashion_mnist_slice
+):
+    """ImageNet EfficientNet-Lite0 on 64 grey Fashion-MNIST images (the prior converts to RGB)."""
     prior = efficientnet_lite0_prior
     out = add_rela_targets(fashion_mnist_slice, prior, k=32, batch_size=32)
     assert out.features["rela_target"] == datasets.List(datasets.Value("float32"), length=32)
     assert out.column_names == ["image", "label", "rela_target"]
-    assert out["label"] == fashion_mnist_slice["label"]  # rows kept in order, other columns untouched
+    assert (
+        out["label"] == fashion_mnist_slice["label"]
+    )  # rows kept in order, other columns untouched
     targets = column(out, "rela_target")
     assert targets.shape == (64, 32) and targets.dtype == np.float32
     assert_whitened(targets)
     reference = numpy_pca_whitening(
-        np.concatenate([embed_all(prior, fashion_mnist_slice["image"][i : i + 32]) for i in (0, 32)]), 32
+        np.concatenate(
+            [embed_all(prior, fashion_mnist_slice["image"][i : i + 32]) for i in (0, 32)]
+        ),
+        32,
     )
     assert_equal_up_to_sign(targets, reference, atol=2e-3)
     info = rela_targets_info(out)
     assert info.config_name == "efficientnet_lite0_pca32"
     assert info.prior.embed_dim == 1280 and info.prior.library == "timm"
     assert info.prior.preprocessing["input_size"] == [3, 64, 64]
-    assert info.source.num_rows == 64 and info.source.fingerprint == fashion_mnist_slice._fingerprint
+    assert (
+        info.source.num_rows == 64 and info.source.fingerprint == fashion_mnist_slice._fingerprint
+    )
 
 
 def test_random_timm_prior_keeps_embeddings_on_request(random_prior, cifar10_images):
     out = add_rela_targets(cifar10_images, random_prior, k=8, keep_embeddings=True, batch_size=8)
     assert out.column_names == ["image", "label", "rela_target", "rela_embedding"]
     embeddings = column(out, "rela_embedding")
-    np.testing.assert_allclose(embeddings, embed_all(random_prior, cifar10_images["image"]), atol=1e-5)
+    np.testing.assert_allclose(
+        embeddings, embed_all(random_prior, cifar10_images["image"]), atol=1e-5
+    )
     targets = column(out, "rela_target")
     assert targets.shape == (20, 8)
     assert_whitened(targets)
@@ -326,7 +336,9 @@ def test_rgba_and_grey_images_are_converted(random_prior, cifar10_images):
     assert rgba[0]["image"].mode == "RGBA"
     from_rgb = add_rela_targets(rgb, random_prior, k=4)
     from_rgba = add_rela_targets(rgba, random_prior, k=4)
-    np.testing.assert_allclose(column(from_rgba, "rela_target"), column(from_rgb, "rela_target"), atol=1e-5)
+    np.testing.assert_allclose(
+        column(from_rgba, "rela_target"), column(from_rgb, "rela_target"), atol=1e-5
+    )
     grey = rgb.map(lambda row: {"image": row["image"].convert("L")}, features=rgb.features)
     assert column(add_rela_targets(grey, random_prior, k=4), "rela_target").shape == (12, 4)
 
@@ -336,13 +348,19 @@ def test_new_images_get_the_same_targets(random_prior, cifar10_images):
     info = rela_targets_info(out)
     again = whiten_new_images(cifar10_images["image"][:5], random_prior, info)
     np.testing.assert_allclose(again.numpy(), column(out, "rela_target")[:5], atol=1e-5)
-    preprocessed = torch.stack([random_prior.transform(image) for image in cifar10_images["image"][:5]])
-    np.testing.assert_allclose(whiten_new_images(preprocessed, random_prior, info.whitening), again, atol=1e-5)
+    preprocessed = torch.stack(
+        [random_prior.transform(image) for image in cifar10_images["image"][:5]]
+    )
+    np.testing.assert_allclose(
+        whiten_new_images(preprocessed, random_prior, info.whitening), again, atol=1e-5
+    )
 
 
 def test_whitening_of_one_split_reused_for_another(random_prior, fashion_mnist_slice):
     train, test = fashion_mnist_slice.select(range(48)), fashion_mnist_slice.select(range(48, 64))
-    train_out = add_rela_targets(train, random_prior, k=8, source={"id": "fashion_mnist", "split": "train"})
+    train_out = add_rela_targets(
+        train, random_prior, k=8, source={"id": "fashion_mnist", "split": "train"}
+    )
     train_info = rela_targets_info(train_out)
     test_out = add_rela_targets(test, random_prior, whitening=train_info, source={"split": "test"})
     test_info = rela_targets_info(test_out)
@@ -355,7 +373,9 @@ def test_whitening_of_one_split_reused_for_another(random_prior, fashion_mnist_s
 
 
 def test_streaming_dataset_matches_map_style(random_prior, cifar10_images):
-    streamed = add_rela_targets(cifar10_images.to_iterable_dataset(), random_prior, k=8, batch_size=8)
+    streamed = add_rela_targets(
+        cifar10_images.to_iterable_dataset(), random_prior, k=8, batch_size=8
+    )
     assert isinstance(streamed, datasets.IterableDataset)
     assert streamed.features["rela_target"] == datasets.List(datasets.Value("float32"), length=8)
     rows = list(streamed)
@@ -374,7 +394,9 @@ def test_embeddings_are_cached_and_the_prior_runs_once(random_prior, cifar10_ima
     try:
         first = add_rela_targets(dataset, random_prior, k=8, batch_size=8)
         assert len(calls) == 3  # 20 images, batches of 8
-        second = add_rela_targets(datasets.load_from_disk(str(tmp_path / "cifar")), random_prior, k=8, batch_size=8)
+        second = add_rela_targets(
+            datasets.load_from_disk(str(tmp_path / "cifar")), random_prior, k=8, batch_size=8
+        )
         other_k = add_rela_targets(dataset, random_prior, k=4, batch_size=8)
         assert len(calls) == 3  # both answered from the cache: same source, prior and preprocessing
     finally:
@@ -417,7 +439,9 @@ def test_two_worker_processes_give_the_same_targets(random_prior, cifar10_images
         parallel = add_rela_targets(cifar10_images, random_prior, k=8, batch_size=4, num_proc=2)
     finally:
         multiprocess.set_start_method(previous, force=True)
-    np.testing.assert_allclose(column(parallel, "rela_target"), column(single, "rela_target"), atol=1e-4)
+    np.testing.assert_allclose(
+        column(parallel, "rela_target"), column(single, "rela_target"), atol=1e-4
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,11 +458,15 @@ def png_bytes(image: PIL.Image.Image) -> bytes:
 def test_undecodable_image_names_the_row_and_writes_nothing(random_prior, cifar10_images, tmp_path):
     images = [{"bytes": png_bytes(image), "path": None} for image in cifar10_images["image"][:10]]
     images[5] = {"bytes": b"this is not an image", "path": None}
-    broken = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    broken = datasets.Dataset.from_dict(
+        {"image": images}, features=datasets.Features({"image": datasets.Image()})
+    )
     broken.save_to_disk(str(tmp_path / "broken"))
     before = sorted(path.name for path in (tmp_path / "broken").iterdir())
     with pytest.raises(ValueError, match="Could not decode the image of row 5"):
-        add_rela_targets(datasets.load_from_disk(str(tmp_path / "broken")), random_prior, k=4, batch_size=4)
+        add_rela_targets(
+            datasets.load_from_disk(str(tmp_path / "broken")), random_prior, k=4, batch_size=4
+        )
     assert sorted(path.name for path in (tmp_path / "broken").iterdir()) == before
 
 
@@ -461,7 +489,11 @@ def test_non_finite_embedding_names_the_row(random_prior, cifar10_images):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"image_column": "img"}, ValueError, r"Image column 'img' not found.*\['image', 'label'\]"),
+        (
+            {"image_column": "img"},
+            ValueError,
+            r"Image column 'img' not found.*\['image', 'label'\]",
+        ),
         ({"image_column": "label"}, ValueError, "not an image column"),
         ({"k": 97}, ValueError, "exceeds the prior's embedding width 96"),
         ({"k": 20}, ValueError, "need at least 21 images"),
@@ -504,17 +536,23 @@ def test_whitening_of_another_prior_is_refused(random_prior, vit_prior, cifar10_
 @pytest.fixture(scope="module")
 def cifar_with_targets(random_prior, cifar10_images):
     return add_rela_targets(
-        cifar10_images, random_prior, k=8,
+        cifar10_images,
+        random_prior,
+        k=8,
         source={"id": "uoft-cs/cifar10", "split": "test", "revision": "0" * 40},
     )
 
 
 def test_save_rela_dataset_round_trip(cifar_with_targets, random_prior, tmp_path):
     out = save_rela_dataset(cifar_with_targets, tmp_path / "efficient")
-    assert {INFO_FILENAME, WHITENING_FILENAME, "README.md", "dataset_info.json"} <= {p.name for p in out.iterdir()}
+    assert {INFO_FILENAME, WHITENING_FILENAME, "README.md", "dataset_info.json"} <= {
+        p.name for p in out.iterdir()
+    }
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging folder gone
     loaded = datasets.load_from_disk(str(out))
-    np.testing.assert_array_equal(column(loaded, "rela_target"), column(cifar_with_targets, "rela_target"))
+    np.testing.assert_array_equal(
+        column(loaded, "rela_target"), column(cifar_with_targets, "rela_target")
+    )
     info = load_rela_targets_info(out)
     assert info.whitening.sha256() == rela_targets_info(cifar_with_targets).whitening.sha256()
     assert info.source.id == "uoft-cs/cifar10" and info.prior.name == "test_resnet"
@@ -534,8 +572,12 @@ def test_push_and_load_dataset_round_trip(hub, hub_namespace, cifar_with_targets
     push_rela_dataset(cifar_with_targets, repo_id, split="train")
     loaded = datasets.load_dataset(repo_id, split="train")
     assert loaded.features["rela_target"] == datasets.List(datasets.Value("float32"), length=8)
-    np.testing.assert_array_equal(column(loaded, "rela_target"), column(cifar_with_targets, "rela_target"))
-    assert np.array_equal(np.asarray(loaded[3]["image"]), np.asarray(cifar_with_targets[3]["image"]))
+    np.testing.assert_array_equal(
+        column(loaded, "rela_target"), column(cifar_with_targets, "rela_target")
+    )
+    assert np.array_equal(
+        np.asarray(loaded[3]["image"]), np.asarray(cifar_with_targets[3]["image"])
+    )
     card = DatasetCard.load(repo_id, repo_type="dataset")
     assert card.data.configs[0]["config_name"] == "default"  # push_to_hub's metadata survived
     assert card.data.rela_targets[0]["prior"] == "test_resnet"
@@ -545,11 +587,15 @@ def test_push_and_load_dataset_round_trip(hub, hub_namespace, cifar_with_targets
     assert info.whitening.sha256() == rela_targets_info(cifar_with_targets).whitening.sha256()
 
 
-def test_push_targets_only_config(hub, hub_namespace, efficientnet_lite0_prior, cifar10_images):
+def test_push_targets_only_config(
+    hub, hub_namespace, efficientnet_lite0_prior, random_prior, cifar10_images
+):
     repo_id = f"{hub_namespace}/cifar10"
     cifar10_images.push_to_hub(repo_id, split="test")  # the source dataset, images only
     with_targets = add_rela_targets(
-        datasets.load_dataset(repo_id, split="test"), efficientnet_lite0_prior, k=16,
+        datasets.load_dataset(repo_id, split="test"),
+        efficientnet_lite0_prior,
+        k=16,
         source={"id": repo_id, "split": "test"},
     )
     config = rela_targets_info(with_targets).config_name
@@ -561,7 +607,9 @@ def test_push_targets_only_config(hub, hub_namespace, efficientnet_lite0_prior, 
     images = datasets.load_dataset(repo_id, split="test")
     assert images.column_names == ["image", "label"]
     joined = attach_rela_targets(images, targets.shuffle(seed=0))
-    np.testing.assert_array_equal(column(joined, "rela_target"), column(with_targets, "rela_target"))
+    np.testing.assert_array_equal(
+        column(joined, "rela_target"), column(with_targets, "rela_target")
+    )
     info = load_rela_targets_info(repo_id, config_name=config)
     assert info.index_column == "idx" and info.prior.embed_dim == 1280
     card = DatasetCard.load(repo_id, repo_type="dataset")
@@ -570,9 +618,9 @@ def test_push_targets_only_config(hub, hub_namespace, efficientnet_lite0_prior, 
     assert "attach_rela_targets" in card.text
 
     # a second whitening for the same config would make its splits incomparable: refused up front
-    other = add_rela_targets(images.select(range(18)), efficientnet_lite0_prior, k=16)
+    other = add_rela_targets(images, random_prior, k=16)
     with pytest.raises(ValueError, match="another whitening"):
-        push_rela_dataset(other, repo_id, targets_only=True, split="train")
+        push_rela_dataset(other, repo_id, targets_only=True, config_name=config, split="train")
     assert "train" not in datasets.get_dataset_split_names(repo_id, config)
 
 
