@@ -38,7 +38,13 @@ from rela_hf.assets import fashion_mnist_dataset
 from rela_hf.backbones import create_backbone
 from rela_hf.model import ReLABYOL
 from rela_hf.rela import build_switch
-from rela_hf.training import MetricMeans, ViewPairCollator, ViewPairDataset, forward_seed, training_step
+from rela_hf.training import (
+    MetricMeans,
+    ViewPairCollator,
+    ViewPairDataset,
+    forward_seed,
+    training_step,
+)
 from rela_hf.views import byol_view_transforms, rela_view_transform
 
 

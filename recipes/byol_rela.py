@@ -42,7 +42,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import sys
 import time
 import uuid

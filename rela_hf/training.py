@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ from rela_hf.rela import PHASE_BYOL, PHASE_RELA
 if TYPE_CHECKING:
     import datasets
     from accelerate import Accelerator
+
+    from rela_hf.model import ReLABYOL
 
 __all__ = [
     "MetricMeans",
@@ -148,7 +150,7 @@ class ViewPairDataset(Dataset):
         # torch.manual_seed) leaves the CUDA generators of the training process alone.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(sample_seed(self.seed, self.epoch, index))
-            if self.phase == PHASE_RELA:
+            if self.phase == PHASE_RELA and self.rela_views is not None:  # set_phase checked it
                 return self.rela_views(image), self.rela_views(image)
             return self.byol_views[0](image), self.byol_views[1](image)
 
@@ -198,7 +200,7 @@ def training_step(
     phase: str,
     momentum: float,
     max_grad_norm: float | None = None,
-    unwrapped: torch.nn.Module | None = None,
+    unwrapped: ReLABYOL | None = None,
 ) -> dict[str, Tensor]:
     """One micro-batch of ReLA/BYOL training under Accelerate.
 
@@ -238,7 +240,9 @@ def training_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients:
-        (unwrapped if unwrapped is not None else accelerator.unwrap_model(model)).update_target(momentum)
+        if unwrapped is None:
+            unwrapped = cast("ReLABYOL", accelerator.unwrap_model(model))
+        unwrapped.update_target(momentum)
     return out
 
 

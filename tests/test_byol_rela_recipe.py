@@ -221,7 +221,7 @@ def test_two_processes_with_targets_from_a_prior(plain_data, random_prior, tmp_p
               "--checkpointing_steps", "4"),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((output_dir / "training_summary.json").read_text())
     # 64 images / (4 x 2 processes) = 8 micro-batches per process per epoch = 4 steps per epoch

@@ -78,7 +78,7 @@ def test_trainable_transfer_head_gets_gradients_in_rela_phase_only(views):
 
 
 def test_online_classifier_never_shapes_the_backbone(views):
-    view1, view2, targets, labels = views
+    view1, view2, _, labels = views
     model = make_model(num_classes=10)
     model(view1, view2, phase="byol", labels=labels)["loss"].backward()
     with_probe = [g.clone() for g in grads(model.backbone)]
