@@ -64,6 +64,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--control", action="store_true",
+                        help="also time a second hand-written copy: its 'overhead' is the noise floor")
     return parser.parse_args()
 
 
@@ -192,26 +194,29 @@ def main() -> None:
     for phase in args.phases:
         batch = views_batch(args, phase, device)
         model = build_model(args)
-        hand = HandWrittenStep(args, model, phase, device)
-        trainer = TrainerStep(args, model, phase)
-        for step in (trainer, hand):
+        sides = {"trainer": TrainerStep(args, model, phase), "hand": HandWrittenStep(args, model, phase, device)}
+        if args.control:
+            sides["hand (control)"] = HandWrittenStep(args, model, phase, device)
+        for step in sides.values():
             for _ in range(args.warmup):
                 step(batch)
-        times: dict[str, list[float]] = {"trainer": [], "hand": []}
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        order = list(sides.items())
         for repeat in range(args.repeats):
-            order = [("trainer", trainer), ("hand", hand)]
-            for name, step in order if repeat % 2 == 0 else order[::-1]:
+            rotation = order[repeat % len(order):] + order[: repeat % len(order)]
+            for name, step in rotation if repeat % 2 == 0 else rotation[::-1]:
                 times[name].append(time_block(step, batch, args.steps))
-        trainer_ms = 1000 * statistics.median(times["trainer"])
-        hand_ms = 1000 * statistics.median(times["hand"])
-        results.append((phase, trainer_ms, hand_ms))
+        medians = {name: 1000 * statistics.median(t) for name, t in times.items()}
+        results.append((phase, medians))
     print(f"device={args.device} threads={torch.get_num_threads()} backbone={args.backbone} "
           f"{args.backbone_kwargs} cifar_stem={args.cifar_stem} batch={args.batch_size} "
           f"size={args.image_size} mixed_precision={args.mixed_precision} "
           f"median of {args.repeats} interleaved blocks x {args.steps} steps")
-    print(f"{'phase':<6} {'trainer ms/step':>16} {'hand-written ms/step':>21} {'overhead':>9}")
-    for phase, trainer_ms, hand_ms in results:
-        print(f"{phase:<6} {trainer_ms:>16.1f} {hand_ms:>21.1f} {100 * (trainer_ms / hand_ms - 1):>+8.1f}%")
+    print(f"{'phase':<6} {'side':<15} {'ms/step':>9} {'vs hand-written':>16}")
+    for phase, medians in results:
+        for name, ms in medians.items():
+            relative = "" if name == "hand" else f"{100 * (ms / medians['hand'] - 1):+.1f}%"
+            print(f"{phase:<6} {name:<15} {ms:>9.1f} {relative:>16}")
 
 
 if __name__ == "__main__":
