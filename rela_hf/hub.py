@@ -35,6 +35,7 @@ Examples:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -334,8 +335,11 @@ def export_backbone(
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         with torch.no_grad():
+            # safetensors refuses non-contiguous tensors: a channels_last model (the trainer's
+            # --channels_last) is saved through a standard-layout copy, the model is untouched
+            channels_last = any(not p.is_contiguous() for p in model.state_dict().values())
             save_for_hf(
-                model,
+                copy.deepcopy(model).to(memory_format=torch.contiguous_format) if channels_last else model,
                 str(tmp_dir),
                 model_config={"pretrained_cfg": {k: v for k, v in ours.items() if v is not None}},
                 safe_serialization=True,
