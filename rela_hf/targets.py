@@ -19,6 +19,7 @@ components and standardised per component (PCA whitening). This module builds th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -77,6 +78,22 @@ def _as_float64_matrix(x: Any, *, what: str) -> torch.Tensor:
             f"{what} must be a 2-D [num_samples, dim] array, got shape {tuple(tensor.shape)}."
         )
     return tensor.to(device="cpu", dtype=torch.float64)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run a one-off LAPACK call single-threaded, then restore torch's thread count.
+
+    Multi-threaded ``eigh`` (MKL syevd) degrades badly when the cores are shared: on a busy
+    2-core machine a 1280 x 1280 float64 ``eigh`` took 12-15 s with 2 threads and 0.8-0.9 s with
+    one. A single thread costs at most a few seconds even for 2048-d priors, once per dataset.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _first_non_finite_row(x: torch.Tensor) -> int | None:
@@ -197,7 +214,8 @@ class PCAWhitening:
                 f"most N - 1 directions around their mean), got N={n}. Use k <= {n - 1}."
             )
         covariance = self._comoment / (n - 1)
-        eigenvalues, eigenvectors = torch.linalg.eigh((covariance + covariance.T) / 2)
+        with _one_torch_thread():
+            eigenvalues, eigenvectors = torch.linalg.eigh((covariance + covariance.T) / 2)
         eigenvalues = eigenvalues.flip(0).clamp_min(0.0)  # eigh sorts ascending
         eigenvectors = eigenvectors.flip(1)
         rank = (
@@ -213,11 +231,15 @@ class PCAWhitening:
         # Deterministic signs: the largest-magnitude entry of every axis is positive.
         pivots = components.abs().argmax(dim=1, keepdim=True)
         components *= torch.sign(components.gather(1, pivots))
+        explained_variance = eigenvalues[:k].clone()
         self._set_parameters(
             mean=self._running_mean,
             components=components,
-            explained_variance=eigenvalues[:k].clone(),
-            total_variance=float(eigenvalues.sum()),
+            explained_variance=explained_variance,
+            explained_variance_ratio=explained_variance / eigenvalues.sum(),
+            # Population variance of a projected component = eigenvalue * (N - 1) / N: ReLA step 4
+            # standardises with the population std, as the official code's per-dimension z-score.
+            scale=torch.sqrt(explained_variance * ((n - 1) / n)),
             n_samples=n,
         )
         self._running_mean = self._comoment = None  # O(dim^2) memory not needed any more
@@ -230,16 +252,16 @@ class PCAWhitening:
             self.update(batch)
         return self.finalize()
 
-    def _set_parameters(self, *, mean, components, explained_variance, total_variance, n_samples):
-        self.mean = mean.to(torch.float64).contiguous()
-        self.components = components.to(torch.float64).contiguous()
-        self.explained_variance = explained_variance.to(torch.float64).contiguous()
-        self.explained_variance_ratio = self.explained_variance / total_variance
+    def _set_parameters(
+        self, *, mean, components, explained_variance, explained_variance_ratio, scale, n_samples
+    ) -> None:
+        as_float64 = lambda tensor: tensor.to(torch.float64).contiguous()  # noqa: E731
+        self.mean, self.components = as_float64(mean), as_float64(components)
+        self.explained_variance = as_float64(explained_variance)
+        self.explained_variance_ratio = as_float64(explained_variance_ratio)
+        self.scale = as_float64(scale)
         self.n_samples, self.n_components = int(n_samples), int(self.components.shape[0])
         self.n_features = int(self.components.shape[1])
-        # Population variance of a projected component = eigenvalue * (N - 1) / N (ReLA step 4
-        # standardises with the population std, as the official code's per-dimension z-score).
-        self.scale = torch.sqrt(self.explained_variance * ((n_samples - 1) / n_samples))
         self._projection = (self.components.T / self.scale).contiguous()
 
     # -- applying --------------------------------------------------------------------------------
@@ -300,9 +322,6 @@ class PCAWhitening:
             "n_samples": str(self.n_samples),
             "n_components": str(self.n_components),
             "n_features": str(self.n_features),
-            "total_variance": repr(
-                float(self.explained_variance[0] / self.explained_variance_ratio[0])
-            ),
             "paper": "arXiv:2405.14669",
         }
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
@@ -327,13 +346,7 @@ class PCAWhitening:
                 )
             tensors = {name: f.get_tensor(name) for name in f.keys()}
         whitening = cls(int(metadata["n_components"]))
-        whitening._set_parameters(
-            mean=tensors["mean"],
-            components=tensors["components"],
-            explained_variance=tensors["explained_variance"],
-            total_variance=float(metadata["total_variance"]),
-            n_samples=int(metadata["n_samples"]),
-        )
+        whitening._set_parameters(**tensors, n_samples=int(metadata["n_samples"]))
         return whitening
 
     def __repr__(self) -> str:
@@ -1379,7 +1392,7 @@ def push_rela_dataset(
     the card together. The card is rendered before anything is uploaded, so a bad template or
     record fails early. Returns the URL of the last commit.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import HfApi
 
     info = info or rela_targets_info(dataset)
     if targets_only:
@@ -1404,6 +1417,23 @@ def push_rela_dataset(
         commit_message=commit_message or f"Add ReLA targets ({info.config_name})",
         max_shard_size=max_shard_size,
     )
+    try:
+        return _commit_whitening_and_card(
+            api, repo_id, revision, config_name, info, card, len(dataset)
+        )
+    except Exception as error:
+        raise RuntimeError(
+            f"The data of config {config_name!r} is on {repo_id}, but its whitening files and "
+            f"card could not be committed ({error}). Run push_rela_dataset again: re-uploading "
+            "identical data shards is skipped."
+        ) from error
+
+
+def _commit_whitening_and_card(api, repo_id, revision, config_name, info, card, num_rows) -> str:
+    """Second commit of a push: ``<data_dir>/rela_targets.json``, the whitening, the card."""
+    from huggingface_hub import CommitOperationAdd
+
+    data_dir = _hub_data_dir(config_name)
     with tempfile.TemporaryDirectory() as tmp:
         written = info.save(tmp)
         operations = [
@@ -1412,7 +1442,7 @@ def push_rela_dataset(
         ]
         if card:
             readme = _card_for_repo(
-                api, repo_id, revision, {config_name: info}, token, len(dataset)
+                api, repo_id, revision, {config_name: info}, api.token, num_rows
             )
             operations.append(
                 CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode("utf-8"))
@@ -1451,8 +1481,7 @@ def _check_no_conflicting_whitening(api, repo_id, data_dir, info, revision) -> N
         raise ValueError(
             f"{repo_id}/{data_dir} already holds targets made with another whitening. All "
             "splits of one config must share one whitening: pass whitening=<the first split's "
-            "RelaTargetsInfo> to "
-            "add_rela_targets, or push to another config_name."
+            "RelaTargetsInfo> to add_rela_targets, or push to another config_name."
         )
 
 
@@ -1466,14 +1495,10 @@ def _card_for_repo(
 
     from rela_hf.cards import render_dataset_card
 
-    existing = (
-        DatasetCard.load(repo_id, repo_type="dataset", token=token) if revision is None else None
+    readme = hf_hub_download(
+        repo_id, "README.md", repo_type="dataset", revision=revision, token=token
     )
-    if existing is None:
-        readme = hf_hub_download(
-            repo_id, "README.md", repo_type="dataset", revision=revision, token=token
-        )
-        existing = DatasetCard.load(readme, repo_type="dataset")
+    existing = DatasetCard.load(readme, repo_type="dataset")
     configs: dict[str, RelaTargetsInfo] = {}
     for entry in existing.data.to_dict().get("configs", []) or []:
         name = entry.get("config_name", "default")

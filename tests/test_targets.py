@@ -587,6 +587,22 @@ def test_push_and_load_dataset_round_trip(hub, hub_namespace, cifar_with_targets
     assert info.whitening.sha256() == rela_targets_info(cifar_with_targets).whitening.sha256()
 
 
+def test_streaming_from_the_hub_with_a_pushed_whitening(
+    hub, hub_namespace, cifar10_images, cifar_with_targets, random_prior
+):
+    """Targets for a streamed Hub split, computed with the whitening read back from the Hub."""
+    repo_id = f"{hub_namespace}/cifar10"
+    cifar10_images.push_to_hub(repo_id, split="test")
+    stream = datasets.load_dataset(repo_id, split="test", streaming=True)
+    info = rela_targets_info(cifar_with_targets)
+    pushed = f"{hub_namespace}/cifar10-rela"
+    push_rela_dataset(cifar_with_targets, pushed, split="test", card=False)
+    streamed = add_rela_targets(stream, random_prior, whitening=load_rela_targets_info(pushed))
+    targets = np.stack([row["rela_target"] for row in streamed])
+    np.testing.assert_allclose(targets, column(cifar_with_targets, "rela_target"), atol=1e-5)
+    assert rela_targets_info(streamed).whitening.sha256() == info.whitening.sha256()
+
+
 def test_push_targets_only_config(
     hub, hub_namespace, efficientnet_lite0_prior, random_prior, cifar10_images
 ):
