@@ -96,6 +96,13 @@ def _one_torch_thread():
         torch.set_num_threads(previous)
 
 
+def _moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and centred sum of outer products of a ``[B, dim]`` float64 batch."""
+    mean = rows.mean(dim=0)
+    centred = rows - mean
+    return mean, centred.T @ centred
+
+
 def _first_non_finite_row(x: torch.Tensor) -> int | None:
     bad = ~torch.isfinite(x).all(dim=1)
     return int(bad.nonzero()[0, 0]) if bool(bad.any()) else None
@@ -112,7 +119,9 @@ class PCAWhitening:
     The running statistics (count, mean, centred sum of outer products) are float64 and merged
     batch by batch with Chan et al.'s pairwise update, which stays accurate even when the mean is
     large compared with the spread (a plain running sum of outer products would cancel
-    catastrophically). Memory is ``O(dim^2)``, independent of the number of images.
+    catastrophically). Memory is ``O(dim^2)``, independent of the number of images. With fewer
+    images than dimensions the rows themselves (at most ``dim^2`` numbers too) are kept, and the
+    small ``N x N`` Gram matrix is decomposed instead of the covariance.
 
     Args:
         n_components: ``k``, the number of kept components (``None``: all of them). ReLA uses
@@ -143,6 +152,7 @@ class PCAWhitening:
         self.n_features: int | None = None
         self._running_mean: torch.Tensor | None = None
         self._comoment: torch.Tensor | None = None  # sum over samples of (y - mean)(y - mean)^T
+        self._rows: list[torch.Tensor] | None = []  # the embeddings, while N <= dim
         self.mean: torch.Tensor | None = None
         self.components: torch.Tensor | None = None
         self.scale: torch.Tensor | None = None
@@ -168,9 +178,7 @@ class PCAWhitening:
             )
         if (row := _first_non_finite_row(x)) is not None:
             raise ValueError(f"Row {row} of this batch of embeddings is not finite (NaN or inf).")
-        batch_mean = x.mean(dim=0)
-        centred = x - batch_mean
-        self._merge(x.shape[0], batch_mean, centred.T @ centred)
+        self._add(x.shape[0], rows=[x])
         return self
 
     def merge(self, other: PCAWhitening) -> PCAWhitening:
@@ -180,12 +188,31 @@ class PCAWhitening:
         if other.n_samples:
             if self.n_features is not None and other.n_features != self.n_features:
                 raise ValueError(f"Cannot merge dim {other.n_features} into dim {self.n_features}.")
-            self._merge(other.n_samples, other._running_mean, other._comoment)
+            if other._rows is not None:
+                self._add(other.n_samples, rows=other._rows)
+            else:
+                self._add(other.n_samples, moments=(other._running_mean, other._comoment))
         return self
 
-    def _merge(self, count: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
+    def _add(self, count: int, *, rows=None, moments=None) -> None:
+        """Add ``count`` samples, given as rows or as their (mean, centred comoment)."""
+        self.n_features = self.n_features or int((rows[0] if rows else moments[0]).shape[-1])
+        if (
+            self._rows is not None
+            and rows is not None
+            and self.n_samples + count <= self.n_features
+        ):
+            self._rows.extend(rows)  # still no more rows than dimensions: keep them
+            self.n_samples += count
+            return
+        if self._rows is not None:  # from now on, only the running moments
+            kept, kept_count, self._rows, self.n_samples = self._rows, self.n_samples, None, 0
+            if kept:
+                self._merge_moments(kept_count, *_moments(torch.cat(kept)))
+        self._merge_moments(count, *(moments if moments is not None else _moments(torch.cat(rows))))
+
+    def _merge_moments(self, count: int, mean: torch.Tensor, comoment: torch.Tensor) -> None:
         if self.n_samples == 0:
-            self.n_features = int(mean.shape[0])
             self.n_samples, self._running_mean, self._comoment = (
                 count,
                 mean.clone(),
@@ -213,11 +240,8 @@ class PCAWhitening:
                 f"n_components={k} needs at least {k + 1} images (N - 1 >= k: N embeddings span at "
                 f"most N - 1 directions around their mean), got N={n}. Use k <= {n - 1}."
             )
-        covariance = self._comoment / (n - 1)
         with _one_torch_thread():
-            eigenvalues, eigenvectors = torch.linalg.eigh((covariance + covariance.T) / 2)
-        eigenvalues = eigenvalues.flip(0).clamp_min(0.0)  # eigh sorts ascending
-        eigenvectors = eigenvectors.flip(1)
+            mean, eigenvalues, eigenvectors = self._mean_and_covariance_eigenpairs()
         rank = (
             int((eigenvalues > self.RANK_RTOL * eigenvalues[0]).sum()) if eigenvalues[0] > 0 else 0
         )
@@ -233,7 +257,7 @@ class PCAWhitening:
         components *= torch.sign(components.gather(1, pivots))
         explained_variance = eigenvalues[:k].clone()
         self._set_parameters(
-            mean=self._running_mean,
+            mean=mean,
             components=components,
             explained_variance=explained_variance,
             explained_variance_ratio=explained_variance / eigenvalues.sum(),
@@ -242,8 +266,29 @@ class PCAWhitening:
             scale=torch.sqrt(explained_variance * ((n - 1) / n)),
             n_samples=n,
         )
-        self._running_mean = self._comoment = None  # O(dim^2) memory not needed any more
+        self._running_mean = self._comoment = self._rows = None  # O(dim^2) memory, not needed
         return self
+
+    def _mean_and_covariance_eigenpairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mean, and the eigenvalues (descending) and eigenvectors (columns) of
+        ``Yc^T Yc / (N - 1)``."""
+        n = self.n_samples
+        if self._rows is None:
+            covariance = self._comoment / (n - 1)
+            values, vectors = torch.linalg.eigh((covariance + covariance.T) / 2)
+            # eigh sorts ascending
+            return self._running_mean, values.flip(0).clamp_min(0.0), vectors.flip(1)
+        # N <= dim: Yc^T Yc has rank < N, so decompose the N x N Gram matrix Yc Yc^T instead
+        # (the snapshot method): same non-zero eigenvalues, eigenvectors Yc^T u / sqrt(lambda).
+        # About 3x cheaper for 512 images of a 1280-d prior; the null space is never selected.
+        rows = torch.cat(self._rows)
+        mean = rows.mean(dim=0)
+        centred = rows - mean
+        gram = centred @ centred.T
+        values, vectors = torch.linalg.eigh((gram + gram.T) / 2)
+        values, vectors = values.flip(0).clamp_min(0.0), vectors.flip(1)
+        vectors = (centred.T @ vectors) / values.sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+        return mean, values / (n - 1), vectors
 
     def fit(self, embeddings: torch.Tensor | np.ndarray | Iterable[Any]) -> PCAWhitening:
         """Fit on one ``[N, dim]`` array or an iterable of ``[B, dim]`` batches, then finalize."""
@@ -549,6 +594,27 @@ def load_rela_targets_info(
     ]
     return RelaTargetsInfo.from_files(*files)
 
+
+
+def find_rela_targets_info(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    config_name: str | None = None,
+    revision: str | None = None,
+) -> RelaTargetsInfo | None:
+    """Like :func:`load_rela_targets_info`, but ``None`` where no record was published.
+
+    For consumers that only *describe* targets (the trainer's summary, model cards): a dataset
+    whose target column was made elsewhere is still usable, its provenance is just unknown.
+    """
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        return load_rela_targets_info(
+            path_or_repo_id, config_name=config_name or "default", revision=revision
+        )
+    except (OSError, EntryNotFoundError, HfHubHTTPError):
+        return None
 
 # In memory, the record follows the data, not the Python object: a map-style dataset is looked up
 # by its Arrow table, which formatting views (with_format, set_format) share, so they keep the

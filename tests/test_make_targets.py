@@ -205,6 +205,13 @@ def test_bad_invocations(make_targets, prior_folder, tmp_path, capsys):
     with pytest.raises(SystemExit):
         make_targets.main(["--dataset", "x/y", "--prior", prior_folder])  # no output at all
     assert "--output_dir and/or --hub_dataset_id" in capsys.readouterr().err
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "something").write_text("x")
+    with pytest.raises(SystemExit):
+        make_targets.main(
+            ["--dataset", "x/y", "--prior", prior_folder, "--output_dir", str(tmp_path / "full")]
+        )
+    assert "--overwrite_output_dir" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="is not a folder"):
         make_targets.main(
             ["--dataset", str(tmp_path / "missing"), "--prior", prior_folder, "--output_dir", "o"]

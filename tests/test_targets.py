@@ -158,6 +158,27 @@ def test_streaming_fit_equals_batch_fit(pixel_vectors):
         np.testing.assert_allclose(
             other.transform(pixel_vectors), full.transform(pixel_vectors), atol=1e-5
         )
+    # 40 dims: the stream switches from keeping rows to running moments after 35 images
+    narrow = pixel_vectors[:, np.argsort(pixel_vectors.var(axis=0))[-40:]]
+    full = PCAWhitening(12).fit(narrow)
+    streamed = PCAWhitening(12).fit([narrow[start : start + 7] for start in range(0, 64, 7)])
+    halves = PCAWhitening(12).update(narrow[:30])
+    halves.merge(PCAWhitening(12).update(narrow[30:])).finalize()
+    for other in (streamed, halves):
+        np.testing.assert_allclose(other.components.numpy(), full.components.numpy(), atol=1e-9)
+        np.testing.assert_allclose(other.transform(narrow), full.transform(narrow), atol=1e-5)
+
+
+def test_gram_and_covariance_decompositions_agree(pixel_vectors):
+    """64 images of 196 dims take the N x N Gram route; the D x D covariance gives the same."""
+    gram = PCAWhitening(20).fit(np.array_split(pixel_vectors, 3))
+    covariance = PCAWhitening(20)
+    covariance._rows = None  # keep only the running moments, as with more images than dimensions
+    covariance.update(pixel_vectors).finalize()
+    for name in ("components", "explained_variance", "explained_variance_ratio", "scale", "mean"):
+        np.testing.assert_allclose(
+            getattr(gram, name).numpy(), getattr(covariance, name).numpy(), rtol=1e-7, atol=1e-9
+        )
 
 
 def test_whitening_is_accurate_far_from_the_origin(pixel_vectors):
