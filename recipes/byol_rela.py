@@ -86,6 +86,7 @@ from rela_hf.data import DataRatioSampler, load_image_dataset
 from rela_hf.hub import HISTORY_NAME, export_backbone, push_training_output, training_data_config
 from rela_hf.model import ReLABYOL
 from rela_hf.rela import build_switch
+from rela_hf.targets import find_rela_targets_info
 from rela_hf.training import (
     MetricMeans,
     ViewPairCollator,
@@ -256,6 +257,24 @@ def target_width(dataset: datasets.Dataset, column: str) -> int:
     if length is None or length < 0:
         length = len(dataset.select_columns([column])[0][column])
     return int(length)
+
+
+def targets_provenance(data: DataArguments, use_rela: bool) -> dict[str, Any]:
+    """Which prior made the targets, for the summary and the model card.
+
+    With --prior the targets were made here; otherwise read the record that make_targets.py
+    saved or pushed with the dataset (rela_targets.json), if there is one.
+    """
+    if not use_rela:
+        return {"prior": None, "prior_revision": None}
+    if data.prior is not None:
+        return {"prior": data.prior, "prior_revision": data.prior_revision}
+    info = find_rela_targets_info(data.dataset_name, config_name=data.dataset_config_name,
+                                  revision=data.dataset_revision)
+    if info is None:
+        return {"prior": None, "prior_revision": None}
+    return {"prior": info.prior.name, "prior_revision": info.prior.revision,
+            "prior_preprocessing": info.prior.preprocessing}
 
 
 def add_targets_cached(accelerator, dataset, data: DataArguments, k: int | None, student_width: int):
@@ -577,7 +596,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
         "mixed_precision": accelerator.mixed_precision, "wall_clock_seconds": round(train_seconds, 3),
         "final_metrics": {k.removeprefix("train/"): v for k, v in last_metrics.items()},
-        "backbone": model_args.backbone, "dataset": data_args.dataset_name, "prior": data_args.prior,
+        "backbone": model_args.backbone, "dataset": data_args.dataset_name,
+        "dataset_config": data_args.dataset_config_name, "dataset_revision": data_args.dataset_revision,
+        **targets_provenance(data_args, use_rela),
         "target_dim": rela_dim, "data_ratio": data_args.data_ratio, "image_size": data_args.image_size,
         "checkpoint": final_checkpoint.name, "rela_hf_version": rela_hf.__version__,
     }

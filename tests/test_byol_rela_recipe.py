@@ -87,14 +87,15 @@ def plain_data(tmp_path_factory, fashion_mnist_slice):
 
 @pytest.fixture(scope="module")
 def rela_data(tmp_path_factory, fashion_mnist_slice, random_prior):
-    """The same images with a 16-d ``rela_target`` column made by add_rela_targets."""
+    """The same images with a 16-d ``rela_target`` column made by add_rela_targets, saved with
+    their provenance record (as make_targets.py saves them)."""
     from rela_hf.priors import load_prior
-    from rela_hf.targets import add_rela_targets
+    from rela_hf.targets import add_rela_targets, save_rela_dataset
 
     prior = load_prior(str(random_prior), image_size=32, device="cpu")
     data = add_rela_targets(fashion_mnist_slice, prior, k=K)
     folder = tmp_path_factory.mktemp("data") / "fashion_mnist_64_rela"
-    data.save_to_disk(str(folder))
+    save_rela_dataset(data, folder)
     return folder
 
 
@@ -134,8 +135,10 @@ def finished_run(tmp_path_factory, rela_data):
     return output_dir, summary
 
 
-def test_one_process_run_passes_both_phases_and_exports_the_encoder(finished_run):
+def test_one_process_run_passes_both_phases_and_exports_the_encoder(finished_run, random_prior):
     output_dir, summary = finished_run
+    # the prior that made the dataset's targets is read from the record saved with them
+    assert summary["prior"] == str(random_prior) and summary["prior_revision"] is None
     assert summary["switch_step"] == 6 and summary["phase"] == "byol"  # floor(0.3 * 20) ReLA steps
     assert summary["steps"] == 20 and summary["images_seen"] == 160
     assert {"rela_loss", "byol_loss", "classifier_accuracy"} <= set(summary["final_metrics"])
