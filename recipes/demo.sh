@@ -26,7 +26,8 @@ python recipes/make_targets.py --dataset "$OFFLINE_DIR/fashion_mnist" --split tr
     --output_dir "$DEMO_DIR/fashion_mnist_rela" --overwrite_output_dir
 
 step "3/5 ReLA-F: ReLA then BYOL (accelerate launch, one CPU process)"
-accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --cpu \
+# one torch thread: the DataLoader worker augments on the other core
+OMP_NUM_THREADS=1 accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --cpu \
     recipes/byol_rela.py --config recipes/configs/demo.yaml \
     --dataset_name "$DEMO_DIR/fashion_mnist_rela" --output_dir "$DEMO_DIR/byol_rela" \
     --overwrite_output_dir

@@ -128,11 +128,13 @@ def resolve_hub_revision(repo_id: str, revision: str | None, repo_type: str) -> 
 
 
 def default_output_file(encoder: str) -> Path:
-    """``<output_dir>/eval_results.json`` for a run's ``<output_dir>/backbone`` export."""
+    """``<output_dir>/eval_results.json`` for a training run (its output_dir or its backbone/)."""
     from rela_hf.evaluation import EVAL_RESULTS_NAME
     from rela_hf.hub import SUMMARY_NAME
 
     folder = Path(encoder.removeprefix("local-dir:"))
+    if folder.is_dir() and (folder / SUMMARY_NAME).is_file():  # the run's output_dir itself
+        return folder / EVAL_RESULTS_NAME
     if folder.is_dir() and (folder.parent / SUMMARY_NAME).is_file():
         return folder.parent / EVAL_RESULTS_NAME
     return Path(EVAL_RESULTS_NAME)

@@ -87,7 +87,8 @@ def load_encoder(encoder: str | os.PathLike | nn.Module, *, revision: str | None
 
     Args:
         encoder: an ``nn.Module`` (returned as is); a folder written by
-            :func:`rela_hf.hub.export_backbone` (``config.json`` + ``model.safetensors``); a
+            :func:`rela_hf.hub.export_backbone` (``config.json`` + ``model.safetensors``) or a
+            training run's ``output_dir`` holding one in ``backbone/``; a
             Hub repo id ``"org/name"`` in timm format; or an explicit timm name
             ``"hf-hub:org/name"`` / ``"local-dir:/path"``.
         revision: branch, tag or commit of a Hub repo (timm's ``@revision`` suffix).
@@ -105,12 +106,16 @@ def load_encoder(encoder: str | os.PathLike | nn.Module, *, revision: str | None
     if name.startswith(_TIMM_PREFIXES):
         timm_name = name
     elif Path(name).is_dir():
-        if not (Path(name) / "config.json").is_file():
+        folder = Path(name)
+        if not (folder / "config.json").is_file() and (folder / "backbone" / "config.json").is_file():
+            folder = folder / "backbone"  # a training run's output_dir: its exported backbone
+        if not (folder / "config.json").is_file():
             raise FileNotFoundError(
-                f"{name} is a folder without config.json, so it is not a timm-format export; "
-                "write one with rela_hf.hub.export_backbone."
+                f"{name} is a folder without config.json, so it is not a timm-format export "
+                "(nor a training run's output_dir with a backbone/ export); write one with "
+                "rela_hf.hub.export_backbone."
             )
-        timm_name = f"local-dir:{Path(name).resolve()}"
+        timm_name = f"local-dir:{folder.resolve()}"
     elif name.count("/") == 1 and not Path(name).exists():
         timm_name = f"hf-hub:{name}"
     else:
