@@ -596,7 +596,6 @@ def load_rela_targets_info(
     return RelaTargetsInfo.from_files(*files)
 
 
-
 def find_rela_targets_info(
     path_or_repo_id: str | os.PathLike,
     *,
@@ -616,6 +615,7 @@ def find_rela_targets_info(
         )
     except (OSError, EntryNotFoundError, HfHubHTTPError):
         return None
+
 
 # In memory, the record follows the data, not the Python object: a map-style dataset is looked up
 # by its Arrow table, which formatting views (with_format, set_format) share, so they keep the
@@ -949,8 +949,8 @@ def add_rela_targets(
     if isinstance(dataset, datasets.DatasetDict | datasets.IterableDatasetDict):
         raise TypeError(
             "add_rela_targets takes one split. Fit on the training split, then reuse its "
-            "whitening: "
-            "test = add_rela_targets(ds['test'], prior, whitening=rela_targets_info(train))."
+            "whitening: test = add_rela_targets(ds['test'], prior, "
+            "whitening=rela_targets_info(train))."
         )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -993,9 +993,7 @@ def add_rela_targets(
         raise TypeError(
             f"dataset must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}."
         )
-    if (
-        source_info.num_rows is None and whitening_source is None
-    ):  # a stream: now it has been counted
+    if source_info.num_rows is None and whitening is None:  # a stream, counted by the fit
         source_info = dataclasses.replace(source_info, num_rows=fitted.n_samples)
     info = RelaTargetsInfo(
         prior=identity,

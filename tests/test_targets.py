@@ -404,7 +404,8 @@ def test_streaming_dataset_matches_map_style(random_prior, cifar10_images):
     mapped = add_rela_targets(cifar10_images, random_prior, k=8, batch_size=8)
     targets = np.stack([row["rela_target"] for row in rows])
     np.testing.assert_allclose(targets, column(mapped, "rela_target"), atol=1e-4)
-    assert rela_targets_info(streamed).whitening.n_samples == 20
+    info = rela_targets_info(streamed)
+    assert info.whitening.n_samples == 20 and info.source.num_rows == 20  # counted by the fit
 
 
 def test_embeddings_are_cached_and_the_prior_runs_once(random_prior, cifar10_images, tmp_path):
