@@ -912,8 +912,8 @@ def add_rela_targets(
 
     1. the prior runs once over the images (eval mode, no gradients) and writes the raw embeddings
        (only that column is written: images are never copied); the whitening is fitted on them in
-       one streaming float64 pass (or ``whitening=`` is reused, e.g. the train split's for a test
-       split);
+       one streaming float64 pass and cached next to them, so every rank loads the same one (or
+       ``whitening=`` is reused, e.g. the train split's for a test split);
     2. the embeddings are whitened into ``target_column``, ``List(Value("float32"), length=k)``,
        and dropped unless ``keep_embeddings``.
 
@@ -923,14 +923,18 @@ def add_rela_targets(
 
     A streaming ``IterableDataset`` is read once to fit the whitening; the returned
     ``IterableDataset`` computes the column lazily (so the prior runs a second time, as it is
-    iterated). On several GPUs (prior on CUDA), one process per GPU is used: call it under
-    ``if __name__ == "__main__":`` after ``multiprocess.set_start_method("spawn")``.
+    iterated). On several GPUs (prior on CUDA), one process per GPU is used; any ``num_proc > 1``
+    needs spawned workers: call it under ``if __name__ == "__main__":`` after
+    ``multiprocess.set_start_method("spawn")``. Under ``accelerate launch``, compute on the main
+    process first (``with accelerator.main_process_first():``): the other ranks then load the
+    cached result (datasets loaded from the Hub or disk are cached; in-memory ones are not),
+    since the fingerprints do not depend on the process.
 
     Args:
         dataset: images in ``image_column`` (any PIL mode: the prior's transform converts).
         prior: from :func:`rela_hf.load_prior`.
         k: number of target dimensions; default ``min(student_width, prior.embed_dim)``, or
-            ``prior.embed_dim`` without ``student_width``. Needs ``k <= N - 1`` images.
+            ``prior.embed_dim`` without ``student_width``. Needs at least ``k + 1`` images.
         student_width: the student backbone's feature width (512 for ResNet-18).
         whitening: reuse a fitted whitening (or a :class:`RelaTargetsInfo`, whose prior must match)
             instead of fitting one on this dataset.
