@@ -607,14 +607,14 @@ def find_rela_targets_info(
     For consumers that only *describe* targets (the trainer's summary, model cards): a dataset
     whose target column was made elsewhere is still usable, its provenance is just unknown.
     """
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError
 
     try:
         return load_rela_targets_info(
             path_or_repo_id, config_name=config_name or "default", revision=revision
         )
-    except (OSError, EntryNotFoundError, HfHubHTTPError):
-        return None
+    except (OSError, EntryNotFoundError, HfHubHTTPError, HFValidationError):
+        return None  # a missing local folder is not a valid repo id either
 
 
 # In memory, the record follows the data, not the Python object: a map-style dataset is looked up
@@ -633,9 +633,8 @@ def _arrow_table(dataset: Any):
 def _remember(dataset: Any, info: RelaTargetsInfo) -> None:
     table = _arrow_table(dataset)
     if table is not None:
-        if (
-            id(table) not in _INFO_BY_TABLE
-        ):  # drop the entry when the table dies, before its id is reused
+        if id(table) not in _INFO_BY_TABLE:
+            # drop the entry when the table dies, before its id can be reused
             weakref.finalize(table, _INFO_BY_TABLE.pop, id(table), None)
         _INFO_BY_TABLE[id(table)] = info
     else:

@@ -24,6 +24,7 @@ from rela_hf.targets import (
     PCAWhitening,
     add_rela_targets,
     attach_rela_targets,
+    find_rela_targets_info,
     load_rela_targets_info,
     push_rela_dataset,
     rela_targets_info,
@@ -587,6 +588,9 @@ def test_save_rela_dataset_round_trip(cifar_with_targets, random_prior, tmp_path
     assert "arXiv" in card.text and "uoft-cs/cifar10" in card.text
     with pytest.raises(FileExistsError, match="overwrite=True"):
         save_rela_dataset(cifar_with_targets, out)
+    assert find_rela_targets_info(out).whitening.sha256() == info.whitening.sha256()
+    assert find_rela_targets_info(tmp_path) is None  # a folder without a record
+    assert find_rela_targets_info(tmp_path / "missing") is None
 
 
 def test_push_and_load_dataset_round_trip(hub, hub_namespace, cifar_with_targets):
