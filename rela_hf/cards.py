@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
     from rela_hf.targets import RelaTargetsInfo
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_cards"
+# model_cards/ at the top of a source checkout; rela_hf/model_cards inside an installed wheel
+_PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "model_cards"
+TEMPLATE_DIR = (
+    _PACKAGED_TEMPLATES
+    if _PACKAGED_TEMPLATES.is_dir()
+    else Path(__file__).resolve().parent.parent / "model_cards"
+)
 DATASET_CARD_TEMPLATE = TEMPLATE_DIR / "efficient_dataset.md"
 DATASET_TAGS = ["rela", "efficient-data", "self-supervised-learning", "byol", "image"]
 
