@@ -37,7 +37,6 @@ import concurrent.futures
 import csv
 import json
 import logging
-import math
 import os
 import statistics
 import subprocess
@@ -178,7 +177,7 @@ def run_command(command: list[str], log_file: Path, env: dict[str, str]) -> None
     with log_file.open("a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{command[1] if len(command) > 1 else command[0]} failed (exit {result.returncode}); see {log_file}")
 
@@ -503,13 +502,13 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
         "",
         bench.description.strip(),
         "",
-        f"Runs finished: **{done} of {expected}** (cells × seeds {bench.seeds}). "
-        "Accuracies are top-1 % on the Fashion-MNIST test split (10,000 images), mean ± sample std over "
+        (f"Runs finished: **{done} of {expected}** (cells × seeds {bench.seeds}). "
+         "Accuracies are top-1 % on the Fashion-MNIST test split (10,000 images), mean ± sample std over "
         "the seeds finished (no ± with one seed); kNN: k=200, t=0.1, cosine; linear: the official probe "
         "(Adam 3e-4, 100 epochs, mean of the last 3 epochs). Budget = optimizer steps at batch "
         f"{bench.trainer.get('per_device_train_batch_size', 128)}, identical for both methods; wall-clock is the "
         "training loop only (evaluation excluded), measured in the same grid on the same machine "
-        f"({bench.parallel} run(s) at a time, {bench.threads_per_run or 'default'} thread(s) each).",
+         f"({bench.parallel} run(s) at a time, {bench.threads_per_run or 'default'} thread(s) each)."),
         "",
         "| run | r | steps | images seen | wall-clock (s) | switch step | kNN % | linear % |",
         "|---|---|---|---|---|---|---|---|",
@@ -522,8 +521,8 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
                      f"{wall:.0f} | {_switch_text(cell, c['switch'])} | {_pm(c['knn'])} | {_pm(c['linear'])} |")
     lines += [
         "",
-        "\\* hold-out floor: bank/probe on a fixed 80 % of the training subset, queries the other 20 % "
-        "(the randomly initialised prior is not reproducible, so it cannot embed the test images).",
+        ("\\* hold-out floor: bank/probe on a fixed 80 % of the training subset, queries the other 20 % "
+         "(the randomly initialised prior is not reproducible, so it cannot embed the test images)."),
         "",
         f"![accuracy vs compute]({plot_name})",
         "",
@@ -571,11 +570,11 @@ def plot(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[str, Any], 
     import matplotlib.pyplot as plt
 
     styles = {
-        "byol": dict(color="tab:blue", marker="o", label="BYOL"),
-        "main": dict(color="tab:red", marker="s", label="ReLA, ImageNet prior (adaptive)"),
-        "static": dict(color="tab:orange", marker="^", label="ReLA, ImageNet prior (static 50 %)"),
-        "random": dict(color="tab:purple", marker="D", label="ReLA, random prior"),
-        "head": dict(color="tab:green", marker="P", label="ReLA, trainable transfer head"),
+        "byol": {"color": "tab:blue", "marker": "o", "label": "BYOL"},
+        "main": {"color": "tab:red", "marker": "s", "label": "ReLA, ImageNet prior (adaptive)"},
+        "static": {"color": "tab:orange", "marker": "^", "label": "ReLA, ImageNet prior (static 50 %)"},
+        "random": {"color": "tab:purple", "marker": "D", "label": "ReLA, random prior"},
+        "head": {"color": "tab:green", "marker": "P", "label": "ReLA, trainable transfer head"},
     }
 
     def family(cell: Cell) -> str:
