@@ -152,7 +152,18 @@ def _check_state(kind: str, state: dict[str, Any], keys: tuple[str, ...]) -> Non
         raise ValueError(f"{kind} switch state is missing {missing}; got keys {sorted(state)}.")
 
 
-class AdaptiveSwitch:
+class _SwitchStateDict:
+    """``state_dict`` shared by the switch rules: their ``_STATE_KEYS`` as plain Python values."""
+
+    kind: str
+    _STATE_KEYS: tuple[str, ...]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain Python values (loadable with ``torch.load(weights_only=True)``)."""
+        return {"kind": self.kind, **{key: getattr(self, key) for key in self._STATE_KEYS}}
+
+
+class AdaptiveSwitch(_SwitchStateDict):
     """The adaptive ReLA -> BYOL switch of the official code (the default rule).
 
     Two moving averages of the ReLA loss, a fast one and a slow one that smooths the fast one,
@@ -224,10 +235,6 @@ class AdaptiveSwitch:
             return True
         return False
 
-    def state_dict(self) -> dict[str, Any]:
-        """Plain Python values (loadable with ``torch.load(weights_only=True)``)."""
-        return {"kind": self.kind, **{key: getattr(self, key) for key in self._STATE_KEYS}}
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the switch then continues exactly where it stopped."""
         _check_state(self.kind, state, self._STATE_KEYS)
@@ -243,7 +250,7 @@ class AdaptiveSwitch:
         )
 
 
-class StaticSwitch:
+class StaticSwitch(_SwitchStateDict):
     """Static ReLA -> BYOL switch: ReLA for the first ``floor(fraction * total_steps)`` steps.
 
     The paper's static schedule (``--rela_conlam c`` in the official code, which counts epochs;
@@ -300,10 +307,6 @@ class StaticSwitch:
             self.switch_step = self.steps
             return True
         return False
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain Python values (loadable with ``torch.load(weights_only=True)``)."""
-        return {"kind": self.kind, **{key: getattr(self, key) for key in self._STATE_KEYS}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` saved by a switch with the same fraction and budget."""

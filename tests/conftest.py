@@ -95,6 +95,16 @@ def _fixed_seeds():
     yield
 
 
+@pytest.fixture
+def single_torch_thread():
+    """One torch thread for the test: tiny models run no faster on 2, and OpenMP's spinning
+    threads slow down 10-50x when the 2 cores are shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def hub() -> FakeHub:
     """The Hub test server shared by the whole run (its store is in memory)."""

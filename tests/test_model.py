@@ -12,14 +12,7 @@ from rela_hf.views import TwoViews, byol_view_transforms, rela_view_transform
 K = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run no faster on 2 threads, and OpenMP's spinning threads slow down by 10-50x
-    # when the 2 cores are shared with other jobs: one thread keeps these tests fast anywhere.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture

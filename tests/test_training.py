@@ -24,13 +24,8 @@ K = 8
 
 
 @pytest.fixture(autouse=True)
-def _fresh_accelerate_state():
-    # Tiny models run no faster on 2 threads, and OpenMP's spinning threads slow down by 10-50x
-    # when the 2 cores are shared with other jobs: one thread keeps these tests fast anywhere.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _fresh_accelerate_state(single_torch_thread):
     yield
-    torch.set_num_threads(threads)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
 
