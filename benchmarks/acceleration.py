@@ -209,7 +209,7 @@ def make_targets(bench: Benchmark, prior: str) -> None:
     if bench.prior_image_size:
         command += ["--image_size", str(bench.prior_image_size)]
     if options.get("random_init"):
-        command.append("--random_init")
+        command += ["--random_init", "--seed", str(options.get("seed", 0))]
     if options.get("preprocessing"):
         command += ["--preprocessing", options["preprocessing"]]
     start = time.perf_counter()
@@ -356,9 +356,9 @@ def prior_floor(bench: Benchmark, name: str, train: Any, test: Any, train_y: Any
 
     Two readings: (a) on a held-out 20 % of the training subset (bank and probe on the other
     80 %), available for every prior from the cached targets alone; (b) on the test split, where
-    the prior can be rebuilt exactly (pretrained weights) and the test images whitened with the
-    saved PCA. A randomly initialised prior is not reproducible (make_targets does not seed it),
-    so it has (a) only.
+    the prior can be rebuilt exactly (pretrained weights, or random weights from the seed
+    make_targets.py was given) and the test images whitened with the saved PCA. Targets made by an
+    unseeded random prior (rela-hf before make_targets --seed) have (a) only.
     """
     import torch
 
@@ -380,14 +380,19 @@ def prior_floor(bench: Benchmark, name: str, train: Any, test: Any, train_y: Any
         "what": f"whitened prior targets (k={targets.shape[1]}) as features",
         "holdout": _probe(targets[order[:cut]], labels[order[:cut]], targets[order[cut:]], labels[order[cut:]], bench),
     }
-    if not bench.priors[name].get("random_init"):
-        from rela_hf.priors import load_prior
+    from rela_hf.priors import load_prior
 
-        info = load_rela_targets_info(folder)
-        # the prior exactly as recorded with the targets (its name is part of its identity)
-        prior = load_prior(info.prior.name, image_size=bench.prior_image_size,
-                           preprocessing=bench.priors[name].get("preprocessing", "prior"),
-                           device="cuda" if torch.cuda.is_available() else "cpu")
+    info = load_rela_targets_info(folder)
+    random_init = bool(bench.priors[name].get("random_init"))
+    if random_init:
+        torch.manual_seed(bench.priors[name].get("seed", 0))  # as make_targets.py seeded it
+    # the prior exactly as recorded with the targets (its name is part of its identity)
+    prior = load_prior(info.prior.name, image_size=bench.prior_image_size, pretrained=not random_init,
+                       preprocessing=bench.priors[name].get("preprocessing", "prior"),
+                       device="cuda" if torch.cuda.is_available() else "cpu")
+    if prior.fingerprint != info.prior.fingerprint:
+        logger.warning("prior %r cannot be rebuilt (targets from unseeded random weights): hold-out floor only", name)
+    else:
         images = [image.convert("RGB") for image in test["image"]]
         test_targets = torch.cat([whiten_new_images(images[i : i + 256], prior, info)
                                   for i in range(0, len(images), 256)])

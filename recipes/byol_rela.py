@@ -274,7 +274,7 @@ def targets_provenance(data: DataArguments, use_rela: bool) -> dict[str, Any]:
     if info is None:
         return {"prior": None, "prior_revision": None}
     return {"prior": info.prior.name, "prior_revision": info.prior.revision,
-            "prior_preprocessing": info.prior.preprocessing}
+            "prior_pretrained": info.prior.pretrained, "prior_preprocessing": info.prior.preprocessing}
 
 
 def add_targets_cached(accelerator, dataset, data: DataArguments, k: int | None, student_width: int):

@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     prior.add_argument(
         "--random_init", action="store_true", help="A randomly initialised prior (ReLA allows it)."
     )
+    prior.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of the --random_init weights (same seed, same prior, same targets).",
+    )
     prior.add_argument("--device", default=None, help="Default: cuda if available, else cpu.")
 
     targets = parser.add_argument_group("targets")
@@ -178,6 +184,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     dataset, source = load_source(args)
     logger.info("Source: %s (%d images)", source, len(dataset))
+    if args.random_init:  # the random prior's weights are its only content: make them repeatable
+        import torch
+
+        torch.manual_seed(args.seed)
     prior = load_prior(
         args.prior,
         revision=args.prior_revision,

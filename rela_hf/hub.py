@@ -755,6 +755,7 @@ def render_model_card(
     dataset_config = summary.get("dataset_config") or train_config.get("dataset_config_name")
     prior_id = summary.get("prior") or train_config.get("prior")
     prior_revision = summary.get("prior_revision") or train_config.get("prior_revision")
+    prior_random = summary.get("prior_pretrained") is False  # a random prior must not read as a pretrained one
     switch_step = summary.get("switch_step")
     if summary.get("switch_rule") == "static" or train_config.get("switch_rule") == "static":
         switch_rule = "static"
@@ -790,6 +791,7 @@ def render_model_card(
             "dataset": dataset_id, "dataset_revision": dataset_revision,
             "prior": prior_id if method == "rela" else None,
             "prior_revision": prior_revision if method == "rela" else None,
+            "prior_pretrained": False if method == "rela" and prior_random else None,
             "switch_step": switch_step, "steps": summary.get("steps"),
             "images_seen": summary.get("images_seen"),
         }.items() if v is not None},
@@ -816,7 +818,8 @@ def render_model_card(
         switch_step=switch_step,
         switch_line=switch_line,
         dataset_line=_source_line(dataset_id, dataset_revision, dataset_extra),
-        prior_line=_source_line(prior_id, prior_revision),
+        prior_line=_source_line(prior_id, prior_revision,
+                                " with **randomly initialised** weights" if prior_random else ""),
         steps=summary.get("steps", "not recorded"),
         total_steps=summary.get("total_steps"),
         epochs=None if epochs is None else f"{epochs:.3g}",

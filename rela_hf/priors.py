@@ -228,6 +228,8 @@ class Prior:
         embed_fn: ``(model, batch) -> [B, D]``; the pooling rule of the library.
         channels_last: run the forward pass in channels-last memory format (faster for CNNs on
             GPU and on recent CPUs).
+        pretrained: ``False`` for randomly initialised weights (``load_prior(...,
+            pretrained=False)``), which the targets' record and cards then say.
     """
 
     model: nn.Module = field(repr=False)
@@ -240,6 +242,7 @@ class Prior:
     device: torch.device
     embed_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] = field(repr=False)
     channels_last: bool = False
+    pretrained: bool = True
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
@@ -1003,6 +1006,7 @@ def load_prior(
         device=target_device,
         embed_fn=embed_fn,
         channels_last=channels_last,
+        pretrained=pretrained,
     )
     prior.embed_dim = _probe_embed_dim(prior)
     return prior

@@ -420,6 +420,7 @@ class PriorIdentity:
     embed_dim: int
     preprocessing: dict[str, Any]
     fingerprint: str  # Prior.fingerprint: also hashes the weights when no Hub revision pins them
+    pretrained: bool = True  # False: randomly initialised weights of the named architecture
 
     @classmethod
     def of(cls, prior: Prior) -> PriorIdentity:
@@ -430,6 +431,7 @@ class PriorIdentity:
             embed_dim=int(prior.embed_dim),
             preprocessing=json.loads(json.dumps(prior.preprocessing, sort_keys=True, default=str)),
             fingerprint=prior.fingerprint,
+            pretrained=bool(prior.pretrained),
         )
 
     @property

@@ -352,6 +352,14 @@ def test_card_metadata_eval_results_and_body(training_run, tmp_path):
     assert "model-index" in (folder / "README.md").read_text()
 
 
+def test_card_says_when_the_prior_was_randomly_initialised(training_run, tmp_path):
+    summary = json.loads((training_run / "training_summary.json").read_text())
+    card = render_model_card(training_run / "backbone", repo_id="org/random-prior",
+                             training_summary={**summary, "prior_pretrained": False})
+    assert "`timm/resnet18.a1_in1k` with **randomly initialised** weights" in card.text
+    assert card.data.rela_hf["prior_pretrained"] is False
+
+
 def test_card_of_a_bare_export_without_training_records(tiny_backbone, tmp_path):
     export = export_backbone(tiny_backbone, tmp_path / "bb", data_config=training_data_config(32))
     card = render_model_card(export, repo_id="org/bare")

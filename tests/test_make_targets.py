@@ -82,11 +82,32 @@ def test_save_to_disk_folder_in_output_dir_out(
         "input_size"
     ] == [3, 64, 64]
     assert record["source"]["id"] == "fashion_mnist" and record["source"]["split"] == "train"
+    assert record["prior"]["pretrained"] is True
+    assert "randomly initialised" not in (tmp_path / "out" / "README.md").read_text()
     assert (tmp_path / "out" / WHITENING_FILENAME).exists()
     assert (
         DatasetCard.load(tmp_path / "out" / "README.md").data.rela_targets[0]["n_components"] == 24
     )
 
+
+
+def test_random_prior_is_seeded_and_recorded(make_targets, fashion_mnist_slice, tmp_path):
+    """--random_init with the same --seed gives the same prior, so the same targets."""
+    datasets.DatasetDict({"train": fashion_mnist_slice}).save_to_disk(str(tmp_path / "fm"))
+
+    def run(seed: int, out: str) -> np.ndarray:
+        make_targets.main(
+            ["--dataset", str(tmp_path / "fm"), "--prior", "test_resnet", "--random_init",
+             "--seed", str(seed), "--image_size", "32", "--k", "8", "--output_dir",
+             str(tmp_path / out)]
+        )
+        return targets_of(datasets.load_from_disk(str(tmp_path / out)))
+
+    first, again, other = run(3, "a"), run(3, "b"), run(4, "c")
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 0.1
+    assert load_rela_targets_info(tmp_path / "a").prior.pretrained is False
+    assert "**randomly initialised** weights" in (tmp_path / "a" / "README.md").read_text()
 
 def test_image_folder_targets_only(make_targets, prior_folder, cifar10_images, tmp_path):
     names = [

@@ -579,6 +579,7 @@ def test_save_rela_dataset_round_trip(cifar_with_targets, random_prior, tmp_path
     info = load_rela_targets_info(out)
     assert info.whitening.sha256() == rela_targets_info(cifar_with_targets).whitening.sha256()
     assert info.source.id == "uoft-cs/cifar10" and info.prior.name == "test_resnet"
+    assert info.prior.pretrained is False  # a random prior never reads as a pretrained one
     record = json.loads((out / INFO_FILENAME).read_text())
     assert record["n_components"] == 8 and record["paper"] == "arXiv:2405.14669"
     new = whiten_new_images(loaded["image"][:3], random_prior, info)
@@ -586,6 +587,7 @@ def test_save_rela_dataset_round_trip(cifar_with_targets, random_prior, tmp_path
     card = DatasetCard.load(out / "README.md")
     assert card.data.rela_targets[0]["n_components"] == 8
     assert "arXiv" in card.text and "uoft-cs/cifar10" in card.text
+    assert "**randomly initialised** weights" in card.text and "pretrained=False" in card.text
     with pytest.raises(FileExistsError, match="overwrite=True"):
         save_rela_dataset(cifar_with_targets, out)
     assert find_rela_targets_info(out).whitening.sha256() == info.whitening.sha256()
