@@ -119,11 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.output_dir is None and args.hub_dataset_id is None:
         parser.error("nothing would be kept: pass --output_dir and/or --hub_dataset_id.")
     output_dir = Path(args.output_dir) if args.output_dir else None
-    if output_dir and output_dir.exists() and any(output_dir.iterdir()):
-        if not args.overwrite_output_dir:  # say so now, not after the prior ran over everything
-            parser.error(
-                f"{output_dir} is not empty: pass --overwrite_output_dir or another folder."
-            )
+    # say so now, not after the prior ran over everything
+    if output_dir and output_dir.exists() and any(output_dir.iterdir()) and not args.overwrite_output_dir:
+        parser.error(f"{output_dir} is not empty: pass --overwrite_output_dir or another folder.")
     if args.max_samples is not None and args.max_samples < 1:
         parser.error("--max_samples must be a positive integer.")
     return args

