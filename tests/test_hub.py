@@ -340,6 +340,7 @@ def test_card_metadata_eval_results_and_body(training_run, tmp_path):
     text = card.text
     assert "66.00" in text and "66.50 ± 0.24" in text
     assert "after optimizer step 612" in text
+    assert "benchmarks/results/README.md" in text  # the measured acceleration, where users look
     assert "revision `" + "a" * 40 + "`" in text and "revision `" + "b" * 40 + "`" in text
     assert "128000" in text and "20 min 34 s" in text and "CPU process-hours" in text
     assert "learning_rate: 0.001" in text  # the training config as YAML
