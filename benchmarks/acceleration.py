@@ -112,7 +112,9 @@ class Benchmark:
     @classmethod
     def from_yaml(cls, path: Path) -> Benchmark:
         raw = yaml.safe_load(path.read_text())
-        known = {"name", "description", "data", "priors", "trainer", "grid", "seeds", "execution", "evaluation"}
+        # "plateau": the profile of benchmarks/plateau.py, which reads this same config format
+        known = {"name", "description", "data", "priors", "trainer", "grid", "seeds", "execution", "evaluation",
+                 "plateau"}
         unknown = set(raw) - known
         if unknown:
             raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")
@@ -705,6 +707,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     bench = Benchmark.from_yaml(args.config)
     bench.config_path = args.config.resolve()
+    if "plateau" in yaml.safe_load(args.config.read_text()) and not args.floors_only:
+        raise SystemExit(f"{args.config} is a plateau profile: run it with benchmarks/plateau.py --config {args.config}")
     if args.parallel:
         bench.parallel = args.parallel
     if args.seeds:
