@@ -313,8 +313,8 @@ def compute_floors(bench: Benchmark) -> dict[str, Any]:
 
     from rela_hf.backbones import create_backbone
     from rela_hf.data import load_image_dataset
-    from rela_hf.evaluation import eval_transform_for, extract_features
-    from rela_hf.hub import training_data_config
+    from rela_hf.evaluation import extract_features
+    from rela_hf.preprocessing import eval_transform, official_data_config
 
     train = load_image_dataset(str(bench.dataset_dir), split="train")
     test = load_image_dataset(str(bench.dataset_dir), split="test")
@@ -337,7 +337,7 @@ def compute_floors(bench: Benchmark) -> dict[str, Any]:
 
     trainer = bench.trainer
     kwargs = dict(trainer.get("backbone_kwargs") or {})
-    transform = eval_transform_for(training_data_config(trainer.get("image_size", 32)))
+    transform = eval_transform(official_data_config(trainer.get("image_size", 32)))
     students = []
     for seed in bench.seeds:
         torch.manual_seed(seed)

@@ -123,13 +123,13 @@ class CheckpointEvaluator:
         return model.eval()
 
     def __call__(self, checkpoint: Path) -> dict[str, float]:
-        from rela_hf.evaluation import eval_transform_for, extract_features
-        from rela_hf.hub import training_data_config
+        from rela_hf.evaluation import extract_features
+        from rela_hf.preprocessing import eval_transform, official_data_config
 
         with self.lock:
             start = time.perf_counter()
             model = self.backbone(checkpoint)
-            transform = eval_transform_for(training_data_config(self.bench.trainer.get("image_size", 32)))
+            transform = eval_transform(official_data_config(self.bench.trainer.get("image_size", 32)))
             train_x, _ = extract_features(model, self.train, transform, batch_size=256, device="cpu")
             test_x, _ = extract_features(model, self.test, transform, batch_size=256, device="cpu")
             result = grid._probe(train_x, self.train_y, test_x, self.test_y, self.bench)

@@ -28,7 +28,8 @@ import torch
 
 from rela_hf.assets import fashion_mnist_dataset
 from rela_hf.priors import load_prior
-from rela_hf.targets import PCAWhitening, add_rela_targets
+from rela_hf.targets import add_rela_targets
+from rela_hf.whitening import PCAWhitening
 
 
 def parse_args() -> argparse.Namespace:

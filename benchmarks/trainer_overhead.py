@@ -37,7 +37,7 @@ from transformers import get_scheduler
 from rela_hf.assets import fashion_mnist_dataset
 from rela_hf.backbones import create_backbone
 from rela_hf.model import ReLABYOL
-from rela_hf.rela import build_switch
+from rela_hf.switch import build_switch
 from rela_hf.training import (
     MetricMeans,
     ViewPairCollator,

@@ -70,7 +70,6 @@ from transformers import HfArgumentParser, get_scheduler
 
 import rela_hf
 from rela_hf.backbones import create_backbone
-from rela_hf.byol import cosine_momentum
 from rela_hf.checkpoint import (
     check_output_dir,
     check_same_run,
@@ -83,10 +82,19 @@ from rela_hf.checkpoint import (
     save_checkpoint,
 )
 from rela_hf.data import DataRatioSampler, load_image_dataset
-from rela_hf.hub import HISTORY_NAME, export_backbone, push_training_output, training_data_config
+from rela_hf.hub import export_backbone, push_training_output
 from rela_hf.model import ReLABYOL
-from rela_hf.rela import build_switch
-from rela_hf.targets import find_rela_targets_info
+from rela_hf.momentum import cosine_momentum
+from rela_hf.preprocessing import official_data_config
+from rela_hf.priors import load_prior
+from rela_hf.run_layout import RunLayout, TrainingSummary
+from rela_hf.switch import build_switch
+from rela_hf.targets import (
+    add_rela_targets,
+    attach_rela_targets,
+    find_rela_targets_info,
+    save_rela_dataset,
+)
 from rela_hf.training import (
     MetricMeans,
     ViewPairCollator,
@@ -285,9 +293,6 @@ def add_targets_cached(accelerator, dataset, data: DataArguments, k: int | None,
     trains on identical targets. For large datasets, precompute the targets with
     ``recipes/make_targets.py`` (one process per GPU) and train on that dataset instead.
     """
-    from rela_hf.priors import load_prior
-    from rela_hf.targets import add_rela_targets, attach_rela_targets, save_rela_dataset
-
     # The main process names the cache (in-memory datasets have a random fingerprint per process).
     key = config_fingerprint({
         "dataset": dataset._fingerprint, "prior": data.prior, "revision": data.prior_revision,
@@ -295,7 +300,7 @@ def add_targets_cached(accelerator, dataset, data: DataArguments, k: int | None,
         "k": k, "student_width": student_width, "image_column": data.image_column,
     })
     key = broadcast_object_list([key])[0]
-    cache_dir = Path(accelerator.project_dir) / "rela_targets" / key
+    cache_dir = RunLayout(accelerator.project_dir).targets_cache_dir(key)
     if accelerator.is_main_process and not cache_dir.exists():
         logger.info(f"Computing ReLA targets with prior {data.prior} (cached in {cache_dir})")
         prior = load_prior(
@@ -315,19 +320,20 @@ def add_targets_cached(accelerator, dataset, data: DataArguments, k: int | None,
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> TrainingSummary:
     data_args, model_args, args = parse_args(argv)
     validate_args(data_args, model_args, args)
     config = resolved_config(data_args, model_args, args)
     run_config = {k: v for k, v in config.items() if k not in RESUMABLE_OPTIONS}
     output_dir = Path(args.output_dir)
+    layout = RunLayout(output_dir)
 
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,  # None: the launcher's --mixed_precision
         dynamo_backend="inductor" if args.torch_compile else None,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "runs")),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(layout.logging_dir)),
         kwargs_handlers=[
             # The phase decides which heads get gradients (transfer head in ReLA, projector and
             # predictor in BYOL), so DDP must look for unused parameters; their gradients stay
@@ -473,10 +479,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
         for path in remove_incomplete_checkpoints(output_dir):
             logger.info(f"Removed {path}, left by an interrupted save")
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        layout.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
         # one JSON line per logged step, for the model card's training curves (rela_hf.hub); a
         # resumed run appends and the reader keeps the last record of each step
-        history_file = (output_dir / HISTORY_NAME).open("a" if resume_dir is not None else "w")
+        history_file = layout.history_file.open("a" if resume_dir is not None else "w")
 
     # Trackers: the same run continues on resume (wandb id, TensorBoard folder; purge_step drops
     # the events a crashed run logged after its last checkpoint).
@@ -583,34 +589,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # --- Final checkpoint, backbone export, summary -----------------------------------------
     final_checkpoint = save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
-    summary = {
-        "method": args.method, "switch_rule": args.switch_rule if use_rela else None,
-        "switch_fraction": args.switch_fraction if use_rela else None,
+    summary = TrainingSummary(
+        method=args.method, switch_rule=args.switch_rule if use_rela else None,
+        switch_fraction=args.switch_fraction if use_rela else None,
         # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
-        "switch_step": switch.switch_step if switch is not None else None,
-        "switch_state": switch.state_dict() if switch is not None else None,  # rho, loss EMAs
-        "phase": switch.phase if switch is not None else "byol",
-        "steps": step, "total_steps": total_steps, "epochs": step / steps_per_epoch, "images_seen": images_seen,
-        "global_batch_size": images_per_micro_batch * args.gradient_accumulation_steps,
-        "num_processes": accelerator.num_processes, "device": str(accelerator.device),
-        "device_name": torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
-        "mixed_precision": accelerator.mixed_precision, "wall_clock_seconds": round(train_seconds, 3),
-        "final_metrics": {k.removeprefix("train/"): v for k, v in last_metrics.items()},
-        "backbone": model_args.backbone, "dataset": data_args.dataset_name,
-        "dataset_config": data_args.dataset_config_name, "dataset_revision": data_args.dataset_revision,
-        **targets_provenance(data_args, use_rela),
-        "target_dim": rela_dim, "data_ratio": data_args.data_ratio, "image_size": data_args.image_size,
-        "checkpoint": final_checkpoint.name, "rela_hf_version": rela_hf.__version__,
-    }
+        switch_step=switch.switch_step if switch is not None else None,
+        switch_state=switch.state_dict() if switch is not None else None,  # rho, loss EMAs
+        phase=switch.phase if switch is not None else "byol",
+        steps=step, total_steps=total_steps, epochs=step / steps_per_epoch, images_seen=images_seen,
+        global_batch_size=images_per_micro_batch * args.gradient_accumulation_steps,
+        num_processes=accelerator.num_processes, device=str(accelerator.device),
+        device_name=torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
+        mixed_precision=accelerator.mixed_precision, wall_clock_seconds=round(train_seconds, 3),
+        final_metrics={k.removeprefix("train/"): v for k, v in last_metrics.items()},
+        backbone=model_args.backbone, dataset=data_args.dataset_name,
+        dataset_config=data_args.dataset_config_name, dataset_revision=data_args.dataset_revision,
+        train_split=data_args.train_split, **targets_provenance(data_args, use_rela),
+        target_dim=rela_dim, data_ratio=data_args.data_ratio, image_size=data_args.image_size,
+        checkpoint=final_checkpoint.name, rela_hf_version=rela_hf.__version__,
+    )
     if accelerator.is_main_process:
         export_backbone(
-            accelerator.unwrap_model(model, keep_torch_compile=False).backbone, output_dir / "backbone",
-            data_config=training_data_config(data_args.image_size),
+            accelerator.unwrap_model(model, keep_torch_compile=False).backbone, layout.backbone_dir,
+            data_config=official_data_config(data_args.image_size),
             pretrained_cfg={"tag": "rela_byol" if use_rela else "byol",
                             "description": f"{'ReLA-accelerated BYOL' if use_rela else 'BYOL'}-pretrained backbone (rela-hf)."},
         )
-        (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        logger.info(f"Backbone exported to {output_dir / 'backbone'}; summary: {json.dumps(summary)}")
+        summary.save(layout.summary_file)
+        logger.info(f"Backbone exported to {layout.backbone_dir}; summary: {json.dumps(summary.to_dict())}")
         history_file.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -34,6 +34,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import datasets
+from accelerate import Accelerator
+from huggingface_hub import HfApi
+
+from rela_hf.assets import fashion_mnist_dataset
+from rela_hf.data import load_image_dataset
+from rela_hf.evaluation import (
+    KNN_K,
+    KNN_TEMPERATURE,
+    LINEAR_PROBE_BATCH_SIZE,
+    LINEAR_PROBE_EPOCHS,
+    LINEAR_PROBE_LR,
+    PROTOCOLS,
+    evaluate_encoder,
+    write_eval_results,
+)
+from rela_hf.run_layout import RunLayout
+
 logger = logging.getLogger("evaluate_encoder")
 
 OFFLINE_PREFIX = "offline:"
@@ -41,15 +59,6 @@ OFFLINE_DATASETS = {"fashion_mnist": "Fashion-MNIST (Debian dataset-fashion-mnis
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from rela_hf.evaluation import (
-        KNN_K,
-        KNN_TEMPERATURE,
-        LINEAR_PROBE_BATCH_SIZE,
-        LINEAR_PROBE_EPOCHS,
-        LINEAR_PROBE_LR,
-        PROTOCOLS,
-    )
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawTextHelpFormatter)
     encoder = parser.add_argument_group("encoder")
@@ -100,11 +109,7 @@ def load_split(args: argparse.Namespace, split: str, limit: int | None) -> Any:
         name = args.dataset.removeprefix(OFFLINE_PREFIX)
         if name not in OFFLINE_DATASETS:
             raise SystemExit(f"Unknown offline dataset {name!r}; available: {sorted(OFFLINE_DATASETS)}.")
-        from rela_hf.assets import fashion_mnist_dataset
-
         return fashion_mnist_dataset(split, limit=limit, seed=args.seed)
-    from rela_hf.data import load_image_dataset
-
     dataset = load_image_dataset(args.dataset, split=split, config_name=args.dataset_config,
                                  revision=args.dataset_revision, image_column=args.image_column)
     if limit is not None and limit < len(dataset):
@@ -116,8 +121,6 @@ def resolve_hub_revision(repo_id: str, revision: str | None, repo_type: str) -> 
     """The commit sha a Hub revision points at now (so the results pin it), or None if local."""
     if Path(repo_id).exists() or repo_id.startswith((OFFLINE_PREFIX, "local-dir:")):
         return revision
-    from huggingface_hub import HfApi
-
     repo_id = repo_id.removeprefix("hf-hub:").removeprefix("hf_hub:")
     try:
         return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
@@ -129,15 +132,11 @@ def resolve_hub_revision(repo_id: str, revision: str | None, repo_type: str) -> 
 
 def default_output_file(encoder: str) -> Path:
     """``<output_dir>/eval_results.json`` for a training run (its output_dir or its backbone/)."""
-    from rela_hf.evaluation import EVAL_RESULTS_NAME
-    from rela_hf.hub import SUMMARY_NAME
-
     folder = Path(encoder.removeprefix("local-dir:"))
-    if folder.is_dir() and (folder / SUMMARY_NAME).is_file():  # the run's output_dir itself
-        return folder / EVAL_RESULTS_NAME
-    if folder.is_dir() and (folder.parent / SUMMARY_NAME).is_file():
-        return folder.parent / EVAL_RESULTS_NAME
-    return Path(EVAL_RESULTS_NAME)
+    for run in (RunLayout(folder), RunLayout(folder.parent)):  # the run's folder, or its export's
+        if folder.is_dir() and run.summary_file.is_file():
+            return run.eval_results_file
+    return Path(RunLayout.EVAL_RESULTS)
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -153,11 +152,6 @@ def print_results(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import datasets
-    from accelerate import Accelerator
-
-    from rela_hf.evaluation import evaluate_encoder, write_eval_results
-
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     accelerator = Accelerator()

@@ -32,6 +32,19 @@ import logging
 import time
 from pathlib import Path
 
+import datasets
+import multiprocess
+import torch
+from huggingface_hub import HfApi
+
+from rela_hf.priors import load_prior
+from rela_hf.targets import (
+    add_rela_targets,
+    push_rela_dataset,
+    rela_targets_info,
+    save_rela_dataset,
+)
+
 logger = logging.getLogger("make_targets")
 
 
@@ -129,9 +142,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_source(args: argparse.Namespace):
     """The split to convert, and where it came from (a Hub commit sha is pinned in the card)."""
-    import datasets
-    from huggingface_hub import HfApi
-
     path = Path(args.dataset)
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
@@ -172,19 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
     )
 
-    from rela_hf.priors import load_prior
-    from rela_hf.targets import (
-        add_rela_targets,
-        push_rela_dataset,
-        rela_targets_info,
-        save_rela_dataset,
-    )
-
     dataset, source = load_source(args)
     logger.info("Source: %s (%d images)", source, len(dataset))
     if args.random_init:  # the random prior's weights are its only content: make them repeatable
-        import torch
-
         torch.manual_seed(args.seed)
     prior = load_prior(
         args.prior,
@@ -264,12 +264,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    import torch
-
-    if (
-        torch.cuda.device_count() > 1
-    ):  # one process per GPU needs spawned workers (hf-conventions §6)
-        import multiprocess
-
+    if torch.cuda.device_count() > 1:  # one process per GPU needs spawned workers
         multiprocess.set_start_method("spawn")
     main()

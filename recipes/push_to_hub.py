@@ -28,8 +28,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from rela_hf.evaluation import read_eval_results
+from rela_hf.hub import build_hub_folder, push_encoder
+from rela_hf.hub.export import CONFIG_NAME
+from rela_hf.hub.push import DEFAULT_COMMIT_MESSAGE, README_NAME
+from rela_hf.run_layout import RunLayout
 
 logger = logging.getLogger("push_to_hub")
 
@@ -58,9 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def folder_kind(folder: Path) -> str:
     """``run`` (a training output_dir), ``ready`` (has its README) or ``export`` (bare backbone)."""
-    from rela_hf.hub import CONFIG_NAME, README_NAME, SUMMARY_NAME
-
-    if (folder / "backbone" / CONFIG_NAME).is_file() or (folder / SUMMARY_NAME).is_file():
+    run = RunLayout(folder)
+    if (run.backbone_dir / CONFIG_NAME).is_file() or run.summary_file.is_file():
         return "run"
     if (folder / CONFIG_NAME).is_file():
         return "ready" if (folder / README_NAME).is_file() else "export"
@@ -71,11 +77,6 @@ def folder_kind(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> Any:
-    import tempfile
-
-    from rela_hf.evaluation import read_eval_results
-    from rela_hf.hub import DEFAULT_COMMIT_MESSAGE, build_hub_folder, push_encoder
-
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     folder = Path(args.folder)

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Prior": "priors",
     "load_prior": "priors",
-    "PCAWhitening": "targets",
+    "PCAWhitening": "whitening",
     "add_rela_targets": "targets",
     "rela_targets_info": "targets",
     "load_rela_targets_info": "targets",
@@ -28,18 +28,21 @@ _LAZY = {
     "rela_view_transform": "views",
     "byol_view_transforms": "views",
     "TwoViews": "views",
-    "eval_transform": "views",
+    "eval_transform": "preprocessing",
+    "official_data_config": "preprocessing",
+    "parse_model_name": "model_names",
     "ProjectionHead": "byol",
     "byol_projector": "byol",
     "byol_predictor": "byol",
-    "cosine_momentum": "byol",
     "byol_loss": "byol",
-    "update_momentum": "byol",
+    "cosine_momentum": "momentum",
+    "make_target_network": "momentum",
+    "update_momentum": "momentum",
     "TransferHead": "rela",
     "rela_loss": "rela",
-    "AdaptiveSwitch": "rela",
-    "StaticSwitch": "rela",
-    "build_switch": "rela",
+    "AdaptiveSwitch": "switch",
+    "StaticSwitch": "switch",
+    "build_switch": "switch",
     "create_backbone": "backbones",
     "DataRatioSampler": "data",
     "load_image_dataset": "data",
@@ -50,10 +53,13 @@ _LAZY = {
     "export_backbone": "hub",
     "push_encoder": "hub",
     "render_model_card": "hub",
+    "RunLayout": "run_layout",
+    "TrainingSummary": "run_layout",
     "ReLABYOL": "model",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__"]
+__all__ += list(_LAZY)  # the lazy names
 
 
 def __getattr__(name: str) -> Any:

@@ -21,7 +21,9 @@ import importlib.util
 import os
 from pathlib import Path
 
+import datasets
 import numpy as np
+from PIL import Image
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -66,9 +68,6 @@ def foolbox_image_files(kind: str = "cifar10") -> list[tuple[Path, int]]:
 
 def foolbox_dataset(kind: str = "cifar10"):
     """The foolbox sample images as a ``datasets.Dataset`` with ``image`` and ``label`` columns."""
-    import datasets
-    from PIL import Image
-
     pairs = foolbox_image_files(kind)
     images = [Image.open(path).convert("RGB") if kind in ("cifar10", "cifar100", "imagenet")
               else Image.open(path).convert("L") for path, _ in pairs]
@@ -113,8 +112,6 @@ def fashion_mnist_dataset(split: str = "train", limit: int | None = None, seed: 
         limit: keep a class-balanced-in-expectation random subset of this many images
             (fixed by ``seed``); ``None`` keeps all.
     """
-    import datasets
-
     images, labels = fashion_mnist_arrays(split)
     if limit is not None and limit < len(labels):
         keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=limit, replace=False))

@@ -44,7 +44,8 @@ from timm.models import (
 )
 from torch import nn
 
-from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
+from rela_hf.model_names import ModelNameError, parse_model_name
+from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CIFAR_RESNETS",
@@ -66,7 +67,6 @@ _STEM_STRIDE, _POOL_STRIDE = 2, 2
 # ``default_cfgs``; register_cifar_resnet adds one entry per variant.
 default_cfgs: dict[str, Any] = {}
 
-_CHECKPOINT_PREFIXES = ("local-dir:", "hf-hub:")
 
 
 def to_cifar_stem(model: ResNet) -> ResNet:
@@ -210,18 +210,16 @@ def _unknown_model_error(name: str) -> ValueError:
 
 
 def _checkpoint_source(name_or_path: str) -> str | None:
-    """``local-dir:``/``hf-hub:`` source for checkpoints; None for architecture names."""
-    if name_or_path.startswith(_CHECKPOINT_PREFIXES):
-        return name_or_path
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return f"local-dir:{path.resolve()}"
-    if "/" in name_or_path or path.suffix:
+    """The timm ``local-dir:``/``hf-hub:`` name of a checkpoint; None for an architecture name."""
+    try:
+        parsed = parse_model_name(name_or_path)
+    except ModelNameError as error:
         raise FileNotFoundError(
             f"Backbone {name_or_path!r} is neither a timm architecture name nor an existing "
-            "directory; for a Hub repository in timm format write 'hf-hub:org/name'."
-        )
-    return None
+            "directory; for a Hub repository in timm format write 'hf-hub:org/name' "
+            f"({error})."
+        ) from error
+    return None if parsed.kind == "registry" else parsed.timm_name
 
 
 def _checkpoint_architecture(source: str) -> str:

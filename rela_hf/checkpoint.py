@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rela_hf.run_layout import CHECKPOINT_PREFIX, RUN_STATE_NAME
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
@@ -53,8 +55,6 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_PREFIX = "checkpoint-"
-RUN_STATE_NAME = "run_state.json"
 TMP_SUFFIX = ".tmp"
 RUN_STATE_FORMAT = 1
 _CHECKPOINT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")

@@ -30,7 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
+from safetensors import safe_open
 from torch import nn
 
 __all__ = [
@@ -175,9 +177,6 @@ def is_converted_efficientnet_lite0(folder: str | Path) -> bool:
     Checks the config (architecture, our origin, no ``model_args.num_classes``) and that
     ``model.safetensors`` holds exactly the timm model's tensor names; it reads no weights.
     """
-    import timm
-    from safetensors import safe_open
-
     folder = Path(folder)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
@@ -197,8 +196,6 @@ def is_converted_efficientnet_lite0(folder: str | Path) -> bool:
 
 def _write_folder(folder: Path, source: Path) -> None:
     """Convert ``source`` into the (new, empty) ``folder`` and check that it loads back."""
-    import timm
-
     model = timm.create_model(TIMM_ARCHITECTURE, pretrained=False).eval()
     renamed = remap_lukemelas_efficientnet(
         torch.load(source, map_location="cpu", weights_only=True), model

@@ -4,7 +4,8 @@ BYOL (Grill et al., arXiv:2006.07733) trains an online backbone + projector + pr
 momentum (EMA) copy of the backbone + projector. ReLA (Sun, Jiang & Lin, arXiv:2405.14669) first
 trains the same backbone to map two views of an image onto a fixed prior target through a linear
 transfer head, then switches to BYOL for good. :class:`ReLABYOL` composes the building blocks of
-:mod:`rela_hf.byol` and :mod:`rela_hf.rela` (which know nothing of each other) into that student.
+:mod:`rela_hf.byol`, :mod:`rela_hf.momentum` and :mod:`rela_hf.rela` (which know nothing of each
+other) into that student.
 
 Why one module with one ``forward`` for both phases:
 
@@ -41,15 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rela_hf.byol import (
-    BYOL_OUT_DIM,
-    byol_loss,
-    byol_predictor,
-    byol_projector,
-    make_target_network,
-    update_momentum,
-)
-from rela_hf.rela import PHASE_BYOL, PHASE_RELA, TransferHead, rela_loss
+from rela_hf.byol import BYOL_OUT_DIM, byol_loss, byol_predictor, byol_projector
+from rela_hf.momentum import make_target_network, update_momentum
+from rela_hf.rela import TransferHead, rela_loss
+from rela_hf.switch import PHASE_BYOL, PHASE_RELA
 
 __all__ = ["PHASES", "ReLABYOL"]
 

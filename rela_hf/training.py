@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from rela_hf.rela import PHASE_BYOL, PHASE_RELA
+from rela_hf.switch import PHASE_BYOL, PHASE_RELA
 
 if TYPE_CHECKING:
     import datasets

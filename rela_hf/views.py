@@ -1,4 +1,4 @@
-"""View pipelines: the ReLA views, BYOL's two asymmetric views, and the evaluation transform.
+"""View pipelines: the ReLA views and BYOL's two asymmetric views.
 
 Each pipeline takes one PIL image (any mode: grey and RGBA inputs are converted to RGB first)
 and returns a normalised ``float32`` tensor ``(3, image_size, image_size)``. They are built from
@@ -26,7 +26,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -34,15 +33,13 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 from torchvision.transforms import v2
 
-from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
+from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ConvertImageMode
 
 __all__ = [
     "BLUR_MAX_IMAGE_SIZE",
-    "ConvertRGB",
     "RandomGaussianBlur",
     "TwoViews",
     "byol_view_transforms",
-    "eval_transform",
     "rela_view_transform",
 ]
 
@@ -67,24 +64,6 @@ HORIZONTAL_FLIP_P = 0.5
 
 BLUR_MAX_IMAGE_SIZE = 32
 """With ``gaussian_blur=None``, blur is off for ``image_size <= 32`` (CIFAR-sized inputs)."""
-
-
-class ConvertRGB:
-    """``image.convert("RGB")``: grey (``L``), palette and RGBA images become 3-channel RGB.
-
-    A named class rather than a lambda so that pipelines pickle into DataLoader workers.
-    """
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        if not isinstance(image, Image.Image):
-            raise TypeError(
-                f"rela_hf view transforms take PIL images, got {type(image).__name__}; decode "
-                "the dataset's image column to PIL first (datasets' Image feature does this)."
-            )
-        return image if image.mode == "RGB" else image.convert("RGB")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
 
 class RandomGaussianBlur:
@@ -163,7 +142,7 @@ def rela_view_transform(
     _check_image_size(image_size)
     return v2.Compose(
         [
-            ConvertRGB(),
+            ConvertImageMode("RGB"),
             v2.RandomResizedCrop(image_size, scale=RELA_CROP_SCALE),
             v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
             v2.RandomApply([v2.ColorJitter(*RELA_COLOR_JITTER)], p=RELA_COLOR_JITTER_P),
@@ -177,7 +156,7 @@ def _byol_view(
     image_size: int, blur_p: float, solarize_p: float, mean: Sequence[float], std: Sequence[float]
 ) -> v2.Compose:
     steps: list[Callable[..., object]] = [
-        ConvertRGB(),
+        ConvertImageMode("RGB"),
         v2.RandomResizedCrop(image_size, scale=BYOL_CROP_SCALE),
         v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
         v2.RandomApply([v2.ColorJitter(*BYOL_COLOR_JITTER)], p=BYOL_COLOR_JITTER_P),
@@ -224,46 +203,6 @@ def byol_view_transforms(
     view1 = _byol_view(image_size, blur_p1, BYOL_SOLARIZE_P[0], mean, std)
     view2 = _byol_view(image_size, blur_p2, BYOL_SOLARIZE_P[1], mean, std)
     return view1, view2
-
-
-def eval_transform(
-    image_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    crop_pct: float = 1.0,
-) -> v2.Compose:
-    """Deterministic evaluation transform: resize the shorter side, centre-crop, normalise.
-
-    The official ReLA evaluation (and its target generation) resizes the shorter side to the
-    input size and centre-crops it (``crop_pct=1``); timm's convention ``crop_pct < 1`` resizes
-    to ``floor(image_size / crop_pct)`` first (e.g. 0.875: 256 -> 224).
-
-    Args:
-        image_size: Side of the square output.
-        mean: Per-channel normalisation mean.
-        std: Per-channel normalisation std.
-        crop_pct: Fraction of the resized image kept by the centre crop, in ``(0, 1]``.
-
-    Returns:
-        A transform from a PIL image to a ``float32`` tensor ``(3, image_size, image_size)``.
-
-    Examples:
-        >>> from PIL import Image
-        >>> eval_transform(224, crop_pct=0.875).transforms[1].size
-        [256]
-    """
-    _check_image_size(image_size)
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"eval_transform: crop_pct must be in (0, 1], got {crop_pct}.")
-    resize_to = math.floor(image_size / crop_pct)
-    return v2.Compose(
-        [
-            ConvertRGB(),
-            v2.Resize(resize_to),
-            v2.CenterCrop(image_size),
-            *_to_normalized_tensor(mean, std),
-        ]
-    )
 
 
 class TwoViews:

@@ -16,7 +16,10 @@ import uuid
 
 # ---- 1. Hub test server + environment, before any Hugging Face import -----------------------
 import pytest  # not a Hugging Face library: safe to import before the env is set
-from hub_server import FakeHub  # tests/ is on sys.path (rootdir conftest)
+
+from tests.hub_server import FakeHub
+
+pytest_plugins = ["tests.run_fixtures"]  # tiny_backbone, training_run
 
 HUB = FakeHub()
 HUB.start()

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
-import conftest
 import pytest
-from hub_server import INVALID_TOKEN_MESSAGE, FakeHub, git_blob_sha1, lfs_pointer
+
+import tests.conftest as conftest
+from tests.hub_server import INVALID_TOKEN_MESSAGE, FakeHub, git_blob_sha1, lfs_pointer
 
 TOKEN = "hf_test_dummy_token"  # the one tests/conftest.py puts in HF_TOKEN
 SHA1 = re.compile(r"^[0-9a-f]{40}$")

@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision import transforms as v1
 from torchvision.transforms import v2
 
 import rela_hf.views
-from rela_hf.constants import IMAGENET_MEAN, IMAGENET_STD
+from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from rela_hf.views import (
     RandomGaussianBlur,
     TwoViews,
     byol_view_transforms,
-    eval_transform,
     rela_view_transform,
 )
 
@@ -134,17 +132,7 @@ def test_custom_normalisation_is_used():
     assert_normalize(rela_view_transform(32, mean, std), mean, std)
     for view in byol_view_transforms(32, mean, std):
         assert_normalize(view, mean, std)
-    assert_normalize(eval_transform(32, mean, std), mean, std)
 
-
-def test_eval_transform_parameters():
-    pipeline = eval_transform(224, crop_pct=0.875)
-    resize, _ = only(pipeline, v2.Resize)
-    crop, _ = only(pipeline, v2.CenterCrop)
-    assert resize.size == [256] and crop.size == (224, 224)
-    assert only(eval_transform(32), v2.Resize)[0].size == [32]
-    for random_kind in (v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.ColorJitter):
-        assert find(pipeline, random_kind) == []
 
 
 # ---- outputs on real images -----------------------------------------------------------------
@@ -155,7 +143,6 @@ def all_pipelines(image_size):
         "rela": rela_view_transform(image_size),
         "byol1": byol_view_transforms(image_size)[0],
         "byol2": byol_view_transforms(image_size)[1],
-        "eval": eval_transform(image_size),
     }
 
 
@@ -176,27 +163,6 @@ def test_grey_and_rgba_inputs_become_rgb(fashion_mnist_slice, cifar10_images):
     for name, pipeline in all_pipelines(28).items():
         for image in (grey, rgba):
             assert pipeline(image).shape == (3, 28, 28), name
-    # a grey image stays grey: the three channels carry the same intensities
-    out = eval_transform(28, mean=(0.0,) * 3, std=(1.0,) * 3)(grey)
-    torch.testing.assert_close(out[0], out[1])
-    torch.testing.assert_close(out[1], out[2])
-
-
-def test_eval_transform_matches_manual_preprocessing(cifar10_images):
-    image = cifar10_images["image"][3].resize((40, 50))  # non-square: shorter side is 40
-    reference = v1.Compose(
-        [v1.Resize(32), v1.CenterCrop(32), v1.ToTensor(), v1.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
-    torch.testing.assert_close(eval_transform(32)(image), reference(image))
-
-
-def test_normalisation_values_on_a_flat_image():
-    image = Image.fromarray(np.full((8, 8, 3), (255, 128, 0), dtype=np.uint8))
-    out = eval_transform(8)(image)
-    expected = (torch.tensor([255, 128, 0]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(
-        IMAGENET_STD
-    )
-    torch.testing.assert_close(out[:, 4, 4], expected.float())
 
 
 # ---- randomness -----------------------------------------------------------------------------
@@ -251,8 +217,6 @@ def test_pipelines_pickle_for_dataloader_workers(cifar10_images):
 def test_bad_arguments_and_inputs():
     with pytest.raises(ValueError, match="image_size"):
         rela_view_transform(0)
-    with pytest.raises(ValueError, match="crop_pct"):
-        eval_transform(32, crop_pct=1.5)
     with pytest.raises(TypeError, match="PIL images"):
         rela_view_transform(32)(torch.zeros(3, 32, 32))
 

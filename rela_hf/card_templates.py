@@ -1,0 +1,43 @@
+"""Card templates and citations: what every rendered card (model or dataset) shares.
+
+The Jinja templates live at the top of a source checkout (``model_cards/``) and ship inside the
+wheel as ``rela_hf/model_cards``; :data:`TEMPLATE_DIR` finds them in either place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["BYOL_CITATION", "RELA_CITATION", "TEMPLATE_DIR", "template_path"]
+
+# model_cards/ at the top of a source checkout; rela_hf/model_cards inside an installed wheel
+_PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "model_cards"
+TEMPLATE_DIR = (
+    _PACKAGED_TEMPLATES
+    if _PACKAGED_TEMPLATES.is_dir()
+    else Path(__file__).resolve().parent.parent / "model_cards"
+)
+
+
+def template_path(name: str) -> Path:
+    """The path of a card template (``encoder.md``, ``efficient_dataset.md``)."""
+    return TEMPLATE_DIR / name
+
+
+RELA_CITATION = """@inproceedings{sun2024efficiency,
+  title     = {Efficiency for Free: Ideal Data Are Transportable Representations},
+  author    = {Sun, Peng and Jiang, Yi and Lin, Tao},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2024},
+  eprint    = {2405.14669},
+  archivePrefix = {arXiv}
+}"""
+
+BYOL_CITATION = """@inproceedings{grill2020bootstrap,
+  title     = {Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning},
+  author    = {Grill, Jean-Bastien and Strub, Florian and Altch{\\'e}, Florent and Tallec, Corentin and Richemond, Pierre H. and Buchatskaya, Elena and Doersch, Carl and Pires, Bernardo Avila and Guo, Zhaohan Daniel and Azar, Mohammad Gheshlaghi and Piot, Bilal and Kavukcuoglu, Koray and Munos, R{\\'e}mi and Valko, Michal},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2020},
+  eprint    = {2006.07733},
+  archivePrefix = {arXiv}
+}"""
