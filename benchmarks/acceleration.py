@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""ReLA vs BYOL at equal budgets on real images, side by side (the acceleration benchmark).
+"""ReLA vs the SSL method alone at equal budgets on real images, side by side (the acceleration
+benchmark), for BYOL (the default), DINO or SimCLR (``trainer.ssl_method`` in the config).
 
 ReLA (Sun, Jiang & Lin, arXiv:2405.14669) claims BYOL's (arXiv:2006.07733) full-budget accuracy
-at a fraction of the compute. This script measures what *our* implementation delivers, with the
+at a fraction of the compute, and accelerates any method. This script measures what *our* implementation delivers, with the
 project's own commands and nothing else, so that the numbers are those a user would get:
 
 1. ``recipes/prepare_offline_assets.py``: real Fashion-MNIST (a fixed random training subset and
@@ -10,8 +11,9 @@ project's own commands and nothing else, so that the numbers are those a user wo
 2. ``recipes/make_targets.py``: the whitened ``rela_target`` column, once per prior (the ImageNet
    prior and the same architecture randomly initialised), cached and shared by every grid that
    uses the same data, prior input size and target width;
-3. ``recipes/byol_rela.py``: every cell of the grid, BYOL and ReLA through the same code path, the
-   only difference the method flag (and the prior / switch / transfer-head options of the ReLA
+3. ``recipes/byol_rela.py``: every cell of the grid, the method alone (``baseline``, or ``byol`` in
+   the BYOL grids) and ReLA through the same code path, the only difference the method flag (and
+   the prior / switch / transfer-head options of the ReLA
    variants). The budget is the spec's data ratio: a fixed number of epochs, each of
    ``floor(r N)`` images, so ``r`` is the fraction of the full optimizer-step budget at a fixed
    batch size, identical for both methods;
@@ -48,11 +50,13 @@ from typing import Any
 
 import yaml
 
+from rela_hf.methods import method_class
+
 REPO = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("acceleration")
 
-#: A ReLA cell "matches" BYOL's full-budget accuracy when its mean is at most this many
-#: percentage points below BYOL's mean (about the seed-to-seed spread of one cell here).
+#: A ReLA cell "matches" the baseline's full-budget accuracy when its mean is at most this many
+#: percentage points below the baseline's mean (about the seed-to-seed spread of one cell here).
 MATCH_TOLERANCE_POINTS = 0.5
 #: The adaptive switch cannot fire before about this many optimizer steps (rela-spec.md).
 ADAPTIVE_EARLIEST_STEP = 528
@@ -73,6 +77,11 @@ class Cell:
     switch_fraction: float | None = None
     trainable_transfer_head: bool = False
     label: str = ""
+
+    @property
+    def is_baseline(self) -> bool:
+        """The SSL method alone ("byol" is the baseline's name in the BYOL grids)."""
+        return self.method in ("baseline", "byol")
 
     def trainer_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"method": self.method, "data_ratio": self.data_ratio}
@@ -121,8 +130,8 @@ class Benchmark:
         data, execution = raw["data"], raw.get("execution", {})
         cells = [Cell(**cell) for cell in raw["grid"]]
         for cell in cells:
-            if cell.method not in ("rela", "byol"):
-                raise SystemExit(f"{path}: cell {cell.name!r} has method {cell.method!r} (rela or byol).")
+            if cell.method not in ("rela", "baseline", "byol"):
+                raise SystemExit(f"{path}: cell {cell.name!r} has method {cell.method!r} (rela, or baseline / byol).")
             if cell.method == "rela" and cell.prior not in raw["priors"]:
                 raise SystemExit(f"{path}: cell {cell.name!r} uses prior {cell.prior!r}, not among {sorted(raw['priors'])}.")
         if execution.get("order", "longest_first") not in ("longest_first", "shortest_first"):
@@ -142,6 +151,15 @@ class Benchmark:
             evaluation=raw.get("evaluation", {}), env=execution.get("env", {}),
             order=execution.get("order", "longest_first"),
         )
+
+    @property
+    def ssl_method(self) -> str:
+        return self.trainer.get("ssl_method", "byol")
+
+    @property
+    def ssl_title(self) -> str:
+        """The SSL method's name in reports: BYOL, DINO, SimCLR."""
+        return method_class(self.ssl_method).title
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -499,8 +517,8 @@ def _floor_rows(floors: dict[str, Any]) -> list[str]:
 
 
 def comparison(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """BYOL at r=1.0 vs the main ReLA line (ImageNet prior, adaptive, fixed head)."""
-    byol_full = next((c for c in cells if c["cell"].method == "byol" and c["cell"].data_ratio == 1.0), None)
+    """The baseline at r=1.0 vs the main ReLA line (ImageNet prior, adaptive, fixed head)."""
+    byol_full = next((c for c in cells if c["cell"].is_baseline and c["cell"].data_ratio == 1.0), None)
     if byol_full is None:
         return {}
     reference = statistics.fmean(byol_full[metric])
@@ -520,14 +538,14 @@ def _is_main_rela(cell: Cell) -> bool:
 
 
 def _targets_cost_line(bench: Benchmark, cells: list[dict[str, Any]], timings: dict[str, Any]) -> str | None:
-    """ReLA's one-off cost: the prior embedding every training image, in BYOL steps of this grid."""
-    byol = [c for c in cells if c["cell"].method == "byol"]
+    """ReLA's one-off cost: the prior embedding every training image, in baseline steps of this grid."""
+    byol = [c for c in cells if c["cell"].is_baseline]
     used = sorted({c["cell"].prior for c in cells if c["cell"].method == "rela"} & set(timings))
     if not byol or not used:
         return None
     seconds_per_step = statistics.fmean(w / c["steps"] for c in byol for w in c["wall"])
     parts = [f"prior `{name}` {timings[name]['seconds']:.0f} s (≈ {timings[name]['seconds'] / seconds_per_step:,.0f} "
-             f"BYOL steps of this grid; {timings[name].get('note', 'conditions not recorded')})" for name in used]
+             f"{bench.ssl_title} steps of this grid; {timings[name].get('note', 'conditions not recorded')})" for name in used]
     return ("**One-off cost not in the budget column:** the targets (the prior embedding every training image "
             "once, shared by every ReLA run on this dataset, and by everyone who loads a published efficient "
             "dataset instead) took " + "; ".join(parts) + ".")
@@ -538,7 +556,7 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
     expected = len(bench.cells) * len(bench.seeds)
     done = sum(len(c["rows"]) for c in cells)
     lines = [
-        f"# Acceleration benchmark `{bench.name}`: ReLA vs BYOL at equal budgets",
+        f"# Acceleration benchmark `{bench.name}`: ReLA vs {bench.ssl_title} at equal budgets",
         "",
         bench.description.strip(),
         "",
@@ -577,28 +595,31 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
             f"- **Short-budget check** (ReLA runs of fewer than ~{ADAPTIVE_EARLIEST_STEP} steps: "
             + ", ".join(sorted({f"r={c['cell'].data_ratio}" for c in short}))
             + "): the adaptive switch cannot fire, so these runs are pure distillation of the prior; compare "
-            "them with BYOL at the same r, with the static-rule rows (ReLA for the first half, then BYOL), and "
+            f"them with {bench.ssl_title} at the same r, with the static-rule rows (ReLA for the first half, then "
+            f"{bench.ssl_title}), and "
             "with the prior floor.")
-    byol = {c["cell"].data_ratio: statistics.fmean(c["knn"]) for c in cells if c["cell"].method == "byol"}
+    byol = {c["cell"].data_ratio: statistics.fmean(c["knn"]) for c in cells if c["cell"].is_baseline}
+    title = bench.ssl_title
     if 0.5 in byol and 1.0 in byol:
         gain = 100 * (byol[1.0] - byol[0.5])
         lines.append(
-            f"- **Has BYOL levelled off?** BYOL kNN r=0.5 → r=1.0: {gain:+.2f} pt. "
-            + ("It is still improving, so r=1.0 is *not* BYOL's converged accuracy here: the comparison "
-               "below is at equal budgets (the paper's setting: BYOL's full budget vs ReLA's fraction of it), "
-               "not against BYOL trained to convergence." if gain > MATCH_TOLERANCE_POINTS
-               else "Within the tolerance: BYOL's accuracy has about levelled off, so the comparison below "
+            f"- **Has {title} levelled off?** {title} kNN r=0.5 → r=1.0: {gain:+.2f} pt. "
+            + (f"It is still improving, so r=1.0 is *not* {title}'s converged accuracy here: the comparison "
+               f"below is at equal budgets (the paper's setting: {title}'s full budget vs ReLA's fraction of it), "
+               f"not against {title} trained to convergence." if gain > MATCH_TOLERANCE_POINTS
+               else f"Within the tolerance: {title}'s accuracy has about levelled off, so the comparison below "
                     "tests the paper's claim at this scale."))
     for metric, title in (("knn", "kNN"), ("linear", "linear probe")):
         verdict = comparison(cells, metric)
+        name = bench.ssl_title
         if not verdict:
-            lines.append(f"- **Reaches BYOL r=1.0 with less budget** ({title}): BYOL at r=1.0 not finished yet.")
+            lines.append(f"- **Reaches {name} r=1.0 with less budget** ({title}): {name} at r=1.0 not finished yet.")
             continue
         parts = [f"r={v['data_ratio']}: {100 * v['mean']:.2f} ({v['delta_points']:+.2f} pt, "
                  f"{'matches' if v['matches'] else 'below'})" for v in verdict["rela"]]
         first = verdict["first_matching_ratio"]
         lines.append(
-            f"- **Reaches BYOL r=1.0 with less budget** ({title}): BYOL r=1.0 = {100 * verdict['byol_full']:.2f}; "
+            f"- **Reaches {name} r=1.0 with less budget** ({title}): {name} r=1.0 = {100 * verdict['byol_full']:.2f}; "
             f"ReLA (ImageNet prior, adaptive) " + "; ".join(parts) + ". "
             + (f"First ReLA budget of this grid matching it (within {MATCH_TOLERANCE_POINTS} pt): r={first}." if first is not None
                else f"No ReLA budget run here matches it (within {MATCH_TOLERANCE_POINTS} pt)."))
@@ -613,7 +634,7 @@ def plot(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[str, Any], 
     import matplotlib.pyplot as plt
 
     styles = {
-        "byol": {"color": "tab:blue", "marker": "o", "label": "BYOL"},
+        "byol": {"color": "tab:blue", "marker": "o", "label": bench.ssl_title},
         "main": {"color": "tab:red", "marker": "s", "label": "ReLA, ImageNet prior (adaptive)"},
         "static": {"color": "tab:orange", "marker": "^", "label": "ReLA, ImageNet prior (static 50 %)"},
         "random": {"color": "tab:purple", "marker": "D", "label": "ReLA, random prior"},
@@ -621,7 +642,7 @@ def plot(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[str, Any], 
     }
 
     def family(cell: Cell) -> str:
-        if cell.method == "byol":
+        if cell.is_baseline:
             return "byol"
         if cell.prior != "imagenet":
             return "random"
@@ -658,7 +679,7 @@ def plot(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[str, Any], 
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.suptitle(f"ReLA vs BYOL at equal budgets ({bench.name} grid)")
+    fig.suptitle(f"ReLA vs {bench.ssl_title} at equal budgets ({bench.name} grid)")
     fig.tight_layout(rect=(0, 0.12, 1, 0.95))
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -728,7 +749,7 @@ def run_grid(bench: Benchmark) -> None:
         prepare_assets(bench)
     priors = sorted({cell.prior for cell in bench.cells if cell.method == "rela"})
     # seed-major (the first seed of every cell finishes before the second seed starts), ReLA
-    # before BYOL at equal budget; "longest_first" packs best (long runs do not end up alone at
+    # before the baseline at equal budget; "longest_first" packs best (long runs do not end up alone at
     # the tail), "shortest_first" leaves complete short-budget comparisons when a grid on a
     # shared machine is cut short
     sign = -1 if bench.order == "longest_first" else 1

@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""BYOL pretraining accelerated by ReLA's efficient targets, with Hugging Face Accelerate.
+"""Self-supervised pretraining (BYOL, DINO, SimCLR) accelerated by ReLA, with HF Accelerate.
 
 ReLA (Sun, Jiang & Lin, NeurIPS 2024, arXiv:2405.14669) first trains the encoder to regress
 fixed, PCA-whitened prior embeddings ("efficient data") through a linear transfer head, then
-switches for good to plain BYOL (Grill et al., arXiv:2006.07733). ``--method byol`` is the
-baseline: the same code path without the first phase. One script, top to bottom: config ->
+switches for good to a self-supervised method: ``--ssl_method byol`` (Grill et al.,
+arXiv:2006.07733, the default and the paper's), ``dino`` (Caron et al., arXiv:2104.14294) or
+``simclr`` (Chen et al., arXiv:2002.05709); its hyperparameters go in ``--method_options`` (a
+JSON object, or a mapping in the YAML config). ``--method baseline`` (alias ``byol``) is the
+method alone: the same code path without the first phase. One script, top to bottom: config ->
 data (+ targets) -> model -> optimizer -> loop (accumulation, EMA, switch, logging, atomic
 checkpoints) -> export of the backbone in timm format.
 
@@ -83,12 +86,14 @@ from rela_hf.checkpoint import (
 )
 from rela_hf.data import DataRatioSampler, load_image_dataset
 from rela_hf.hub import export_backbone, push_training_output
-from rela_hf.model import ReLABYOL
+from rela_hf.methods import method_class, method_names
+from rela_hf.methods.byol import BYOLOptions
+from rela_hf.model import ReLAStudent
 from rela_hf.momentum import cosine_momentum
 from rela_hf.preprocessing import official_data_config
 from rela_hf.priors import load_prior
 from rela_hf.run_layout import RunLayout, TrainingSummary
-from rela_hf.switch import build_switch
+from rela_hf.switch import PHASE_RELA, PHASE_SSL, build_switch
 from rela_hf.targets import (
     add_rela_targets,
     attach_rela_targets,
@@ -97,12 +102,12 @@ from rela_hf.targets import (
 )
 from rela_hf.training import (
     MetricMeans,
-    ViewPairCollator,
-    ViewPairDataset,
+    ViewCollator,
+    ViewDataset,
     forward_seed,
     training_step,
 )
-from rela_hf.views import byol_view_transforms, rela_view_transform
+from rela_hf.views import rela_view_transform
 
 logger = get_logger("byol_rela")
 
@@ -134,9 +139,9 @@ class ModelArguments:
     backbone: str = field(default="resnet18", metadata={"help": "timm architecture, hf-hub:org/name or local-dir:/path."})
     backbone_kwargs: str | None = field(default=None, metadata={"help": "JSON object of extra timm.create_model kwargs, e.g. '{\"drop_path_rate\": 0.1}'."})
     cifar_stem: bool = field(default=False, metadata={"help": "3x3 stride-1 stem without max-pool (ResNets at 32-64 px)."})
-    projection_dim: int = field(default=256, metadata={"help": "BYOL projection width."})
-    projector_hidden_dim: int | None = field(default=None, metadata={"help": "Projector hidden width (default 2 x feature width, official ReLA)."})
-    predictor_hidden_dim: int | None = field(default=None, metadata={"help": "Predictor hidden width (default: the projector's)."})
+    projection_dim: int = field(default=256, metadata={"help": "BYOL only: projection width (other methods: --method_options)."})
+    projector_hidden_dim: int | None = field(default=None, metadata={"help": "BYOL only: projector hidden width (default 2 x feature width, official ReLA)."})
+    predictor_hidden_dim: int | None = field(default=None, metadata={"help": "BYOL only: predictor hidden width (default: the projector's)."})
     rela_dim: int | None = field(default=None, metadata={"help": "Target width k (default: the target column's; for new targets min(student width, prior width))."})
     trainable_transfer_head: bool = field(default=False, metadata={"help": "Learn the transfer head W (the official code keeps it a fixed random projection)."})
 
@@ -146,8 +151,10 @@ class TrainArguments:
     output_dir: str = field(default="outputs/byol_rela", metadata={"help": "Checkpoints, logs, config, exported backbone."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete the checkpoints of an earlier run in output_dir."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
-    method: Literal["rela", "byol"] = field(default="rela", metadata={"help": "ReLA then BYOL, or the BYOL baseline."})
-    switch_rule: Literal["adaptive", "static"] = field(default="adaptive", metadata={"help": "When ReLA hands over to BYOL."})
+    method: Literal["rela", "baseline", "byol"] = field(default="rela", metadata={"help": "rela: ReLA, then the SSL method; baseline (alias byol): the SSL method alone."})
+    ssl_method: str = field(default="byol", metadata={"help": "The self-supervised method after the switch: byol | dino | simclr."})
+    method_options: str | None = field(default=None, metadata={"help": "JSON object of the SSL method's options, e.g. '{\"teacher_temp\": 0.07}' (dino), '{\"temperature\": 0.2}' (simclr)."})
+    switch_rule: Literal["adaptive", "static"] = field(default="adaptive", metadata={"help": "When ReLA hands over to the SSL method."})
     switch_fraction: float | None = field(default=None, metadata={"help": "Static rule: share of the step budget spent on ReLA (ignored by the adaptive rule)."})
     num_train_epochs: int = field(default=100, metadata={"help": "Epochs (of data_ratio x N images each)."})
     max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides num_train_epochs."})
@@ -214,6 +221,11 @@ def resolved_config(*args_objects: Any) -> dict[str, Any]:
 
 def validate_args(data: DataArguments, model: ModelArguments, train: TrainArguments) -> None:
     """Cheap checks of option values, before anything is loaded."""
+    if train.method == "byol":  # the baseline's name before other methods existed
+        train.method = "baseline"
+    if train.ssl_method not in method_names():
+        raise ConfigError(f"--ssl_method {train.ssl_method!r} is not one of {list(method_names())}.")
+    method_options(model, train)  # parses and checks, or a clear error
     if not data.dataset_name:
         raise ConfigError("--dataset_name is required (Hub id, image folder or save_to_disk folder).")
     if not 0.0 < data.data_ratio <= 1.0:
@@ -236,18 +248,40 @@ def validate_args(data: DataArguments, model: ModelArguments, train: TrainArgume
     backbone_kwargs(model)  # parses, or a clear error
 
 
-def backbone_kwargs(model: ModelArguments) -> dict[str, Any]:
-    """``--backbone_kwargs`` as a dict (a JSON string on the command line, a mapping in YAML)."""
-    value = model.backbone_kwargs
+def method_options(model: ModelArguments, train: TrainArguments) -> Any:
+    """The SSL method's ``Options``: ``--method_options`` (+ the BYOL flags, for BYOL)."""
+    values = json_object(train.method_options, "--method_options")
+    byol_flags = {"projection_dim": model.projection_dim, "projector_hidden_dim": model.projector_hidden_dim,
+                  "predictor_hidden_dim": model.predictor_hidden_dim}
+    if train.ssl_method == "byol":
+        values = {**byol_flags, **values}
+    elif any(value != getattr(BYOLOptions(), key) for key, value in byol_flags.items()):
+        raise ConfigError(
+            f"--projection_dim/--projector_hidden_dim/--predictor_hidden_dim are BYOL's; for "
+            f"--ssl_method {train.ssl_method} pass the method's options in --method_options."
+        )
+    try:
+        return method_class(train.ssl_method).options_from(values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--method_options for {train.ssl_method}: {error}") from error
+
+
+def json_object(value: str | dict | None, flag: str) -> dict[str, Any]:
+    """A JSON object option (a string on the command line, a mapping in YAML)."""
     if value is None or isinstance(value, dict):
         return dict(value or {})
     try:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:
-        raise ConfigError(f"--backbone_kwargs is not valid JSON ({error}): {value!r}") from error
+        raise ConfigError(f"{flag} is not valid JSON ({error}): {value!r}") from error
     if not isinstance(parsed, dict):
-        raise ConfigError(f"--backbone_kwargs must be a JSON object, got {value!r}.")
+        raise ConfigError(f"{flag} must be a JSON object, got {value!r}.")
     return parsed
+
+
+def backbone_kwargs(model: ModelArguments) -> dict[str, Any]:
+    """``--backbone_kwargs`` as a dict (a JSON string on the command line, a mapping in YAML)."""
+    return json_object(model.backbone_kwargs, "--backbone_kwargs")
 
 
 def tracker_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +400,7 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
         raise ConfigError(
             f"--method rela needs ReLA targets: {data_args.dataset_name} has no "
             f"{data_args.target_column!r} column (columns: {dataset.column_names}). Pass --prior "
-            "to compute them, --target_column to name the right column, or --method byol."
+            "to compute them, --target_column to name the right column, or --method baseline."
         )
     # The same subset of floor(r N) rows on every process for a given (seed, epoch); Accelerate
     # then hands each process every num_processes-th batch of it (incomplete batches dropped).
@@ -401,11 +435,12 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
     if label_column is not None:
         feature = dataset.features[label_column]
         num_classes = getattr(feature, "num_classes", None) or int(np.max(dataset.with_format("numpy")[label_column])) + 1
-    model = ReLABYOL(
-        backbone, rela_dim=rela_dim, trainable_transfer_head=model_args.trainable_transfer_head,
-        projection_dim=model_args.projection_dim, projector_hidden_dim=model_args.projector_hidden_dim,
-        predictor_hidden_dim=model_args.predictor_hidden_dim, num_classes=num_classes,
+    options = method_options(model_args, args)
+    model = ReLAStudent(
+        backbone, args.ssl_method, method_options=options, rela_dim=rela_dim,
+        trainable_transfer_head=model_args.trainable_transfer_head, num_classes=num_classes,
     )
+    ssl = model.method  # the method's name, title, loss name and views
     if args.sync_batchnorm:
         # Accelerate does not convert BatchNorm (accelerate#791); do it before prepare(), on
         # multi-GPU runs only (SyncBatchNorm needs a GPU process group).
@@ -417,19 +452,19 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
         model = model.to(memory_format=torch.channels_last)
 
     # Views are seeded per (seed, epoch, row): independent of workers, processes and resumes.
-    train_data = ViewPairDataset(
+    train_data = ViewDataset(
         dataset,
         rela_views=rela_view_transform(data_args.image_size) if use_rela else None,
-        byol_views=byol_view_transforms(data_args.image_size),
+        ssl_views=ssl.view_transforms(data_args.image_size, options),
         image_column=data_args.image_column,
         target_column=data_args.target_column if use_rela else None,
         label_column=label_column,
         seed=args.seed,
-        phase="rela" if use_rela else "byol",
+        phase=PHASE_RELA if use_rela else PHASE_SSL,
     )
     train_loader = DataLoader(
         train_data, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-        num_workers=data_args.dataloader_num_workers, collate_fn=ViewPairCollator(args.channels_last),
+        num_workers=data_args.dataloader_num_workers, collate_fn=ViewCollator(args.channels_last),
         pin_memory=torch.cuda.is_available(),
         # Workers copy the dataset (its phase and epoch) when an iterator starts: no persistent
         # workers, so a new iterator (every epoch, and right after the switch) sees the change.
@@ -511,12 +546,12 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
         }
 
     # --- Train --------------------------------------------------------------------------------
-    unwrapped = accelerator.unwrap_model(model)  # ReLABYOL itself: update_target lives there
+    unwrapped = accelerator.unwrap_model(model)  # ReLAStudent itself: update_teacher lives there
     step_means, log_means = MetricMeans(), MetricMeans()
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process, desc="train")
     window_start, window_images = time.perf_counter(), 0
     while step < total_steps:
-        phase = switch.phase if switch is not None else "byol"
+        phase = switch.phase if switch is not None else PHASE_SSL
         train_data.set_phase(phase)
         # Mid-epoch (a resume, or right after the switch): skip the batches already seen. The
         # sampler is deterministic per epoch, so the remaining batches are exactly the same.
@@ -531,7 +566,7 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
             torch.manual_seed(forward_seed(args.seed, epoch, batch_in_epoch, accelerator.process_index))
             out = training_step(
                 accelerator, model, optimizer, batch, phase=phase, momentum=momentum_at(step),
-                max_grad_norm=args.max_grad_norm, unwrapped=unwrapped,
+                step=step, max_grad_norm=args.max_grad_norm, unwrapped=unwrapped,
             )
             batch_in_epoch += 1
             images_seen += images_per_micro_batch
@@ -544,24 +579,24 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
             step += 1
             lr_scheduler.step()
             progress.update(1)
-            if phase == "rela":
+            if phase == PHASE_RELA:
                 # `cur` of the switch: this step's ReLA loss, mean over micro-batches and processes
                 # (all-reduced, so every process takes the same decision).
                 switched = switch.update(step_means.compute(accelerator)["rela_loss"])
                 if switched:
                     logger.info(
-                        f"ReLA -> BYOL switch ({args.switch_rule} rule) at optimizer step {step}; BYOL views from step {step + 1}",
+                        f"ReLA -> {ssl.title} switch ({args.switch_rule} rule) at optimizer step {step}; {ssl.title} views from step {step + 1}",
                         main_process_only=True,
                     )
-                    restart = True  # new iterator: the next batch gets BYOL views
+                    restart = True  # new iterator: the next batch gets the method's views
             else:
-                step_means.reset()  # BYOL: nothing to decide, no host sync needed
+                step_means.reset()  # after the switch: nothing to decide, no host sync needed
             if step % args.logging_steps == 0 or restart or step == total_steps:
                 now = time.perf_counter()
                 metrics = {f"train/{k}": v for k, v in log_means.compute(accelerator).items()}
                 last_metrics.update(metrics)
                 metrics.update({
-                    "train/phase": 0.0 if phase == "rela" else 1.0, "train/lr": lr_scheduler.get_last_lr()[0],
+                    "train/phase": 0.0 if phase == PHASE_RELA else 1.0, "train/lr": lr_scheduler.get_last_lr()[0],
                     "train/momentum": momentum_at(step - 1), "train/epoch": epoch + batch_in_epoch / len(train_loader),
                     "train/images_per_second": window_images / max(now - window_start, 1e-9),
                 })
@@ -590,12 +625,12 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
     # --- Final checkpoint, backbone export, summary -----------------------------------------
     final_checkpoint = save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
     summary = TrainingSummary(
-        method=args.method, switch_rule=args.switch_rule if use_rela else None,
+        method=args.method, ssl_method=ssl.name, switch_rule=args.switch_rule if use_rela else None,
         switch_fraction=args.switch_fraction if use_rela else None,
         # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
         switch_step=switch.switch_step if switch is not None else None,
         switch_state=switch.state_dict() if switch is not None else None,  # rho, loss EMAs
-        phase=switch.phase if switch is not None else "byol",
+        phase=PHASE_RELA if switch is not None and not switch.switched else ssl.name,
         steps=step, total_steps=total_steps, epochs=step / steps_per_epoch, images_seen=images_seen,
         global_batch_size=images_per_micro_batch * args.gradient_accumulation_steps,
         num_processes=accelerator.num_processes, device=str(accelerator.device),
@@ -612,8 +647,8 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
         export_backbone(
             accelerator.unwrap_model(model, keep_torch_compile=False).backbone, layout.backbone_dir,
             data_config=official_data_config(data_args.image_size),
-            pretrained_cfg={"tag": "rela_byol" if use_rela else "byol",
-                            "description": f"{'ReLA-accelerated BYOL' if use_rela else 'BYOL'}-pretrained backbone (rela-hf)."},
+            pretrained_cfg={"tag": f"rela_{ssl.name}" if use_rela else ssl.name,
+                            "description": f"{'ReLA-accelerated ' if use_rela else ''}{ssl.title}-pretrained backbone (rela-hf)."},
         )
         summary.save(layout.summary_file)
         logger.info(f"Backbone exported to {layout.backbone_dir}; summary: {json.dumps(summary.to_dict())}")

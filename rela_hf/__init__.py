@@ -3,7 +3,8 @@
 ReLA (Sun, Jiang & Lin, "Efficiency for Free: Ideal Data Are Transportable Representations",
 NeurIPS 2024, arXiv:2405.14669) pairs every training image with a fixed target vector made by a
 public pretrained *prior* model, lets the encoder regress onto those targets first, then switches
-to plain BYOL. The public API is imported lazily so that ``import rela_hf`` stays cheap.
+to a self-supervised method (BYOL, DINO, SimCLR). The public API is imported lazily so that
+``import rela_hf`` stays cheap.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # public name -> module that defines it
 _LAZY = {
@@ -31,10 +32,17 @@ _LAZY = {
     "eval_transform": "preprocessing",
     "official_data_config": "preprocessing",
     "parse_model_name": "model_names",
-    "ProjectionHead": "byol",
-    "byol_projector": "byol",
-    "byol_predictor": "byol",
-    "byol_loss": "byol",
+    "ProjectionHead": "heads",
+    "byol_projector": "methods.byol",
+    "byol_predictor": "methods.byol",
+    "byol_loss": "methods.byol",
+    "dino_view_transforms": "methods.dino",
+    "DINOLoss": "methods.dino",
+    "nt_xent_loss": "methods.simclr",
+    "SSLMethod": "methods",
+    "build_method": "methods",
+    "register_method": "methods",
+    "MultiView": "views",
     "cosine_momentum": "momentum",
     "make_target_network": "momentum",
     "update_momentum": "momentum",
@@ -56,6 +64,7 @@ _LAZY = {
     "RunLayout": "run_layout",
     "TrainingSummary": "run_layout",
     "ReLABYOL": "model",
+    "ReLAStudent": "model",
 }
 
 __all__ = ["__version__"]

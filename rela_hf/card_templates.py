@@ -1,4 +1,6 @@
-"""Card templates and citations: what every rendered card (model or dataset) shares.
+"""Card templates and the ReLA citation: what every rendered card (model or dataset) shares.
+
+Each SSL method carries its own citation (``rela_hf.methods.<name>``).
 
 The Jinja templates live at the top of a source checkout (``model_cards/``) and ship inside the
 wheel as ``rela_hf/model_cards``; :data:`TEMPLATE_DIR` finds them in either place.
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["BYOL_CITATION", "RELA_CITATION", "TEMPLATE_DIR", "template_path"]
+__all__ = ["RELA_CITATION", "TEMPLATE_DIR", "template_path"]
 
 # model_cards/ at the top of a source checkout; rela_hf/model_cards inside an installed wheel
 _PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "model_cards"
@@ -30,14 +32,5 @@ RELA_CITATION = """@inproceedings{sun2024efficiency,
   booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
   year      = {2024},
   eprint    = {2405.14669},
-  archivePrefix = {arXiv}
-}"""
-
-BYOL_CITATION = """@inproceedings{grill2020bootstrap,
-  title     = {Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning},
-  author    = {Grill, Jean-Bastien and Strub, Florian and Altch{\\'e}, Florent and Tallec, Corentin and Richemond, Pierre H. and Buchatskaya, Elena and Doersch, Carl and Pires, Bernardo Avila and Guo, Zhaohan Daniel and Azar, Mohammad Gheshlaghi and Piot, Bilal and Kavukcuoglu, Koray and Munos, R{\\'e}mi and Valko, Michal},
-  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
-  year      = {2020},
-  eprint    = {2006.07733},
   archivePrefix = {arXiv}
 }"""

@@ -56,7 +56,8 @@ __all__ = [
 ]
 
 TMP_SUFFIX = ".tmp"
-RUN_STATE_FORMAT = 1
+# 2: the SSL method's heads and teacher moved under `method.` in model.safetensors (rela-hf 0.2)
+RUN_STATE_FORMAT = 2
 _CHECKPOINT_RE = re.compile(rf"^{re.escape(CHECKPOINT_PREFIX)}(\d+)$")
 
 

@@ -1,109 +1,102 @@
-"""The ReLA-BYOL student: one module that holds every network a run trains or tracks.
+"""The ReLA student: one module that holds every network a run trains or tracks.
 
-BYOL (Grill et al., arXiv:2006.07733) trains an online backbone + projector + predictor against a
-momentum (EMA) copy of the backbone + projector. ReLA (Sun, Jiang & Lin, arXiv:2405.14669) first
-trains the same backbone to map two views of an image onto a fixed prior target through a linear
-transfer head, then switches to BYOL for good. :class:`ReLABYOL` composes the building blocks of
-:mod:`rela_hf.byol`, :mod:`rela_hf.momentum` and :mod:`rela_hf.rela` (which know nothing of each
-other) into that student.
+ReLA (Sun, Jiang & Lin, arXiv:2405.14669) first trains a backbone to map two views of an image
+onto a fixed prior target through a linear transfer head (:mod:`rela_hf.rela`), then switches for
+good (:mod:`rela_hf.switch`) to a self-supervised method (:mod:`rela_hf.methods`: BYOL, DINO,
+SimCLR). :class:`ReLAStudent` composes the backbone, the method (its heads, loss and teacher), the
+transfer head and an online linear probe.
 
 Why one module with one ``forward`` for both phases:
 
 - Under DDP only the wrapper's ``forward`` runs the gradient-synchronisation hooks, so both
   objectives must go through it (``phase=`` selects one); byol-pytorch's hidden forward hooks are
   what broke under multi-GPU (byol-pytorch#9, #24).
-- The EMA target network is a *submodule*: ``accelerator.save_state`` then saves it with the
-  online weights, and a resumed run continues with the same teacher (accelerate#1666).
-- The target's parameters have ``requires_grad=False``, so neither DDP nor the optimizer sees
-  them; the frozen transfer head (the official default) likewise.
+- A method's teacher is a *submodule*: ``accelerator.save_state`` saves it with the online weights,
+  and a resumed run continues with the same teacher (accelerate#1666).
+- The teacher's parameters and the frozen transfer head (the official default) have
+  ``requires_grad=False``, so neither DDP nor the optimizer sees them.
 
-During the ReLA phase only ``L_ReLA`` drives the backbone: the projector and predictor are not
-run, so their gradients stay ``None`` (DDP needs ``find_unused_parameters=True`` for that, and the
-optimizer skips parameters without gradients). The target network is still EMA-updated after
-every optimizer step (:meth:`ReLABYOL.update_target`, called by the training loop). The optional
-online linear classifier (monitoring only) trains in both phases on *detached* features, so it
-never shapes the representation.
+The backbone runs once per view here, and the method gets the features: during the ReLA phase only
+``L_ReLA`` drives the backbone and the method's heads are not run (their gradients stay ``None``;
+DDP needs ``find_unused_parameters=True`` for that, and the optimizer skips parameters without
+gradients). The teacher is still moved after every optimizer step (:meth:`ReLAStudent.update_teacher`,
+called by the training loop). The online classifier (monitoring only) trains in both phases on
+*detached* features of the first view, so it never shapes the representation.
 
 Examples:
     >>> import timm, torch
     >>> backbone = timm.create_model("test_resnet", num_classes=0)
-    >>> model = ReLABYOL(backbone, rela_dim=16, num_classes=10)
-    >>> v1, v2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
-    >>> out = model(v1, v2, phase="rela", targets=torch.randn(4, 16), labels=torch.arange(4))
+    >>> model = ReLAStudent(backbone, "byol", rela_dim=16, num_classes=10)
+    >>> views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    >>> out = model(views, phase="rela", targets=torch.randn(4, 16), labels=torch.arange(4))
     >>> out["loss"].backward()
-    >>> model.update_target(momentum=0.99)
+    >>> model.update_teacher(momentum=0.99)
     >>> sorted(out)
     ['classifier_accuracy', 'classifier_loss', 'loss', 'rela_loss']
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rela_hf.byol import BYOL_OUT_DIM, byol_loss, byol_predictor, byol_projector
-from rela_hf.momentum import make_target_network, update_momentum
+from rela_hf.methods import SSLMethod, build_method
+from rela_hf.methods.byol import BYOL_OUT_DIM, BYOLOptions
 from rela_hf.rela import TransferHead, rela_loss
-from rela_hf.switch import PHASE_BYOL, PHASE_RELA
+from rela_hf.switch import PHASE_RELA, PHASE_SSL
 
-__all__ = ["PHASES", "ReLABYOL"]
+__all__ = ["PHASES", "ReLABYOL", "ReLAStudent"]
 
-PHASES = (PHASE_RELA, PHASE_BYOL)
+PHASES = (PHASE_RELA, PHASE_SSL)
 
 
-class ReLABYOL(nn.Module):
-    """Backbone + BYOL heads + EMA target + optional transfer head and online classifier.
+class ReLAStudent(nn.Module):
+    """Backbone + SSL method (heads, loss, teacher) + optional transfer head and online probe.
 
     Args:
         backbone: Feature extractor returning pooled features ``(B, backbone.num_features)``
             (a timm model with ``num_classes=0``, e.g. from :func:`rela_hf.backbones.create_backbone`).
+        method: The SSL method after the switch: a registered name (``"byol"``, ``"dino"``,
+            ``"simclr"``) built here with ``method_options``.
+        method_options: The method's ``Options`` or a mapping of its fields.
         rela_dim: Width ``k`` of the ReLA targets; builds the transfer head ``W``
-            (``Linear(num_features, k)``). ``None`` for plain BYOL (no ReLA phase possible).
+            (``Linear(num_features, k)``). ``None``: no ReLA phase (the method's baseline).
         trainable_transfer_head: Learn ``W`` (the paper's "linear transport") instead of keeping
             the official code's fixed random projection.
-        projection_dim: BYOL projection width (256).
-        projector_hidden_dim: Projector hidden width; default ``2 * num_features`` (official).
-        predictor_hidden_dim: Predictor hidden width; default the projector's hidden width, as in
-            the official ReLA code (the BYOL paper uses 4096 for both).
         num_classes: Classes of the online linear classifier (monitoring only); ``None`` (no
             labels) builds none.
 
     Attributes:
-        backbone, projector, predictor: The online network.
-        target_backbone, target_projector: Their momentum copies (no gradients).
-        transfer_head: ``W``, or ``None``.
-        classifier: The online linear probe, or ``None``.
+        backbone: the online backbone; ``method``: the SSL method (its heads and teacher);
+        transfer_head: ``W``, or ``None``; classifier: the online linear probe, or ``None``.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
+        method: str = "byol",
         *,
+        method_options: Any = None,
         rela_dim: int | None = None,
         trainable_transfer_head: bool = False,
-        projection_dim: int = BYOL_OUT_DIM,
-        projector_hidden_dim: int | None = None,
-        predictor_hidden_dim: int | None = None,
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
         feature_dim = getattr(backbone, "num_features", None)
         if not isinstance(feature_dim, int) or feature_dim < 1:
             raise TypeError(
-                f"ReLABYOL needs a backbone with an integer `num_features` (its pooled feature "
+                f"ReLAStudent needs a backbone with an integer `num_features` (its pooled feature "
                 f"width), got {type(backbone).__name__} with num_features={feature_dim!r}; create "
                 "it with rela_hf.backbones.create_backbone or timm.create_model(..., num_classes=0)."
             )
         self.feature_dim = feature_dim
         self.backbone = backbone
-        self.projector = byol_projector(feature_dim, projector_hidden_dim, projection_dim)
-        self.predictor = byol_predictor(
-            projection_dim, predictor_hidden_dim or self.projector.hidden_dim
-        )
-        # Momentum copies are built *after* the online heads so they start identical.
-        self.target_backbone = make_target_network(self.backbone)
-        self.target_projector = make_target_network(self.projector)
+        # The method's heads first, then its teacher copies: they start equal to the online nets.
+        self.method: SSLMethod = build_method(method, backbone, method_options)
         self.transfer_head = (
             TransferHead(feature_dim, rela_dim, trainable=trainable_transfer_head)
             if rela_dim is not None
@@ -118,41 +111,43 @@ class ReLABYOL(nn.Module):
 
     def forward(
         self,
-        view1: Tensor,
-        view2: Tensor,
+        views: Sequence[Tensor],
         *,
         phase: str,
         targets: Tensor | None = None,
         labels: Tensor | None = None,
+        step: int = 0,
     ) -> dict[str, Tensor]:
-        """Loss of one batch of view pairs in the given phase.
+        """Loss of one batch of views in the given phase.
 
         Args:
-            view1: First views ``(B, C, H, W)``.
-            view2: Second views of the same images.
-            phase: ``"rela"`` (regress ``targets`` through the transfer head) or ``"byol"``.
+            views: ``(B, C, H, W)`` batches, one per view: the two ReLA views in the ReLA phase,
+                the method's views (``method.view_transforms``) after the switch.
+            phase: ``"rela"`` (regress ``targets`` through the transfer head) or ``"ssl"``.
             targets: ReLA targets ``(B, k)``; required in the ReLA phase, ignored otherwise.
             labels: Class labels ``(B,)`` for the online classifier; optional.
+            step: The optimizer step, for the method's schedules.
 
         Returns:
             ``loss``: the scalar to backpropagate (the phase's objective plus the classifier's
-            cross-entropy); ``rela_loss`` or ``byol_loss``: the objective alone; and, with labels
-            and a classifier, ``classifier_loss`` and ``classifier_accuracy``. All but ``loss``
-            are detached.
+            cross-entropy); ``rela_loss`` or the method's loss (``byol_loss``, ...): the objective
+            alone; and, with labels and a classifier, ``classifier_loss`` and
+            ``classifier_accuracy``. All but ``loss`` are detached.
         """
-        features1 = self.backbone(view1)
-        features2 = self.backbone(view2)
+        if phase not in PHASES:
+            raise ValueError(f"ReLAStudent: unknown phase {phase!r}; expected one of {PHASES}.")
+        views = list(views)
         if phase == PHASE_RELA:
-            name, objective = "rela_loss", self._rela_objective(features1, features2, targets)
-        elif phase == PHASE_BYOL:
-            name, objective = "byol_loss", self._byol_objective(features1, features2, view1, view2)
+            features = [self.backbone(view) for view in views[:2]]
+            name, objective = "rela_loss", self._rela_objective(features, targets)
         else:
-            raise ValueError(f"ReLABYOL: unknown phase {phase!r}; expected one of {PHASES}.")
+            features = [self.backbone(view) for view in views]
+            name, objective = self.method.loss_name, self.method(features, views, step=step)
         out = {name: objective.detach()}
         loss = objective
         if self.classifier is not None and labels is not None:
             # Detached features: the probe watches the representation, it never shapes it.
-            logits = self.classifier(features1.detach())
+            logits = self.classifier(features[0].detach())
             classifier_loss = F.cross_entropy(logits.float(), labels)
             loss = loss + classifier_loss
             out["classifier_loss"] = classifier_loss.detach()
@@ -160,44 +155,33 @@ class ReLABYOL(nn.Module):
         out["loss"] = loss
         return out
 
-    def _rela_objective(self, features1: Tensor, features2: Tensor, targets: Tensor | None) -> Tensor:
+    def _rela_objective(self, features: list[Tensor], targets: Tensor | None) -> Tensor:
         if self.transfer_head is None:
             raise ValueError(
-                "ReLABYOL: the ReLA phase needs a transfer head; build the model with rela_dim=k "
-                "(the width of the ReLA targets)."
+                "ReLAStudent: the ReLA phase needs a transfer head; build the model with "
+                "rela_dim=k (the width of the ReLA targets)."
             )
         if targets is None:
-            raise ValueError("ReLABYOL: the ReLA phase needs `targets` of shape (B, k).")
-        return rela_loss(self.transfer_head(features1), self.transfer_head(features2), targets)
-
-    def _byol_objective(
-        self, features1: Tensor, features2: Tensor, view1: Tensor, view2: Tensor
-    ) -> Tensor:
-        prediction1 = self.predictor(self.projector(features1))
-        prediction2 = self.predictor(self.projector(features2))
-        with torch.no_grad():
-            target1 = self.target_projector(self.target_backbone(view1))
-            target2 = self.target_projector(self.target_backbone(view2))
-        return byol_loss(prediction1, prediction2, target1, target2)
+            raise ValueError("ReLAStudent: the ReLA phase needs `targets` of shape (B, k).")
+        return rela_loss(self.transfer_head(features[0]), self.transfer_head(features[1]), targets)
 
     @torch.no_grad()
-    def update_target(self, momentum: float) -> None:
-        """EMA step of the target backbone and projector (BYOL eq. 1).
+    def update_teacher(self, momentum: float) -> None:
+        """One EMA step of the method's teacher (nothing for methods without one).
 
         Call once per *optimizer* step (after gradient accumulation), in both phases, on the
-        unwrapped model (``accelerator.unwrap_model(model).update_target(m)``): every process
-        applies the same update to identical weights, so the targets stay in sync without
+        unwrapped model (``accelerator.unwrap_model(model).update_teacher(m)``): every process
+        applies the same update to identical weights, so the teachers stay in sync without
         communication.
         """
-        update_momentum(self.backbone, self.target_backbone, momentum)
-        update_momentum(self.projector, self.target_projector, momentum)
+        self.method.update_teacher(self.backbone, momentum)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
         """Optimizer parameter groups: the trainable networks, and the classifier without decay.
 
-        Only parameters with ``requires_grad`` are listed, so the target network and a frozen
-        transfer head stay out of the optimizer (the official code never optimises ``W``). The
-        online classifier gets no weight decay, as in lightly's benchmarks: it is a probe.
+        Only parameters with ``requires_grad`` are listed, so a teacher and a frozen transfer
+        head stay out of the optimizer (the official code never optimises ``W``). The online
+        classifier gets no weight decay, as in lightly's benchmarks: it is a probe.
         """
         probe = [] if self.classifier is None else list(self.classifier.parameters())
         probe_ids = {id(p) for p in probe}
@@ -206,3 +190,30 @@ class ReLABYOL(nn.Module):
         if probe:
             groups.append({"params": probe, "weight_decay": 0.0})
         return groups
+
+
+class ReLABYOL(ReLAStudent):
+    """:class:`ReLAStudent` with BYOL, built from BYOL's options (the original name).
+
+    Args:
+        backbone, rela_dim, trainable_transfer_head, num_classes: as for :class:`ReLAStudent`.
+        projection_dim: BYOL projection width (256).
+        projector_hidden_dim: Projector hidden width; default ``2 * num_features`` (official).
+        predictor_hidden_dim: Predictor hidden width; default the projector's hidden width, as in
+            the official ReLA code (the BYOL paper uses 4096 for both).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        rela_dim: int | None = None,
+        trainable_transfer_head: bool = False,
+        projection_dim: int = BYOL_OUT_DIM,
+        projector_hidden_dim: int | None = None,
+        predictor_hidden_dim: int | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        options = BYOLOptions(projection_dim, projector_hidden_dim, predictor_hidden_dim)
+        super().__init__(backbone, "byol", method_options=options, rela_dim=rela_dim,
+                         trainable_transfer_head=trainable_transfer_head, num_classes=num_classes)

@@ -95,7 +95,8 @@ class TrainingSummary:
     so summaries of older or partial runs still load.
     """
 
-    method: str | None = None  # "rela" (ReLA, then the SSL method) or "byol" (the baseline)
+    method: str | None = None  # "rela" (ReLA, then the SSL method) or "baseline" (the method alone)
+    ssl_method: str | None = None  # "byol", "dino", "simclr" (None: written before there were others)
     switch_rule: str | None = None  # "adaptive" | "static"; None without a ReLA phase
     switch_fraction: float | None = None  # the static rule's share of the budget
     switch_step: int | None = None  # the last ReLA optimizer step; None: never switched

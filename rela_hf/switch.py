@@ -23,8 +23,8 @@ from typing import Any
 __all__ = [
     "FAST_LOSS_DECAY",
     "FAST_LOSS_INIT",
-    "PHASE_BYOL",
     "PHASE_RELA",
+    "PHASE_SSL",
     "SLOW_LOSS_DECAY",
     "SLOW_LOSS_INIT",
     "SWITCH_THRESHOLD",
@@ -42,12 +42,12 @@ FAST_LOSS_DECAY = 0.999
 SLOW_LOSS_DECAY = 0.99
 """Decay of the slow average, which smooths the fast one: ``slow = 0.99 slow + 0.01 fast``."""
 SWITCH_THRESHOLD = 0.995
-"""Switch to BYOL once ``rho = exp(-max(slow - fast, 0))`` reaches this value."""
+"""Switch to the SSL method once ``rho = exp(-max(slow - fast, 0))`` reaches this value."""
 
 PHASE_RELA = "rela"
 """Phase name before the switch: the ReLA loss drives the backbone."""
-PHASE_BYOL = "byol"
-"""Phase name after the switch: plain BYOL."""
+PHASE_SSL = "ssl"
+"""Phase name after the switch: the self-supervised method alone (BYOL, DINO, SimCLR...)."""
 
 
 def _as_finite_float(loss: float, step: int) -> float:
@@ -86,8 +86,8 @@ class _SwitchRule:
 
     @property
     def phase(self) -> str:
-        """``"rela"`` before the switch, ``"byol"`` after it."""
-        return PHASE_BYOL if self.switched else PHASE_RELA
+        """``"rela"`` before the switch, ``"ssl"`` after it."""
+        return PHASE_SSL if self.switched else PHASE_RELA
 
     def update(self, loss: float) -> bool:
         """Record one optimizer step's ReLA loss; return True exactly on the switching step.
@@ -129,7 +129,7 @@ class _SwitchRule:
 
 
 class AdaptiveSwitch(_SwitchRule):
-    """The adaptive ReLA -> BYOL switch of the official code (the default rule).
+    """The adaptive ReLA -> SSL switch of the official code (the default rule).
 
     Two moving averages of the ReLA loss, a fast one and a slow one that smooths the fast one,
     measure whether the loss still falls: while it falls the slow average lags above the fast
@@ -140,8 +140,8 @@ class AdaptiveSwitch(_SwitchRule):
     2. ``fast = 0.999 fast + 0.001 cur``;
     3. ``slow = 0.99 slow + 0.01 fast``.
 
-    When ``rho >= 0.995`` training switches, once and for good, to BYOL: the step that computed
-    it was still a ReLA step, the next one is BYOL. From ``fast = 1``, ``slow = 2`` the gap must
+    When ``rho >= 0.995`` training switches, once and for good, to the SSL method: the step that
+    computed it was still a ReLA step, the next one is not. From ``fast = 1``, ``slow = 2`` the gap must
     shrink below ``-ln 0.995``, so with a constant loss of 1.0 the switch comes at optimizer step
     528, never before a few hundred steps.
 
@@ -157,7 +157,7 @@ class AdaptiveSwitch(_SwitchRule):
         >>> switch = AdaptiveSwitch()
         >>> switched = [switch.update(1.0) for _ in range(600)]
         >>> switched.index(True) + 1, switch.switch_step, switch.phase
-        (528, 528, 'byol')
+        (528, 528, 'ssl')
     """
 
     kind = "adaptive"
@@ -190,7 +190,7 @@ class AdaptiveSwitch(_SwitchRule):
 
 
 class StaticSwitch(_SwitchRule):
-    """Static ReLA -> BYOL switch: ReLA for the first ``floor(fraction * total_steps)`` steps.
+    """Static ReLA -> SSL switch: ReLA for the first ``floor(fraction * total_steps)`` steps.
 
     The paper's static schedule (``--rela_conlam c`` in the official code, which counts epochs;
     here optimizer steps, so it also works with a data-ratio budget and mid-epoch resume).
@@ -244,7 +244,7 @@ class StaticSwitch(_SwitchRule):
 def build_switch(
     rule: str, *, fraction: float | None, total_steps: int
 ) -> AdaptiveSwitch | StaticSwitch:
-    """Build the ReLA -> BYOL switch rule by name.
+    """Build the ReLA -> SSL switch rule by name.
 
     Args:
         rule: ``"adaptive"`` (the official default) or ``"static"``.

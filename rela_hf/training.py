@@ -1,21 +1,21 @@
-"""Reusable pieces of the ReLA/BYOL training loop (Accelerate), kept out of the recipe.
+"""Reusable pieces of the ReLA/SSL training loop (Accelerate), kept out of the recipe.
 
 The recipe ``recipes/byol_rela.py`` reads top to bottom; what it needs that is neither obvious nor
 recipe-specific lives here, small and tested:
 
-- :class:`ViewPairDataset`: a map-style dataset of two augmented views (+ ReLA target, + label)
+- :class:`ViewDataset`: a map-style dataset of augmented views (+ ReLA target, + label)
   whose augmentations are *seeded per sample* from ``(seed, epoch, index)``. The views therefore
   do not depend on DataLoader workers, prefetching, the number of processes or where a run was
   resumed: a resumed run sees exactly the images an uninterrupted one would have seen.
 - :func:`training_step`: one micro-batch (forward, backward, optimizer step once accumulation is
-  complete, EMA update of the target network on that same step). The trainer-overhead benchmark
+  complete, EMA update of the method's teacher on that same step). The trainer-overhead benchmark
   times exactly this function.
 - :class:`MetricMeans`: per-step and per-logging-window means of the model's detached outputs,
   averaged over accumulation micro-batches and over processes with one collective.
 - :func:`step_seed`: a per-optimizer-step seed for the forward pass (stochastic depth, dropout),
   again so that a resumed run reproduces an uninterrupted one.
 
-ReLA: arXiv:2405.14669; BYOL: arXiv:2006.07733.
+ReLA: arXiv:2405.14669; the SSL methods: rela_hf.methods.
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from rela_hf.switch import PHASE_BYOL, PHASE_RELA
+from rela_hf.switch import PHASE_RELA, PHASE_SSL
 
 if TYPE_CHECKING:
     import datasets
     from accelerate import Accelerator
 
-    from rela_hf.model import ReLABYOL
+    from rela_hf.model import ReLAStudent
 
 __all__ = [
     "MetricMeans",
-    "ViewPairCollator",
-    "ViewPairDataset",
+    "ViewCollator",
+    "ViewDataset",
     "forward_seed",
     "sample_seed",
     "training_step",
@@ -70,11 +70,12 @@ def forward_seed(seed: int, epoch: int, batch_index: int, process_index: int) ->
     return _derive_seed("forward", seed, epoch, batch_index, process_index)
 
 
-class ViewPairDataset(Dataset):
-    """Two augmented views of every image, with its ReLA target and label when present.
+class ViewDataset(Dataset):
+    """Augmented views of every image, with its ReLA target and label when present.
 
-    Items are dicts ``{"view1", "view2"[, "targets"][, "labels"]}``. ``phase`` picks the view
-    pipelines: ReLA views (both from ``rela_views``) or BYOL's asymmetric pair. Each row's
+    Items are dicts ``{"views": [view, ...][, "targets"][, "labels"]}``. ``phase`` picks the view
+    pipelines: two ReLA views (both from ``rela_views``) or the SSL method's views (one pipeline
+    per view, e.g. BYOL's asymmetric pair or DINO's global and local crops). Each row's
     augmentations are drawn from a generator seeded with :func:`sample_seed` ``(seed, epoch, row)``
     inside :func:`torch.random.fork_rng`, so the global RNG is untouched and the views are the
     same whatever the worker, prefetch depth, process count or resume point.
@@ -82,18 +83,18 @@ class ViewPairDataset(Dataset):
     DataLoader workers hold *copies* of this object, made when an iterator starts. Set
     :meth:`set_phase` and :meth:`set_epoch` before iterating and use ``persistent_workers=False``
     (the recipe restarts the epoch's iterator at the switch, so the very next batch already has
-    BYOL views).
+    the method's views).
 
     Args:
         dataset: A map-style ``datasets.Dataset``.
         rela_views: The ReLA view transform (PIL -> tensor), applied twice; may be ``None`` for a
-            BYOL-only run.
-        byol_views: BYOL's ``(view1, view2)`` transforms.
+            run without a ReLA phase.
+        ssl_views: The SSL method's view transforms, one per view (``method.view_transforms``).
         image_column: Column of PIL images.
         target_column: Column of fixed-length float targets (``None``: no targets).
         label_column: Column of integer labels for the online classifier (``None``: none).
         seed: Base seed of the augmentations.
-        phase: Initial phase, ``"rela"`` or ``"byol"``.
+        phase: Initial phase, ``"rela"`` or ``"ssl"``.
     """
 
     def __init__(
@@ -101,7 +102,7 @@ class ViewPairDataset(Dataset):
         dataset: datasets.Dataset,
         *,
         rela_views: Callable[[Any], Tensor] | None,
-        byol_views: tuple[Callable[[Any], Tensor], Callable[[Any], Tensor]],
+        ssl_views: Sequence[Callable[[Any], Tensor]],
         image_column: str = "image",
         target_column: str | None = None,
         label_column: str | None = None,
@@ -112,7 +113,7 @@ class ViewPairDataset(Dataset):
         missing = [c for c in columns if c not in dataset.column_names]
         if missing:
             raise ValueError(
-                f"ViewPairDataset: columns {missing} are not in the dataset (it has "
+                f"ViewDataset: columns {missing} are not in the dataset (it has "
                 f"{dataset.column_names})."
             )
         array_columns = [c for c in (target_column, label_column) if c is not None]
@@ -121,7 +122,9 @@ class ViewPairDataset(Dataset):
             "numpy", columns=array_columns, output_all_columns=True
         )
         self.rela_views = rela_views
-        self.byol_views = byol_views
+        if not ssl_views:
+            raise ValueError("ViewDataset: ssl_views needs at least one view pipeline.")
+        self.ssl_views = list(ssl_views)
         self.image_column = image_column
         self.target_column = target_column
         self.label_column = label_column
@@ -131,11 +134,11 @@ class ViewPairDataset(Dataset):
         self.set_phase(phase)
 
     def set_phase(self, phase: str) -> None:
-        """Choose the views: ``"rela"`` or ``"byol"`` (takes effect for new iterators)."""
-        if phase not in (PHASE_RELA, PHASE_BYOL):
-            raise ValueError(f"ViewPairDataset: unknown phase {phase!r}.")
+        """Choose the views: ``"rela"`` or ``"ssl"`` (takes effect for new iterators)."""
+        if phase not in (PHASE_RELA, PHASE_SSL):
+            raise ValueError(f"ViewDataset: unknown phase {phase!r}.")
         if phase == PHASE_RELA and self.rela_views is None:
-            raise ValueError("ViewPairDataset: the ReLA phase needs rela_views.")
+            raise ValueError("ViewDataset: the ReLA phase needs rela_views.")
         self.phase = phase
 
     def set_epoch(self, epoch: int) -> None:
@@ -145,14 +148,14 @@ class ViewPairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.data)
 
-    def _views(self, image: Any, index: int) -> tuple[Tensor, Tensor]:
+    def _views(self, image: Any, index: int) -> list[Tensor]:
         # fork_rng restores the CPU generator afterwards; seeding only the CPU generator (not
         # torch.manual_seed) leaves the CUDA generators of the training process alone.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(sample_seed(self.seed, self.epoch, index))
             if self.phase == PHASE_RELA and self.rela_views is not None:  # set_phase checked it
-                return self.rela_views(image), self.rela_views(image)
-            return self.byol_views[0](image), self.byol_views[1](image)
+                return [self.rela_views(image), self.rela_views(image)]
+            return [view(image) for view in self.ssl_views]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """A batch of items with one Arrow read (``DataLoader`` uses it when present)."""
@@ -160,8 +163,7 @@ class ViewPairDataset(Dataset):
         rows = self.data[indices]
         items = []
         for position, index in enumerate(indices):
-            view1, view2 = self._views(rows[self.image_column][position], index)
-            item: dict[str, Any] = {"view1": view1, "view2": view2}
+            item: dict[str, Any] = {"views": self._views(rows[self.image_column][position], index)}
             if self.target_column is not None:
                 item["targets"] = torch.from_numpy(np.asarray(rows[self.target_column][position]))
             if self.label_column is not None:
@@ -173,7 +175,7 @@ class ViewPairDataset(Dataset):
         return self.__getitems__([index])[0]
 
 
-class ViewPairCollator:
+class ViewCollator:
     """``default_collate``, then optionally channels-last views (a class so workers can pickle it).
 
     Converting on the CPU side means the host-to-device copy already has the layout that
@@ -183,11 +185,10 @@ class ViewPairCollator:
     def __init__(self, channels_last: bool = False) -> None:
         self.channels_last = channels_last
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Tensor]:
-        batch = default_collate(items)
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = default_collate(items)  # "views": one (B, C, H, W) tensor per view
         if self.channels_last:
-            for key in ("view1", "view2"):
-                batch[key] = batch[key].contiguous(memory_format=torch.channels_last)
+            batch["views"] = [view.contiguous(memory_format=torch.channels_last) for view in batch["views"]]
         return batch
 
 
@@ -199,40 +200,42 @@ def training_step(
     *,
     phase: str,
     momentum: float,
+    step: int = 0,
     max_grad_norm: float | None = None,
-    unwrapped: ReLABYOL | None = None,
+    unwrapped: ReLAStudent | None = None,
 ) -> dict[str, Tensor]:
-    """One micro-batch of ReLA/BYOL training under Accelerate.
+    """One micro-batch of ReLA/SSL training under Accelerate.
 
     Forward and backward run on every micro-batch; inside ``accelerator.accumulate`` the DDP
     gradient all-reduce, ``optimizer.step()`` and ``zero_grad()`` only happen on the micro-batch
     that completes an accumulation cycle (``accelerator.sync_gradients``; the Accelerate optimizer
-    wrapper turns them into no-ops otherwise). The EMA update of the target network happens on
+    wrapper turns them into no-ops otherwise). The EMA update of the method's teacher happens on
     that same micro-batch, *once per optimizer step* (updating it per micro-batch is a recurring
-    bug: lightly-ai/lightly-train#968), and on the unwrapped model, whose ``update_target`` DDP
+    bug: lightly-ai/lightly-train#968), and on the unwrapped model, whose ``update_teacher`` DDP
     does not expose.
 
     Args:
         accelerator: The run's accelerator.
-        model: The prepared :class:`~rela_hf.model.ReLABYOL` (possibly DDP-wrapped/compiled).
+        model: The prepared :class:`~rela_hf.model.ReLAStudent` (possibly DDP-wrapped/compiled).
         optimizer: The prepared optimizer.
-        batch: ``{"view1", "view2"[, "targets"][, "labels"]}`` on the device.
-        phase: ``"rela"`` or ``"byol"``.
+        batch: ``{"views"[, "targets"][, "labels"]}`` on the device.
+        phase: ``"rela"`` or ``"ssl"``.
         momentum: EMA momentum for this optimizer step.
+        step: The optimizer step this micro-batch belongs to (the method's schedules).
         max_grad_norm: Clip the gradient norm on optimizer steps (``None``: no clipping).
         unwrapped: ``accelerator.unwrap_model(model)``, computed once by the caller to save
             unwrapping it on every step (done here when ``None``).
 
     Returns:
-        The model's outputs (``loss`` and detached parts), see :meth:`ReLABYOL.forward`.
+        The model's outputs (``loss`` and detached parts), see :meth:`ReLAStudent.forward`.
     """
     with accelerator.accumulate(model):
         out = model(
-            batch["view1"],
-            batch["view2"],
+            batch["views"],
             phase=phase,
             targets=batch.get("targets"),
             labels=batch.get("labels"),
+            step=step,
         )
         accelerator.backward(out["loss"])
         if max_grad_norm is not None and accelerator.sync_gradients:
@@ -241,8 +244,8 @@ def training_step(
         optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients:
         if unwrapped is None:
-            unwrapped = cast("ReLABYOL", accelerator.unwrap_model(model))
-        unwrapped.update_target(momentum)
+            unwrapped = cast("ReLAStudent", accelerator.unwrap_model(model))
+        unwrapped.update_teacher(momentum)
     return out
 
 

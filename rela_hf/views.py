@@ -37,8 +37,11 @@ from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ConvertImageMode
 
 __all__ = [
     "BLUR_MAX_IMAGE_SIZE",
+    "MultiView",
     "RandomGaussianBlur",
     "TwoViews",
+    "augmentation",
+    "blur_by_default",
     "byol_view_transforms",
     "rela_view_transform",
 ]
@@ -152,21 +155,48 @@ def rela_view_transform(
     )
 
 
-def _byol_view(
-    image_size: int, blur_p: float, solarize_p: float, mean: Sequence[float], std: Sequence[float]
+def augmentation(
+    image_size: int,
+    *,
+    crop_scale: tuple[float, float],
+    color_jitter: tuple[float, float, float, float],
+    color_jitter_p: float = 0.8,
+    grayscale_p: float = 0.2,
+    blur_p: float = 0.0,
+    solarize_p: float = 0.0,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
+    """The SimCLR-family augmentation every SSL method here builds its views from.
+
+    RandomResizedCrop(``image_size``, ``crop_scale``), horizontal flip p=0.5,
+    ColorJitter(``color_jitter``) with ``color_jitter_p``, grayscale, then PIL Gaussian blur
+    (sigma in [0.1, 2] px) and solarisation when their probabilities are above 0, to tensor,
+    normalise. BYOL's, SimCLR's and DINO's views differ only in these numbers.
+
+    Examples:
+        >>> view = augmentation(32, crop_scale=(0.08, 1.0), color_jitter=(0.4, 0.4, 0.2, 0.1))
+        >>> [type(t).__name__ for t in view.transforms][1:3]
+        ['RandomResizedCrop', 'RandomHorizontalFlip']
+    """
+    _check_image_size(image_size)
     steps: list[Callable[..., object]] = [
         ConvertImageMode("RGB"),
-        v2.RandomResizedCrop(image_size, scale=BYOL_CROP_SCALE),
+        v2.RandomResizedCrop(image_size, scale=crop_scale),
         v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
-        v2.RandomApply([v2.ColorJitter(*BYOL_COLOR_JITTER)], p=BYOL_COLOR_JITTER_P),
-        v2.RandomGrayscale(p=BYOL_GRAYSCALE_P),
+        v2.RandomApply([v2.ColorJitter(*color_jitter)], p=color_jitter_p),
+        v2.RandomGrayscale(p=grayscale_p),
     ]
     if blur_p > 0:
         steps.append(RandomGaussianBlur(sigma=BLUR_SIGMA, p=blur_p))
     if solarize_p > 0:
         steps.append(v2.RandomSolarize(threshold=SOLARIZE_THRESHOLD, p=solarize_p))
     return v2.Compose([*steps, *_to_normalized_tensor(mean, std)])
+
+
+def blur_by_default(image_size: int, gaussian_blur: bool | None) -> bool:
+    """``gaussian_blur``, or (``None``) blur only above 32 px, as lightly and solo-learn do for CIFAR."""
+    return image_size > BLUR_MAX_IMAGE_SIZE if gaussian_blur is None else gaussian_blur
 
 
 def byol_view_transforms(
@@ -197,23 +227,46 @@ def byol_view_transforms(
         >>> [type(t).__name__ for t in view2.transforms][-5:-3]
         ['RandomGaussianBlur', 'RandomSolarize']
     """
-    _check_image_size(image_size)
-    blur = image_size > BLUR_MAX_IMAGE_SIZE if gaussian_blur is None else gaussian_blur
-    blur_p1, blur_p2 = BYOL_BLUR_P if blur else (0.0, 0.0)
-    view1 = _byol_view(image_size, blur_p1, BYOL_SOLARIZE_P[0], mean, std)
-    view2 = _byol_view(image_size, blur_p2, BYOL_SOLARIZE_P[1], mean, std)
+    blur_p1, blur_p2 = BYOL_BLUR_P if blur_by_default(image_size, gaussian_blur) else (0.0, 0.0)
+    common = {"crop_scale": BYOL_CROP_SCALE, "color_jitter": BYOL_COLOR_JITTER,
+              "color_jitter_p": BYOL_COLOR_JITTER_P, "grayscale_p": BYOL_GRAYSCALE_P,
+              "mean": mean, "std": std}
+    view1 = augmentation(image_size, blur_p=blur_p1, solarize_p=BYOL_SOLARIZE_P[0], **common)
+    view2 = augmentation(image_size, blur_p=blur_p2, solarize_p=BYOL_SOLARIZE_P[1], **common)
     return view1, view2
 
 
-class TwoViews:
-    """Apply two view pipelines to the same image: ``image -> (view1(image), view2(image))``.
+class MultiView:
+    """Apply several view pipelines to the same image: ``image -> [t(image) for t in transforms]``.
+
+    Args:
+        transforms: one pipeline per view (e.g. a method's ``view_transforms(image_size)``).
+
+    Examples:
+        >>> from PIL import Image
+        >>> views = MultiView(byol_view_transforms(16))(Image.new("RGB", (20, 20)))
+        >>> len(views), views[0].shape
+        (2, torch.Size([3, 16, 16]))
+    """
+
+    def __init__(self, transforms: Sequence[ViewTransform]) -> None:
+        if not transforms:
+            raise ValueError("MultiView needs at least one view pipeline.")
+        self.transforms = list(transforms)
+
+    def __call__(self, image: Image.Image) -> list[Tensor]:
+        return [transform(image) for transform in self.transforms]
+
+    def __repr__(self) -> str:
+        inner = ",\n".join(f"view{i + 1}={t}" for i, t in enumerate(self.transforms))
+        return f"{type(self).__name__}(\n{inner}\n)"
+
+
+class TwoViews(MultiView):
+    """Two view pipelines on the same image: ``image -> (view1(image), view2(image))``.
 
     Use ``TwoViews(rela, rela)`` for the ReLA phase (the same random pipeline drawn twice) and
     ``TwoViews(*byol_view_transforms(size))`` for BYOL.
-
-    Args:
-        view1: Transform for the first view.
-        view2: Transform for the second view.
 
     Examples:
         >>> from PIL import Image
@@ -224,11 +277,8 @@ class TwoViews:
     """
 
     def __init__(self, view1: ViewTransform, view2: ViewTransform) -> None:
-        self.view1 = view1
-        self.view2 = view2
+        super().__init__([view1, view2])
 
     def __call__(self, image: Image.Image) -> tuple[Tensor, Tensor]:
-        return self.view1(image), self.view2(image)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(\nview1={self.view1},\nview2={self.view2}\n)"
+        view1, view2 = super().__call__(image)
+        return view1, view2

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import pytest
 
-import tests.conftest as conftest
+from tests import conftest
 from tests.hub_server import INVALID_TOKEN_MESSAGE, FakeHub, git_blob_sha1, lfs_pointer
 
 TOKEN = "hf_test_dummy_token"  # the one tests/conftest.py puts in HF_TOKEN

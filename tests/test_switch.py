@@ -54,7 +54,7 @@ def test_adaptive_switch_minimum_step_with_constant_loss():
     assert reference_switch_steps([1.0] * 1000) == 528
     switch = AdaptiveSwitch()
     assert run_switch(switch, [1.0] * 1000) == 528
-    assert switch.switch_step == 528 and switch.steps == 528 and switch.phase == "byol"
+    assert switch.switch_step == 528 and switch.steps == 528 and switch.phase == "ssl"
     assert switch.rho >= 0.995
 
 
@@ -140,14 +140,14 @@ def test_static_switch_step(fraction, total, expected):
     switch = StaticSwitch(fraction, total)
     hit = run_switch(switch, [1.0] * total)
     if expected is None:  # floor(0.5) = 0 ReLA steps: BYOL from the start
-        assert hit is None and switch.phase == "byol" and switch.switch_step == 0
+        assert hit is None and switch.phase == "ssl" and switch.switch_step == 0
     else:
         assert hit == expected and switch.switch_step == expected
 
 
 def test_static_switch_zero_fraction_starts_in_byol():
     switch = StaticSwitch(0.0, 100)
-    assert switch.phase == "byol" and switch.update(1.0) is False
+    assert switch.phase == "ssl" and switch.update(1.0) is False
 
 
 def test_static_switch_round_trip_and_budget_check():

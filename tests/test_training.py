@@ -12,8 +12,8 @@ from rela_hf.backbones import create_backbone
 from rela_hf.model import ReLABYOL
 from rela_hf.training import (
     MetricMeans,
-    ViewPairCollator,
-    ViewPairDataset,
+    ViewCollator,
+    ViewDataset,
     forward_seed,
     sample_seed,
     training_step,
@@ -41,33 +41,33 @@ def image_data(fashion_mnist_slice):
     return data.add_column("rela_target", targets, feature=feature)
 
 
-def view_data(data, **kwargs) -> ViewPairDataset:
+def view_data(data, **kwargs) -> ViewDataset:
     kwargs.setdefault("target_column", "rela_target")
     kwargs.setdefault("label_column", "label")
-    return ViewPairDataset(
-        data, rela_views=rela_view_transform(32), byol_views=byol_view_transforms(32), **kwargs
+    return ViewDataset(
+        data, rela_views=rela_view_transform(32), ssl_views=byol_view_transforms(32), **kwargs
     )
 
 
 def test_items_have_views_targets_and_labels(image_data):
     item = view_data(image_data)[3]
-    assert item["view1"].shape == item["view2"].shape == (3, 32, 32)
+    assert item["views"][0].shape == item["views"][1].shape == (3, 32, 32)
     assert item["targets"].dtype == torch.float32 and item["targets"].shape == (K,)
     assert torch.allclose(item["targets"], torch.tensor(image_data[3]["rela_target"]))
     assert item["labels"] == image_data[3]["label"]
-    assert not torch.equal(item["view1"], item["view2"])  # two independent augmentations
+    assert not torch.equal(item["views"][0], item["views"][1])  # two independent augmentations
 
 
 def test_views_depend_only_on_seed_epoch_and_row(image_data):
     data = view_data(image_data, seed=3)
     batch = data.__getitems__([5, 2, 9])
     single = data[2]
-    assert torch.equal(batch[1]["view1"], single["view1"])  # batching and order do not matter
+    assert torch.equal(batch[1]["views"][0], single["views"][0])  # batching and order do not matter
     data.set_epoch(1)
-    assert not torch.equal(data[2]["view1"], single["view1"])  # a new epoch, new augmentations
+    assert not torch.equal(data[2]["views"][0], single["views"][0])  # a new epoch, new augmentations
     data.set_epoch(0)
-    assert torch.equal(data[2]["view2"], single["view2"])
-    assert not torch.equal(view_data(image_data, seed=4)[2]["view1"], single["view1"])
+    assert torch.equal(data[2]["views"][1], single["views"][1])
+    assert not torch.equal(view_data(image_data, seed=4)[2]["views"][0], single["views"][0])
 
 
 def test_views_leave_the_global_rng_alone(image_data):
@@ -81,15 +81,15 @@ def test_views_leave_the_global_rng_alone(image_data):
 def test_phase_selects_the_view_pipelines(image_data):
     data = view_data(image_data)
     rela = data[4]
-    data.set_phase("byol")
+    data.set_phase("ssl")
     byol = data[4]
-    assert not torch.equal(rela["view1"], byol["view1"])
+    assert not torch.equal(rela["views"][0], byol["views"][0])
     with pytest.raises(ValueError, match="unknown phase"):
         data.set_phase("dino")
-    byol_only = view_data(image_data, target_column=None, phase="byol")
+    byol_only = view_data(image_data, target_column=None, phase="ssl")
     assert "targets" not in byol_only[0]
     with pytest.raises(ValueError, match="needs rela_views"):
-        ViewPairDataset(image_data, rela_views=None, byol_views=byol_view_transforms(32))
+        ViewDataset(image_data, rela_views=None, ssl_views=byol_view_transforms(32))
 
 
 def test_missing_columns_are_named(image_data):
@@ -102,17 +102,17 @@ def test_worker_processes_give_the_same_batches(image_data):
     data.set_epoch(2)
 
     def batches(num_workers):
-        loader = DataLoader(data, batch_size=4, num_workers=num_workers, collate_fn=ViewPairCollator())
+        loader = DataLoader(data, batch_size=4, num_workers=num_workers, collate_fn=ViewCollator())
         return list(loader)
 
     for a, b in zip(batches(0), batches(1), strict=True):
-        assert torch.equal(a["view1"], b["view1"]) and torch.equal(a["view2"], b["view2"])
+        assert torch.equal(a["views"][0], b["views"][0]) and torch.equal(a["views"][1], b["views"][1])
         assert torch.equal(a["targets"], b["targets"]) and torch.equal(a["labels"], b["labels"])
 
 
 def test_collator_channels_last(image_data):
-    batch = ViewPairCollator(channels_last=True)(view_data(image_data).__getitems__([0, 1]))
-    assert batch["view1"].is_contiguous(memory_format=torch.channels_last)
+    batch = ViewCollator(channels_last=True)(view_data(image_data).__getitems__([0, 1]))
+    assert batch["views"][0].is_contiguous(memory_format=torch.channels_last)
     assert batch["labels"].dtype == torch.int64 and batch["targets"].shape == (2, K)
 
 
@@ -128,9 +128,9 @@ class CountingReLABYOL(ReLABYOL):
 
     ema_updates = 0
 
-    def update_target(self, momentum: float) -> None:
+    def update_teacher(self, momentum: float) -> None:
         self.ema_updates += 1
-        super().update_target(momentum)
+        super().update_teacher(momentum)
 
 
 def test_ema_and_optimizer_step_once_per_accumulation_cycle(image_data):
@@ -140,9 +140,9 @@ def test_ema_and_optimizer_step_once_per_accumulation_cycle(image_data):
     optimizer = torch.optim.AdamW(model.parameter_groups(0.01), lr=1e-3)
     # 16 images, batch 2: 8 micro-batches = two full cycles of 3 and a last one cut short by
     # the end of the loader (Accelerate syncs there too): 3 optimizer steps
-    loader = DataLoader(view_data(image_data), batch_size=2, collate_fn=ViewPairCollator())
+    loader = DataLoader(view_data(image_data), batch_size=2, collate_fn=ViewCollator())
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    target_before = [p.clone() for p in model.target_backbone.parameters()]
+    target_before = [p.clone() for p in model.method.target_backbone.parameters()]
 
     syncs, means, step_losses = [], MetricMeans(), []
     for batch in loader:
@@ -157,8 +157,8 @@ def test_ema_and_optimizer_step_once_per_accumulation_cycle(image_data):
     adam_steps = {int(s["step"]) for s in optimizer.state_dict()["state"].values()}
     assert adam_steps == {3}
     # only parameters that got gradients were ever stepped: the BYOL heads stay untouched
-    assert all(p.grad is None for p in model.projector.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(target_before, model.target_backbone.parameters()))
+    assert all(p.grad is None for p in model.method.projector.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(target_before, model.method.target_backbone.parameters()))
 
 
 def test_training_step_byol_phase_moves_heads(image_data):
@@ -166,12 +166,12 @@ def test_training_step_byol_phase_moves_heads(image_data):
     model = ReLABYOL(create_backbone("test_resnet", cifar_stem=True), rela_dim=K, num_classes=10)
     optimizer = torch.optim.AdamW(model.parameter_groups(0.0), lr=1e-2)
     model, optimizer = accelerator.prepare(model, optimizer)
-    batch = ViewPairCollator()(view_data(image_data, phase="byol").__getitems__(list(range(4))))
-    before = model.predictor.fc2.weight.clone()
+    batch = ViewCollator()(view_data(image_data, phase="ssl").__getitems__(list(range(4))))
+    before = model.method.predictor.fc2.weight.clone()
     head_before = model.transfer_head.weight.clone()
-    out = training_step(accelerator, model, optimizer, batch, phase="byol", momentum=0.99, max_grad_norm=1.0)
+    out = training_step(accelerator, model, optimizer, batch, phase="ssl", momentum=0.99, max_grad_norm=1.0)
     assert {"byol_loss", "classifier_accuracy"} <= set(out)
-    assert not torch.equal(before, model.predictor.fc2.weight)
+    assert not torch.equal(before, model.method.predictor.fc2.weight)
     assert torch.equal(head_before, model.transfer_head.weight)
 
 

@@ -62,7 +62,7 @@ DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
     "license": "apache-2.0",
     "paper_ids": RELA_PAPER_ID,
     "paper_name": "Efficiency for Free: Ideal Data Are Transportable Representations",
-    "description": "Backbone pretrained with ReLA-accelerated BYOL (rela-hf).",
+    "description": "Backbone pretrained with ReLA-accelerated self-supervised learning (rela-hf).",
 }
 
 
@@ -109,7 +109,7 @@ def _check_backbone(model: nn.Module) -> None:
         raise TypeError(
             f"export_backbone expects a timm model (created with timm.create_model), got "
             f"{type(model).__name__} without a timm pretrained_cfg. Export the backbone "
-            "itself, not the BYOL/ReLA wrapper around it."
+            "itself, not the ReLA student (method heads, teacher) around it."
         )
     if getattr(model, "num_classes", None) != 0:
         raise ValueError(

@@ -106,7 +106,7 @@ def plot_training_history(
     """Plot losses, ReLA's rho, accuracies and the learning rate against the optimizer step.
 
     One panel per group that the history has: every ``*loss*`` key, ``rho``, every
-    ``*accuracy*`` key, ``lr``. A dashed vertical line marks the ReLA -> BYOL switch.
+    ``*accuracy*`` key, ``lr``. A dashed vertical line marks the ReLA -> SSL switch.
 
     Returns:
         The PNG path, or ``None`` when the history has nothing to plot.

@@ -82,3 +82,20 @@ def test_card_tells_how_to_register_rela_hf_architectures(tmp_path):
     export = export_backbone(backbone, tmp_path / "bb", data_config=official_data_config(32))
     card = render_model_card(export, repo_id="org/cifar")
     assert "import rela_hf.backbones" in card.text
+
+
+@pytest.mark.parametrize(("ssl_method", "title", "arxiv"), [("dino", "DINO", "2104.14294"),
+                                                             ("simclr", "SimCLR", "2002.05709")])
+def test_card_names_the_ssl_method(training_run, ssl_method, title, arxiv):
+    summary = json.loads((training_run / "training_summary.json").read_text())
+    card = render_model_card(training_run / "backbone", repo_id=f"org/rela-{ssl_method}",
+                             training_summary={**summary, "ssl_method": ssl_method})
+    assert f"ReLA-accelerated {title}-pretrained" in card.text
+    assert f"plain [{title}](https://arxiv.org/abs/{arxiv})" in card.text
+    assert f"| ReLA → {title} switch |" in card.text and "BYOL" not in card.text
+    assert ssl_method in card.data.tags and "byol" not in card.data.tags
+    assert f"eprint    = {{{arxiv}}}" in card.text  # the method's citation beside ReLA's
+    assert card.data.rela_hf["ssl_method"] == ssl_method
+    baseline = render_model_card(training_run / "backbone", repo_id="org/x",
+                                 training_summary={**summary, "ssl_method": ssl_method, "method": "baseline"})
+    assert f"trained with [{title}]" in baseline.text and "ReLA-accelerated" not in baseline.text

@@ -9,111 +9,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import timm
 import torch
 import yaml
-from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
-from rela_hf.backbones import create_backbone
 from rela_hf.checkpoint import CheckpointError, OutputDirError, read_run_state
-from tests.recipes import REPO, load_recipe
-
-RECIPE = REPO / "recipes" / "byol_rela.py"
-K = 16
-
-recipe = load_recipe("byol_rela")
-
-
-@contextlib.contextmanager
-def one_thread():
-    """One torch thread: tiny models gain nothing from two, shared cores make OpenMP spin badly,
-    and runs compared bitwise must use the same thread count (reduction order)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def reset_accelerate() -> None:
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread_fresh_accelerate():
-    with one_thread():
-        yield
-    reset_accelerate()
-
-
-@pytest.fixture(scope="module")
-def random_prior(tmp_path_factory):
-    """A randomly initialised tiny timm encoder saved as a local timm folder (a valid prior)."""
-    folder = tmp_path_factory.mktemp("prior") / "test_resnet_random"
-    torch.manual_seed(0)
-    timm.models.save_for_hf(timm.create_model("test_resnet", num_classes=0), folder, safe_serialization=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def plain_data(tmp_path_factory, fashion_mnist_slice):
-    """64 real Fashion-MNIST images (image, label), saved with save_to_disk."""
-    folder = tmp_path_factory.mktemp("data") / "fashion_mnist_64"
-    fashion_mnist_slice.save_to_disk(str(folder))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def rela_data(tmp_path_factory, fashion_mnist_slice, random_prior):
-    """The same images with a 16-d ``rela_target`` column made by add_rela_targets, saved with
-    their provenance record (as make_targets.py saves them)."""
-    from rela_hf.priors import load_prior
-    from rela_hf.targets import add_rela_targets, save_rela_dataset
-
-    prior = load_prior(str(random_prior), image_size=32, device="cpu")
-    data = add_rela_targets(fashion_mnist_slice, prior, k=K)
-    folder = tmp_path_factory.mktemp("data") / "fashion_mnist_64_rela"
-    save_rela_dataset(data, folder)
-    return folder
-
-
-def args(data: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [
-        "--dataset_name", str(data), "--output_dir", str(output_dir),
-        "--backbone", "test_resnet", "--cifar_stem", "--image_size", "32",
-        "--per_device_train_batch_size", "8", "--max_train_steps", "20",
-        "--switch_rule", "static", "--switch_fraction", "0.3",
-        "--checkpointing_steps", "5", "--checkpoints_total_limit", "3",
-        "--dataloader_num_workers", "0", "--logging_steps", "5", "--report_to", "none",
-        *extra,
-    ]
-
-
-def backbone_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    weights = load_file(checkpoint / "model.safetensors")
-    return {k.removeprefix("backbone."): v for k, v in weights.items() if k.startswith("backbone.")}
-
-
-def assert_export_matches(output_dir: Path, checkpoint: Path) -> None:
-    """The timm export reloads with plain timm and computes the trained backbone's features."""
-    exported = timm.create_model(f"local-dir:{output_dir / 'backbone'}", pretrained=True).eval()
-    trained = create_backbone("test_resnet", cifar_stem=True)
-    trained.load_state_dict(backbone_state(checkpoint))
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        assert torch.allclose(exported(x), trained.eval()(x), atol=1e-6)
+from tests.recipes import REPO
+from tests.recipes.trainer import (
+    RECIPE,
+    K,
+    Killed,
+    args,
+    assert_export_matches,
+    free_port,
+    one_thread,
+    recipe,
+    reset_accelerate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +71,6 @@ def test_resolved_config_file_reproduces_the_options(finished_run, tmp_path):
     assert model.cifar_stem and data.image_size == 32
 
 
-class Killed(Exception):
-    """Stands for the process dying right after a checkpoint was written."""
-
-
 def test_resume_after_kill_matches_uninterrupted_run(finished_run, rela_data, tmp_path, monkeypatch):
     reference, _ = finished_run  # uninterrupted, same seed and config (switch at step 6)
     output_dir = tmp_path / "killed"
@@ -184,19 +98,13 @@ def test_resume_after_kill_matches_uninterrupted_run(finished_run, rela_data, tm
     resumed = load_file(output_dir / "checkpoint-20" / "model.safetensors")
     uninterrupted = load_file(reference / "checkpoint-20" / "model.safetensors")
     assert resumed.keys() == uninterrupted.keys()
-    assert any(k.startswith("target_backbone.") for k in resumed)  # the EMA teacher is restored
+    assert any(k.startswith("method.target_backbone.") for k in resumed)  # the EMA teacher is restored
     for key in resumed:
         assert torch.equal(resumed[key], uninterrupted[key]), key
     optimizer_a = torch.load(output_dir / "checkpoint-20" / "optimizer.bin", weights_only=True)
     optimizer_b = torch.load(reference / "checkpoint-20" / "optimizer.bin", weights_only=True)
     for index, state in optimizer_a["state"].items():
         assert torch.equal(state["exp_avg_sq"], optimizer_b["state"][index]["exp_avg_sq"])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

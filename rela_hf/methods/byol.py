@@ -1,19 +1,15 @@
-"""BYOL building blocks: the projector and predictor heads and the BYOL loss.
+"""BYOL (Grill et al., "Bootstrap Your Own Latent", arXiv:2006.07733) as a ReLA method.
 
-BYOL (Grill et al., "Bootstrap Your Own Latent", arXiv:2006.07733) trains an *online* network
-(backbone, projector, predictor) to predict the projection that a slowly moving *target* network
-(an exponential moving average of the online backbone and projector) gives for another view of
-the same image. This module holds the parts, configured as in the official ReLA code
-(arXiv:2405.14669), which builds BYOL from lightly:
+An *online* network (backbone, projector, predictor) predicts the projection that a slowly moving
+*target* network (an EMA of the online backbone and projector) gives for another view of the same
+image. Configured as in the official ReLA code (arXiv:2405.14669), which builds BYOL from lightly:
 
 - projector ``Linear(feat, 2 feat) -> BatchNorm1d -> ReLU -> Linear(2 feat, 256)``, predictor
   ``Linear(256, hidden) -> BatchNorm1d -> ReLU -> Linear(hidden, 256)`` (the BYOL paper uses
   4096 hidden units for both);
 - symmetric loss ``0.5 * [NCS(p1, sg(z2)) + NCS(p2, sg(z1))]``;
-- EMA of the parameters with a constant momentum 0.99 (the BYOL paper: cosine 0.996 -> 1): the
-  teacher's parts live in :mod:`rela_hf.momentum`, shared with every method that has a teacher.
-
-It knows nothing of ReLA; the training loop composes both.
+- EMA of the parameters, momentum 0.99 (the BYOL paper: cosine 0.996 -> 1);
+- two asymmetric views (:func:`rela_hf.views.byol_view_transforms`).
 
 Examples:
     >>> import torch
@@ -32,63 +28,45 @@ Examples:
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (the examples in the docstrings use it)
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rela_hf.heads import ProjectionHead
+from rela_hf.methods.base import SSLMethod, ViewTransform
+from rela_hf.methods.registry import register_method
+from rela_hf.momentum import make_target_network, update_momentum
+from rela_hf.views import byol_view_transforms
+
 __all__ = [
+    "BYOL",
+    "BYOL_CITATION",
     "BYOL_OUT_DIM",
     "BYOL_PAPER_HIDDEN_DIM",
-    "ProjectionHead",
+    "BYOLOptions",
     "byol_loss",
     "byol_predictor",
     "byol_projector",
     "negative_cosine_similarity",
 ]
 
+BYOL_CITATION = """@inproceedings{grill2020bootstrap,
+  title     = {Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning},
+  author    = {Grill, Jean-Bastien and Strub, Florian and Altch{\\'e}, Florent and Tallec, Corentin and Richemond, Pierre H. and Buchatskaya, Elena and Doersch, Carl and Pires, Bernardo Avila and Guo, Zhaohan Daniel and Azar, Mohammad Gheshlaghi and Piot, Bilal and Kavukcuoglu, Koray and Munos, R{\\'e}mi and Valko, Michal},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2020},
+  eprint    = {2006.07733},
+  archivePrefix = {arXiv}
+}"""
+
 BYOL_OUT_DIM = 256
 """Width of the projection/prediction space (BYOL paper, official ReLA code, lightly)."""
 
 BYOL_PAPER_HIDDEN_DIM = 4096
 """Hidden width of the BYOL paper's projector and predictor (ImageNet, ResNet-50)."""
-
-
-class ProjectionHead(nn.Module):
-    """Two-layer MLP ``Linear -> BatchNorm1d -> ReLU -> Linear`` of BYOL's projector/predictor.
-
-    The first linear layer has no bias: the BatchNorm that follows removes it anyway (as in
-    lightly's ``BYOLProjectionHead``, used by the official ReLA code).
-
-    Args:
-        in_dim: Input width (backbone feature width for the projector, ``out_dim`` of the
-            projector for the predictor).
-        hidden_dim: Hidden width.
-        out_dim: Output width.
-
-    Examples:
-        >>> head = ProjectionHead(512, 1024, 256)
-        >>> head(torch.randn(4, 512)).shape
-        torch.Size([4, 256])
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
-        super().__init__()
-        for name, value in (("in_dim", in_dim), ("hidden_dim", hidden_dim), ("out_dim", out_dim)):
-            if value < 1:
-                raise ValueError(f"ProjectionHead: {name} must be a positive width, got {value}.")
-        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
-        self.fc1 = nn.Linear(in_dim, hidden_dim, bias=False)
-        self.bn1 = nn.BatchNorm1d(hidden_dim)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Linear(hidden_dim, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map ``(B, in_dim)`` features to ``(B, out_dim)``."""
-        out: Tensor = self.fc2(self.act(self.bn1(self.fc1(x))))
-        return out
-
-    def extra_repr(self) -> str:
-        return f"{self.in_dim} -> {self.hidden_dim} -> {self.out_dim}"
 
 
 def byol_projector(
@@ -186,3 +164,56 @@ def byol_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
     loss_12 = negative_cosine_similarity(p1, z2.detach())
     loss_21 = negative_cosine_similarity(p2, z1.detach())
     return 0.5 * (loss_12 + loss_21)
+
+
+@dataclass(frozen=True)
+class BYOLOptions:
+    """BYOL's hyperparameters (the official ReLA code's by default)."""
+
+    projection_dim: int = BYOL_OUT_DIM  # width of the projection/prediction space
+    projector_hidden_dim: int | None = None  # default 2 x the backbone's feature width
+    predictor_hidden_dim: int | None = None  # default the projector's hidden width
+
+
+@register_method
+class BYOL(SSLMethod):
+    """BYOL's heads, loss, EMA target network and views (see the module docstring).
+
+    Attributes:
+        projector, predictor: the online heads.
+        target_backbone, target_projector: their momentum copies (no gradients), built from the
+            student's backbone and the projector *after* the online heads, so they start equal.
+    """
+
+    name = "byol"
+    title = "BYOL"
+    paper = "arXiv:2006.07733"
+    citation = BYOL_CITATION
+    loss_name = "byol_loss"
+    Options = BYOLOptions
+    has_teacher = True
+
+    def __init__(self, backbone: nn.Module, options: BYOLOptions | dict | None = None) -> None:
+        super().__init__(backbone, options)
+        opts = self.options
+        self.projector = byol_projector(self.feature_dim, opts.projector_hidden_dim, opts.projection_dim)
+        self.predictor = byol_predictor(opts.projection_dim, opts.predictor_hidden_dim or self.projector.hidden_dim)
+        self.target_backbone = make_target_network(backbone)
+        self.target_projector = make_target_network(self.projector)
+
+    def forward(self, features: Sequence[Tensor], views: Sequence[Tensor], *, step: int = 0) -> Tensor:
+        prediction1 = self.predictor(self.projector(features[0]))
+        prediction2 = self.predictor(self.projector(features[1]))
+        with torch.no_grad():
+            target1 = self.target_projector(self.target_backbone(views[0]))
+            target2 = self.target_projector(self.target_backbone(views[1]))
+        return byol_loss(prediction1, prediction2, target1, target2)
+
+    @torch.no_grad()
+    def update_teacher(self, backbone: nn.Module, momentum: float) -> None:
+        update_momentum(backbone, self.target_backbone, momentum)
+        update_momentum(self.projector, self.target_projector, momentum)
+
+    @classmethod
+    def view_transforms(cls, image_size: int, options: BYOLOptions | dict | None = None) -> list[ViewTransform]:
+        return list(byol_view_transforms(image_size))
