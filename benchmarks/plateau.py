@@ -44,9 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import acceleration as grid  # benchmarks/acceleration.py: config, assets, targets, floors
+import yaml
 
 logger = logging.getLogger("plateau")
 
@@ -351,10 +350,10 @@ def write_results(bench: grid.Benchmark, rule: PlateauRule, seed: int) -> Path:
 def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict[str, Any]) -> str:
     rule = summary["rule"]
     lines = [f"# Plateau benchmark `{bench.name}`: time to BYOL's final accuracy", "", bench.description.strip(), "",
-             f"Plateau rule: BYOL stops when the mean kNN of its last {rule['smooth']} evaluations gains less than "
+             (f"Plateau rule: BYOL stops when the mean kNN of its last {rule['smooth']} evaluations gains less than "
              f"{rule['min_gain_points']} pt over the mean of the {rule['smooth']} evaluations ending at "
              f"{100 * (1 - rule['window']):.0f} % of its steps (not before step {rule['min_steps']}, at most "
-             f"{rule['max_steps']}). The ReLA runs train as many steps, evaluated at the same checkpoints.", ""]
+             f"{rule['max_steps']}). The ReLA runs train as many steps, evaluated at the same checkpoints."), ""]
     plateau = summary.get("plateau")
     stop = summary.get("stop") or {}
     if plateau is None:
@@ -366,9 +365,9 @@ def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict
         f"{stop.get('gain_points') if stop.get('gain_points') is None else round(stop['gain_points'], 2)} pt). "
         f"Plateau accuracy (mean over steps {plateau['window_steps'][0]}-{plateau['window_steps'][1]}): "
         f"kNN **{100 * acc['knn']:.2f} %**, linear {100 * acc['linear']:.2f} %.")
-    lines += ["", "| run | switch step | first reaches BYOL's plateau kNN at step | steps ratio | seconds ratio "
-              "(targets included) | best kNN (step) | final kNN / linear |", "|---|---|---|---|---|---|---|"]
-    for name, run in summary["runs"].items():
+    lines += ["", ("| run | switch step | first reaches BYOL's plateau kNN at step | steps ratio | seconds ratio "
+              "(targets included) | best kNN (step) | final kNN / linear |"), "|---|---|---|---|---|---|---|"]
+    for run in summary["runs"].values():
         reach = run["reaches_plateau_at"]
         lines.append(
             f"| {run['label']} | {run['switch_step'] if run['switch_step'] is not None else ('never' if run['method'] == 'rela' else '—')} | "
@@ -377,18 +376,18 @@ def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict
             f"{100 * run['final']['knn']:.2f} / {100 * run['final']['linear']:.2f} |")
     prior = ((floors.get("priors") or {}).get("imagenet") or {}).get("test")
     if prior:
-        lines += ["", f"Floors on the same test split: the ImageNet prior's own whitened features kNN "
+        lines += ["", (f"Floors on the same test split: the ImageNet prior's own whitened features kNN "
                       f"{100 * prior['knn']:.2f} / linear {100 * prior['linear']:.2f}; raw pixels "
-                      f"{100 * floors['raw_pixels']['knn']:.2f} / {100 * floors['raw_pixels']['linear']:.2f}."]
-    for name, run in summary["runs"].items():
+                      f"{100 * floors['raw_pixels']['knn']:.2f} / {100 * floors['raw_pixels']['linear']:.2f}.")]
+    for run in summary["runs"].values():
         around = run.get("around_switch")
         if around:
             lines.append(f"- {run['label']}: switch at step {run['switch_step']}; kNN {100 * around['last_before']:.2f} "
                          f"at the last evaluation before it, {100 * around['first_after']:.2f} at the first after, "
                          f"lowest after {100 * around['min_after']:.2f}, final {100 * around['final']:.2f}.")
     lines += ["", "![time to accuracy](time_to_accuracy.png)", "",
-              "Raw per-checkpoint numbers: `checkpoints.csv` (seconds = the trainer's measured training time at "
-              "that checkpoint, evaluation excluded; runs shared 2 CPU cores with each other)."]
+              ("Raw per-checkpoint numbers: `checkpoints.csv` (seconds = the trainer's measured training time at "
+              "that checkpoint, evaluation excluded; runs shared 2 CPU cores with each other).")]
     return "\n".join(lines) + "\n"
 
 

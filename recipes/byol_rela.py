@@ -40,7 +40,6 @@ the resolved config is written to ``<output_dir>/config.yaml`` (usable as ``--co
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -84,8 +83,16 @@ from rela_hf.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from rela_hf.data import DataRatioSampler, load_image_dataset
-from rela_hf.hub import export_backbone, push_training_output
+from rela_hf.config import ConfigFileError, config_argument, read_config
+from rela_hf.data import DataRatioSampler, find_unreadable_images, load_image_dataset
+from rela_hf.evaluation import KNNMonitor
+from rela_hf.hub import (
+    PushError,
+    download_training_state,
+    export_backbone,
+    push_training_output,
+    push_training_state,
+)
 from rela_hf.methods import method_class, method_names
 from rela_hf.methods.byol import BYOLOptions
 from rela_hf.model import ReLAStudent
@@ -104,6 +111,8 @@ from rela_hf.training import (
     MetricMeans,
     ViewCollator,
     ViewDataset,
+    check_finite_loss,
+    check_finite_weights,
     forward_seed,
     training_step,
 )
@@ -132,6 +141,7 @@ class DataArguments:
     image_size: int = field(default=32, metadata={"help": "Student input size (views are cropped to it)."})
     data_ratio: float = field(default=1.0, metadata={"help": "Fraction r in (0, 1] of the dataset drawn (fresh, uniformly) every epoch: the budget."})
     dataloader_num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes per training process."})
+    verify_images: bool = field(default=True, metadata={"help": "Decode every training image once before training and refuse unreadable ones, naming the rows (rela-hf never skips images silently); --verify_images false for huge, known-good datasets."})
 
 
 @dataclass
@@ -150,7 +160,7 @@ class ModelArguments:
 class TrainArguments:
     output_dir: str = field(default="outputs/byol_rela", metadata={"help": "Checkpoints, logs, config, exported backbone."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Delete the checkpoints of an earlier run in output_dir."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest', a checkpoint folder, or 'hub': the training_state/ pushed to --hub_model_id (--hub_strategy every_save or checkpoint)."})
     method: Literal["rela", "baseline", "byol"] = field(default="rela", metadata={"help": "rela: ReLA, then the SSL method; baseline (alias byol): the SSL method alone."})
     ssl_method: str = field(default="byol", metadata={"help": "The self-supervised method after the switch: byol | dino | simclr."})
     method_options: str | None = field(default=None, metadata={"help": "JSON object of the SSL method's options, e.g. '{\"teacher_temp\": 0.07}' (dino), '{\"temperature\": 0.2}' (simclr)."})
@@ -176,9 +186,15 @@ class TrainArguments:
     checkpointing_steps: int | None = field(default=500, metadata={"help": "Checkpoint every N optimizer steps (and always at the end)."})
     checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep at most N checkpoints."})
     seed: int = field(default=42, metadata={"help": "Seed of the initialisation, data subset and augmentations."})
-    push_to_hub: bool = field(default=False, metadata={"help": "At the end, publish backbone + model card + training curves to --hub_model_id (rela_hf.hub.push_training_output)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Publish backbone + model card + training curves to --hub_model_id (rela_hf.hub.push_training_output), when --hub_strategy says."})
+    hub_strategy: Literal["end", "every_save", "checkpoint"] = field(default="end", metadata={"help": "end: push once, at the end; every_save: at every checkpoint push the backbone, card, curves and the checkpoint (training_state/), so the Hub holds the latest progress and a crashed run resumes from it (--resume_from_checkpoint hub); checkpoint: at every checkpoint push only training_state/, the rest at the end."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Hub model repo 'org/name' for --push_to_hub (token: HF_TOKEN or huggingface-cli login)."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+    eval_dataset_name: str | None = field(default=None, metadata={"help": "Dataset of the online kNN monitor's held-out split (default: --dataset_name)."})
+    eval_split: str | None = field(default=None, metadata={"help": "Held-out split for the online kNN monitor (e.g. test); needs labels."})
+    eval_steps: int | None = field(default=None, metadata={"help": "Online kNN accuracy (k=200, t=0.1) on --eval_split every N optimizer steps and at the end, logged to the trackers and the card's curves."})
+    eval_max_samples: int = field(default=1000, metadata={"help": "Queries of the kNN monitor: a fixed random subset of --eval_split."})
+    eval_bank_max_samples: int = field(default=2000, metadata={"help": "Memory bank of the kNN monitor: a fixed random subset of the training split."})
     ddp_timeout: int = field(default=7200, metadata={"help": "Collective timeout, seconds (targets are computed while the other processes wait)."})
 
 
@@ -189,7 +205,12 @@ RESUMABLE_OPTIONS = {
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_steps",
     "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
     "torch_compile", "channels_last", "ddp_timeout", "push_to_hub", "hub_model_id", "hub_private",
+    "hub_strategy", "verify_images", "eval_dataset_name", "eval_split", "eval_steps", "eval_max_samples", "eval_bank_max_samples",
 }
+
+
+#: The presets (``--config cifar10_resnet18``), next to this script in the repository and in the wheel.
+PRESETS = Path(__file__).resolve().parent / "configs"
 
 
 class ConfigError(ValueError):
@@ -199,17 +220,15 @@ class ConfigError(ValueError):
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, ModelArguments, TrainArguments]:
     """``--config file.yaml`` gives the defaults, the other flags override them."""
     parser = HfArgumentParser(ARGUMENT_CLASSES, description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=str, default=None, help="YAML file of option values.")
-    pre_parser = argparse.ArgumentParser(add_help=False)
-    pre_parser.add_argument("--config", type=str, default=None)
-    config_path = pre_parser.parse_known_args(argv)[0].config
+    parser.add_argument("--config", type=str, default=None,
+                        help=f"YAML file of option values, or a preset: {sorted(p.stem for p in PRESETS.glob('*.yaml'))}.")
+    config_path = config_argument(argv)
     if config_path is not None:
-        values = yaml.safe_load(Path(config_path).read_text()) or {}
         known = {f.name for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{config_path}: unknown options {unknown}; valid ones: {sorted(known)}.")
-        parser.set_defaults(**values)
+        try:
+            parser.set_defaults(**read_config(config_path, known=known, presets_dir=PRESETS))
+        except ConfigFileError as error:
+            raise ConfigError(str(error)) from error
     *parsed, _namespace = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)
     return tuple(parsed)  # type: ignore[return-value]
 
@@ -245,6 +264,10 @@ def validate_args(data: DataArguments, model: ModelArguments, train: TrainArgume
         raise ConfigError(f"--report_to must be tensorboard, wandb, trackio, all or none, got {train.report_to!r}.")
     if train.push_to_hub and not train.hub_model_id:
         raise ConfigError("--push_to_hub needs --hub_model_id org/name.")
+    if train.resume_from_checkpoint == "hub" and not train.hub_model_id:
+        raise ConfigError("--resume_from_checkpoint hub needs --hub_model_id (the repo the run pushed to).")
+    if train.eval_steps is not None and (train.eval_steps < 1 or not train.eval_split):
+        raise ConfigError("--eval_steps N needs N >= 1 and --eval_split (a held-out split with labels).")
     backbone_kwargs(model)  # parses, or a clear error
 
 
@@ -382,6 +405,12 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
     set_seed(args.seed)  # same initial weights on every process (DDP also broadcasts rank 0's)
 
     # --- Resume or fresh start, and whose output_dir this is: decided before any compute ----
+    if args.resume_from_checkpoint == "hub":  # the training_state/ the run pushed, then as "latest"
+        if accelerator.is_main_process:
+            pulled = download_training_state(args.hub_model_id, output_dir)
+            logger.info(f"Resuming from the Hub copy of {args.hub_model_id}: {pulled}")
+        accelerator.wait_for_everyone()
+        args.resume_from_checkpoint = "latest"
     resume_dir = resolve_checkpoint(output_dir, args.resume_from_checkpoint)
     check_output_dir(output_dir, run_config, resuming=resume_dir is not None, overwrite=args.overwrite_output_dir)
     run_state: dict[str, Any] = {}
@@ -394,6 +423,13 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
         data_args.dataset_name, split=data_args.train_split, config_name=data_args.dataset_config_name,
         revision=data_args.dataset_revision, image_column=data_args.image_column,
     )
+    if data_args.verify_images:  # before any compute: one decode of every image, on the main process
+        bad = broadcast_object_list([find_unreadable_images(dataset, data_args.image_column) if accelerator.is_main_process else None])[0]
+        if bad:
+            raise ConfigError(
+                f"{data_args.dataset_name} ({data_args.train_split}) has images that cannot be decoded; rela-hf never "
+                f"skips images silently. Fix or remove these rows, then run again: {bad}"
+            )
     use_rela = args.method == "rela"
     has_targets = data_args.target_column in dataset.column_names
     if use_rela and not has_targets and data_args.prior is None:
@@ -413,6 +449,17 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
             f"{accelerator.num_processes} processes. Lower --per_device_train_batch_size or raise --data_ratio."
         )
     label_column = data_args.label_column if data_args.label_column not in (None, "none") else None
+    monitor = None
+    if args.eval_steps:
+        if label_column is None or label_column not in dataset.column_names:
+            raise ConfigError(f"--eval_steps: the online kNN monitor needs labels; {data_args.dataset_name} has no "
+                              f"{data_args.label_column!r} column (pass --label_column).")
+        own = args.eval_dataset_name in (None, data_args.dataset_name)
+        held_out = load_image_dataset(args.eval_dataset_name or data_args.dataset_name, split=args.eval_split,
+                                      config_name=data_args.dataset_config_name if own else None,
+                                      revision=data_args.dataset_revision if own else None, image_column=data_args.image_column)
+        monitor = KNNMonitor(dataset, held_out, image_size=data_args.image_size, max_bank=args.eval_bank_max_samples,
+                             max_queries=args.eval_max_samples, image_column=data_args.image_column, label_column=label_column)
     if label_column is not None and label_column not in dataset.column_names:
         logger.info(f"No {label_column!r} column: the online linear probe is off.")
         label_column = None
@@ -545,6 +592,60 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
             "run_config": run_config, "config": config, "rela_hf_version": rela_hf.__version__,
         }
 
+    def log_record(metrics: dict[str, float]) -> None:
+        """To the trackers and, on the main process, as one line of history.jsonl (the card's curves)."""
+        accelerator.log(metrics, step=step)
+        if accelerator.is_main_process:
+            history_file.write(json.dumps({"step": step, **metrics}) + "\n")
+            history_file.flush()
+
+    def export_and_summarize(checkpoint: Path) -> TrainingSummary:
+        """The run so far: the backbone exported in timm format and training_summary.json (main process)."""
+        summary = TrainingSummary(
+            method=args.method, ssl_method=ssl.name, switch_rule=args.switch_rule if use_rela else None,
+            switch_fraction=args.switch_fraction if use_rela else None,
+            # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
+            switch_step=switch.switch_step if switch is not None else None,
+            switch_state=switch.state_dict() if switch is not None else None,  # rho, loss EMAs
+            phase=PHASE_RELA if switch is not None and not switch.switched else ssl.name,
+            steps=step, total_steps=total_steps, epochs=step / steps_per_epoch, images_seen=images_seen,
+            global_batch_size=images_per_micro_batch * args.gradient_accumulation_steps,
+            num_processes=accelerator.num_processes, device=str(accelerator.device),
+            device_name=torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
+            mixed_precision=accelerator.mixed_precision, wall_clock_seconds=round(train_seconds, 3),
+            final_metrics={k.removeprefix("train/"): v for k, v in last_metrics.items()},
+            backbone=model_args.backbone, dataset=data_args.dataset_name,
+            dataset_config=data_args.dataset_config_name, dataset_revision=data_args.dataset_revision,
+            train_split=data_args.train_split, **targets_provenance(data_args, use_rela),
+            target_dim=rela_dim, data_ratio=data_args.data_ratio, image_size=data_args.image_size,
+            checkpoint=checkpoint.name, rela_hf_version=rela_hf.__version__,
+        )
+        if accelerator.is_main_process:
+            export_backbone(
+                accelerator.unwrap_model(model, keep_torch_compile=False).backbone, layout.backbone_dir,
+                data_config=official_data_config(data_args.image_size),
+                pretrained_cfg={"tag": f"rela_{ssl.name}" if use_rela else ssl.name,
+                                "description": f"{'ReLA-accelerated ' if use_rela else ''}{ssl.title}-pretrained backbone (rela-hf)."},
+            )
+            summary.save(layout.summary_file)
+        return summary
+
+    def publish_progress(checkpoint: Path) -> None:
+        """--hub_strategy every_save / checkpoint: the latest progress on the Hub after a save."""
+        if not args.push_to_hub or args.hub_strategy == "end":
+            return
+        if args.hub_strategy == "every_save":
+            export_and_summarize(checkpoint)  # every process: the summary's values are collective-free
+        if not accelerator.is_main_process:
+            return
+        push = push_training_output if args.hub_strategy == "every_save" else push_training_state
+        kwargs = {"include_training_state": True} if args.hub_strategy == "every_save" else {}
+        try:
+            commit = push(output_dir, args.hub_model_id, checkpoint=checkpoint, private=args.hub_private or None, **kwargs)
+            logger.info(f"Pushed step {step} to the Hub ({args.hub_strategy}): {commit.commit_url}")
+        except PushError as error:  # the run goes on; the next save pushes again
+            logger.warning(f"Push of step {step} to {args.hub_model_id} failed, training continues: {error}")
+
     # --- Train --------------------------------------------------------------------------------
     unwrapped = accelerator.unwrap_model(model)  # ReLAStudent itself: update_teacher lives there
     step_means, log_means = MetricMeans(), MetricMeans()
@@ -582,7 +683,9 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
             if phase == PHASE_RELA:
                 # `cur` of the switch: this step's ReLA loss, mean over micro-batches and processes
                 # (all-reduced, so every process takes the same decision).
-                switched = switch.update(step_means.compute(accelerator)["rela_loss"])
+                step_loss = step_means.compute(accelerator)
+                check_finite_loss(step_loss, step)
+                switched = switch.update(step_loss["rela_loss"])
                 if switched:
                     logger.info(
                         f"ReLA -> {ssl.title} switch ({args.switch_rule} rule) at optimizer step {step}; {ssl.title} views from step {step + 1}",
@@ -591,9 +694,16 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
                     restart = True  # new iterator: the next batch gets the method's views
             else:
                 step_means.reset()  # after the switch: nothing to decide, no host sync needed
+            evaluation: dict[str, float] = {}
+            if monitor is not None and (step % args.eval_steps == 0 or step == total_steps):
+                train_seconds += time.perf_counter() - tick  # the monitor is not training time
+                evaluation = monitor(unwrapped.backbone, accelerator)
+                tick = time.perf_counter()
+                last_metrics["eval/knn_accuracy"] = evaluation["eval/knn_accuracy"]
             if step % args.logging_steps == 0 or restart or step == total_steps:
                 now = time.perf_counter()
                 metrics = {f"train/{k}": v for k, v in log_means.compute(accelerator).items()}
+                check_finite_loss(metrics, step)
                 last_metrics.update(metrics)
                 metrics.update({
                     "train/phase": 0.0 if phase == PHASE_RELA else 1.0, "train/lr": lr_scheduler.get_last_lr()[0],
@@ -602,16 +712,17 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
                 })
                 if getattr(switch, "rho", None) is not None:  # the adaptive rule's statistic
                     metrics["train/rho"] = switch.rho
-                accelerator.log(metrics, step=step)
-                if accelerator.is_main_process:
-                    history_file.write(json.dumps({"step": step, **metrics}) + "\n")
-                    history_file.flush()
+                log_record({**metrics, **evaluation})  # one record per step: the history's unit
                 progress.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or "accuracy" in k})
                 window_start, window_images = now, 0
+            elif evaluation:
+                log_record(evaluation)
             if args.checkpointing_steps and step % args.checkpointing_steps == 0 and step < total_steps:
                 train_seconds += time.perf_counter() - tick
+                check_finite_weights(unwrapped, step)  # never a checkpoint, export or push of NaN weights
+                checkpoint = save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
+                publish_progress(checkpoint)
                 tick = time.perf_counter()
-                save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
             if restart or step >= total_steps:
                 break
         train_seconds += time.perf_counter() - tick
@@ -623,34 +734,10 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
     progress.close()
 
     # --- Final checkpoint, backbone export, summary -----------------------------------------
+    check_finite_weights(unwrapped, step)
     final_checkpoint = save_checkpoint(accelerator, output_dir, step=step, run_state=run_state_now(), total_limit=args.checkpoints_total_limit)
-    summary = TrainingSummary(
-        method=args.method, ssl_method=ssl.name, switch_rule=args.switch_rule if use_rela else None,
-        switch_fraction=args.switch_fraction if use_rela else None,
-        # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
-        switch_step=switch.switch_step if switch is not None else None,
-        switch_state=switch.state_dict() if switch is not None else None,  # rho, loss EMAs
-        phase=PHASE_RELA if switch is not None and not switch.switched else ssl.name,
-        steps=step, total_steps=total_steps, epochs=step / steps_per_epoch, images_seen=images_seen,
-        global_batch_size=images_per_micro_batch * args.gradient_accumulation_steps,
-        num_processes=accelerator.num_processes, device=str(accelerator.device),
-        device_name=torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
-        mixed_precision=accelerator.mixed_precision, wall_clock_seconds=round(train_seconds, 3),
-        final_metrics={k.removeprefix("train/"): v for k, v in last_metrics.items()},
-        backbone=model_args.backbone, dataset=data_args.dataset_name,
-        dataset_config=data_args.dataset_config_name, dataset_revision=data_args.dataset_revision,
-        train_split=data_args.train_split, **targets_provenance(data_args, use_rela),
-        target_dim=rela_dim, data_ratio=data_args.data_ratio, image_size=data_args.image_size,
-        checkpoint=final_checkpoint.name, rela_hf_version=rela_hf.__version__,
-    )
+    summary = export_and_summarize(final_checkpoint)
     if accelerator.is_main_process:
-        export_backbone(
-            accelerator.unwrap_model(model, keep_torch_compile=False).backbone, layout.backbone_dir,
-            data_config=official_data_config(data_args.image_size),
-            pretrained_cfg={"tag": f"rela_{ssl.name}" if use_rela else ssl.name,
-                            "description": f"{'ReLA-accelerated ' if use_rela else ''}{ssl.title}-pretrained backbone (rela-hf)."},
-        )
-        summary.save(layout.summary_file)
         logger.info(f"Backbone exported to {layout.backbone_dir}; summary: {json.dumps(summary.to_dict())}")
         history_file.close()
     accelerator.wait_for_everyone()
@@ -658,10 +745,16 @@ def main(argv: list[str] | None = None) -> TrainingSummary:
     if args.push_to_hub and accelerator.is_main_process:
         # after the last collective: a failed push (PushError, after retries) ends the main
         # process loudly without leaving the others waiting; re-push with recipes/push_to_hub.py
-        commit = push_training_output(output_dir, args.hub_model_id, private=args.hub_private or None)
+        commit = push_training_output(output_dir, args.hub_model_id, private=args.hub_private or None,
+                                      include_training_state=args.hub_strategy != "end", checkpoint=final_checkpoint)
         logger.info(f"Pushed to the Hub: {commit.commit_url}", main_process_only=True)
     return summary
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rela-hf-train`` console command (and ``accelerate launch -m rela_hf.recipes.byol_rela``)."""
     main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -45,6 +45,7 @@ from rela_hf.evaluation import (
     KNN_TEMPERATURE,
     LINEAR_PROBE_BATCH_SIZE,
     LINEAR_PROBE_EPOCHS,
+    LINEAR_PROBE_LAST_EPOCHS,
     LINEAR_PROBE_LR,
     PROTOCOLS,
     evaluate_encoder,
@@ -100,7 +101,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--output_file", default=None,
                      help="Where to write eval_results.json (default: next to a training run's "
                           "export, else ./eval_results.json).")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "linear_probe" in args.protocols and args.epochs < LINEAR_PROBE_LAST_EPOCHS:
+        parser.error(f"--epochs {args.epochs}: the linear probe reports the mean of its last "
+                     f"{LINEAR_PROBE_LAST_EPOCHS} epochs, so it needs at least {LINEAR_PROBE_LAST_EPOCHS}.")
+    return args
 
 
 def load_split(args: argparse.Namespace, split: str, limit: int | None) -> Any:
@@ -188,5 +193,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rela-hf-evaluate`` console command."""
     main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

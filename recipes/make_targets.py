@@ -35,8 +35,9 @@ from pathlib import Path
 import datasets
 import multiprocess
 import torch
-from huggingface_hub import HfApi
 
+from rela_hf.config import ConfigFileError, config_argument, read_config
+from rela_hf.data import dataset_commit, load_image_dataset
 from rela_hf.priors import load_prior
 from rela_hf.targets import (
     add_rela_targets,
@@ -52,9 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--config", default=None,
+                        help="YAML file of option values (keys = the option names); flags override it.")
     data = parser.add_argument_group("source images")
     data.add_argument(
-        "--dataset", required=True, help="Hub dataset id, a save_to_disk folder or an image folder."
+        "--dataset", default=None, help="Hub dataset id, a save_to_disk folder or an image folder (required)."
     )
     data.add_argument("--dataset_config", default=None, help="Hub dataset config name.")
     data.add_argument("--split", default="train", help="Split to convert (default: train).")
@@ -68,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     prior = parser.add_argument_group("prior model")
     prior.add_argument(
-        "--prior", required=True, help="timm name, hf-hub:/local-dir: id, Hub repo or local folder."
+        "--prior", default=None, help="timm name, hf-hub:/local-dir: id, Hub repo or local folder (required)."
     )
     prior.add_argument("--prior_revision", default=None)
     prior.add_argument("--prior_library", default="auto", choices=["auto", "timm", "transformers"])
@@ -91,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Seed of the --random_init weights (same seed, same prior, same targets).",
     )
     prior.add_argument("--device", default=None, help="Default: cuda if available, else cpu.")
+    prior.add_argument("--trust_remote_code", action="store_true",
+                       help="Let transformers run code from the prior's repository (read it first).")
 
     targets = parser.add_argument_group("targets")
     targets.add_argument(
@@ -128,7 +133,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     out.add_argument("--private", action="store_true", default=None)
     out.add_argument("--no_card", action="store_true", help="Do not write a dataset card.")
+    config = config_argument(argv)
+    if config is not None:
+        known = {action.dest for action in parser._actions} - {"help", "config"}
+        try:
+            parser.set_defaults(**read_config(config, known=known))
+        except ConfigFileError as error:
+            parser.error(str(error))
     args = parser.parse_args(argv)
+    for name in ("dataset", "prior"):
+        if getattr(args, name) is None:
+            parser.error(f"--{name} is required (on the command line or as `{name}:` in --config).")
     if args.output_dir is None and args.hub_dataset_id is None:
         parser.error("nothing would be kept: pass --output_dir and/or --hub_dataset_id.")
     output_dir = Path(args.output_dir) if args.output_dir else None
@@ -140,37 +155,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_source(args: argparse.Namespace):
+def load_source(args: argparse.Namespace) -> tuple[datasets.Dataset, dict]:
     """The split to convert, and where it came from (a Hub commit sha is pinned in the card)."""
-    path = Path(args.dataset)
-    if path.is_dir():
-        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
-            dataset = datasets.load_from_disk(str(path))  # a save_to_disk folder
-        else:
-            dataset = datasets.load_dataset("imagefolder", data_dir=str(path))
-        if isinstance(dataset, datasets.DatasetDict):
-            if args.split not in dataset:
-                raise SystemExit(
-                    f"{path} has splits {list(dataset)}, not {args.split!r}: pass --split."
-                )
-            dataset = dataset[args.split]
-        # the Hub id it was saved from, else the folder's name (no local paths in cards)
-        source = {"id": dataset.info.dataset_name or path.resolve().name, "split": args.split}
-    elif path.exists() or args.dataset.startswith((".", "/")):
-        raise SystemExit(
-            f"--dataset {args.dataset!r} is not a folder (save_to_disk or image folder)."
-        )
+    local = Path(args.dataset).expanduser().is_dir()
+    if not local and (Path(args.dataset).exists() or args.dataset.startswith((".", "/", "~"))):
+        raise SystemExit(f"--dataset {args.dataset!r} is not a folder (save_to_disk or image folder).")
+    revision = args.revision if local else dataset_commit(args.dataset, args.revision)  # pin what is read
+    try:
+        dataset = load_image_dataset(args.dataset, split=args.split, config_name=args.dataset_config,
+                                     revision=revision, image_column=args.image_column)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"--dataset {args.dataset!r}: {error}") from error
+    if local:  # the Hub id it was saved from, else the folder's name (no local paths in cards)
+        source = {"id": dataset.info.dataset_name or Path(args.dataset).resolve().name, "split": args.split}
     else:
-        sha = HfApi().dataset_info(args.dataset, revision=args.revision).sha  # pin what was read
-        dataset = datasets.load_dataset(
-            args.dataset, args.dataset_config, split=args.split, revision=sha
-        )
-        source = {
-            "id": args.dataset,
-            "config": args.dataset_config,
-            "split": args.split,
-            "revision": sha,
-        }
+        source = {"id": args.dataset, "config": args.dataset_config, "split": args.split, "revision": revision}
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     return dataset, source
@@ -194,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
         image_size=args.image_size,
         pretrained=not args.random_init,
         device=args.device,
+        trust_remote_code=args.trust_remote_code,
     )
     logger.info(
         "Prior: %s (%s, revision %s), %d-d embeddings, input %s",
@@ -263,7 +263,12 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rela-hf-targets`` console command."""
     if torch.cuda.device_count() > 1:  # one process per GPU needs spawned workers
         multiprocess.set_start_method("spawn")
     main()
+
+
+if __name__ == "__main__":
+    cli()

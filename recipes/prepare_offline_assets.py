@@ -75,5 +75,10 @@ def main() -> None:
     logger.info("EfficientNet-Lite0 prior (timm format) at %s", prior_dir)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rela-hf-assets`` console command."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -108,5 +108,10 @@ def main(argv: list[str] | None = None) -> Any:
     return commit
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``rela-hf-push`` console command."""
     main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli()

@@ -27,9 +27,12 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from safetensors import safe_open
 
 from rela_hf.run_layout import CHECKPOINT_PREFIX, RUN_STATE_NAME
 
@@ -53,6 +56,7 @@ __all__ = [
     "remove_incomplete_checkpoints",
     "resolve_checkpoint",
     "save_checkpoint",
+    "verify_checkpoint_files",
 ]
 
 TMP_SUFFIX = ".tmp"
@@ -145,6 +149,34 @@ def read_run_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def verify_checkpoint_files(checkpoint_dir: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` if a weight or optimizer file of a checkpoint is damaged.
+
+    Atomic saves never leave a half-written checkpoint, but a disk can still truncate or corrupt
+    one later. Checked before any compute: every ``*.safetensors`` header must describe a file
+    that is all there, every torch zip (``optimizer.bin``, ``scaler.pt``) must pass its CRCs.
+    """
+    folder = Path(checkpoint_dir)
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt"):
+                    pass
+            elif path.suffix in (".bin", ".pt") and zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    damaged = archive.testzip()
+                if damaged is not None:
+                    raise ValueError(f"CRC mismatch in {damaged}")
+            elif path.suffix in (".bin", ".pt"):
+                raise ValueError("not a complete torch file (no zip directory)")
+        except Exception as error:  # the message says which file and what to do
+            raise CheckpointError(
+                f"{path} is damaged ({type(error).__name__}: {error}). Resume from an earlier "
+                f"checkpoint (--resume_from_checkpoint {folder.parent}/{CHECKPOINT_PREFIX}<step>), "
+                "or delete this one to make the previous one the latest."
+            ) from error
+
+
 def resolve_checkpoint(
     output_dir: str | os.PathLike, resume_from_checkpoint: str | None
 ) -> Path | None:
@@ -162,7 +194,10 @@ def resolve_checkpoint(
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
-        return find_latest_checkpoint(output_dir)
+        latest = find_latest_checkpoint(output_dir)
+        if latest is not None:
+            verify_checkpoint_files(latest)
+        return latest
     path = Path(resume_from_checkpoint)
     if not path.is_dir():
         raise CheckpointError(
@@ -171,6 +206,7 @@ def resolve_checkpoint(
             f"{output_dir}."
         )
     read_run_state(path)  # complete and readable, or a clear error now
+    verify_checkpoint_files(path)
     return path
 
 

@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from huggingface_hub import HfApi
+from PIL import Image
 from torch.utils.data import Sampler
 
 __all__ = ["DataRatioSampler", "load_image_dataset"]
@@ -50,7 +53,10 @@ def _missing_split_error(name: str, split: str, available: list[str]) -> ValueEr
 
 
 def _load_saved(path: Path, split: str, streaming: bool) -> datasets.Dataset:
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except IndexError as error:  # datasets cannot concatenate the zero tables of an empty save
+        raise ValueError(f"{path} holds an empty dataset (0 rows): there is nothing to load.") from error
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
             raise _missing_split_error(str(path), split, list(loaded))
@@ -287,3 +293,45 @@ class DataRatioSampler(Sampler[int]):
             f"{type(self).__name__}(num_samples={self.num_samples}, ratio={self.ratio}, "
             f"seed={self.seed}, epoch={self.epoch}, subset_size={self.subset_size})"
         )
+
+
+def dataset_commit(repo_id: str, revision: str | None = None) -> str:
+    """The commit sha a Hub dataset's ``revision`` (branch, tag; default ``main``) points at now.
+
+    Reading a dataset at its sha, and recording that sha, makes the provenance of whatever is
+    derived from it (targets, evaluation results) exact.
+    """
+    info = HfApi().dataset_info(repo_id, revision=revision)
+    if not info.sha:
+        raise ConnectionError(f"The Hub did not report a commit for dataset {repo_id!r} at {revision!r}.")
+    return info.sha
+
+
+def find_unreadable_images(dataset: datasets.Dataset, image_column: str = "image", *,
+                           limit: int = 10) -> list[tuple[int, str]]:
+    """Rows whose image cannot be decoded (zero-byte, truncated or corrupt files), with the reason.
+
+    Every image is fully decoded once (PIL ``load``), from its bytes or path, without keeping
+    it. rela-hf never skips an image silently: the trainer calls this before training
+    (``--verify_images``, on by default) and refuses a dataset that has such rows, naming them.
+
+    Args:
+        limit: stop after this many bad rows (the message lists them; the rest are alike).
+
+    Returns:
+        ``[(row, "path or reason"), ...]``, empty when every image decodes.
+    """
+    raw = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    bad: list[tuple[int, str]] = []
+    for start in range(0, len(raw), 1000):
+        for offset, value in enumerate(raw[start : start + 1000][image_column]):
+            where = (value or {}).get("path") or "embedded bytes"
+            try:
+                source = io.BytesIO(value["bytes"]) if value and value.get("bytes") else value["path"]
+                with Image.open(source) as image:
+                    image.load()
+            except Exception as error:  # noqa: BLE001 - any failure makes the row unreadable
+                bad.append((start + offset, f"{where}: {type(error).__name__}: {error}"))
+                if len(bad) >= limit:
+                    return bad
+    return bad

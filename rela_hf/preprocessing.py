@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from timm.data import create_transform
@@ -54,7 +55,7 @@ class ConvertImageMode:
     """Convert a PIL image to ``mode`` (``"RGB"`` or ``"L"``); images already in it pass as is.
 
     Grey, palette, CMYK and RGBA inputs become RGB (alpha is dropped, as in transformers'
-    ``convert_rgb`` and torchvision's datasets). A class rather than a lambda, so that the
+    ``convert_rgb`` and torchvision's datasets); 16-bit grey (``I;16``) is scaled to 8 bits first. A class rather than a lambda, so that the
     transforms built on it pickle into DataLoader and ``Dataset.map`` workers.
     """
 
@@ -67,6 +68,9 @@ class ConvertImageMode:
                 f"rela_hf transforms take PIL images, got {type(image).__name__}; decode the "
                 "dataset's image column to PIL first (datasets' Image feature does this)."
             )
+        if image.mode.startswith("I;16"):
+            # 16-bit grey: PIL's convert clips 0..65535 to 0..255 (a white image); keep the high byte
+            image = PIL.Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8), mode="L")
         return image if image.mode == self.mode else image.convert(self.mode)
 
     def __repr__(self) -> str:

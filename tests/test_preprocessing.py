@@ -102,3 +102,14 @@ def test_bad_arguments_and_inputs():
 def test_docstring_examples_run():
     result = doctest.testmod(rela_hf.preprocessing, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped():
+    """PIL's own convert clips I;16 values 0..65535 to 0..255: a 16-bit photo would turn white."""
+    values = np.array([[0, 16384, 32768, 65535]], dtype=np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    rgb = ConvertImageMode("RGB")(image)
+    assert rgb.mode == "RGB" and np.asarray(rgb)[0, :, 0].tolist() == [0, 64, 128, 255]
+    out = eval_transform(4, mean=(0.0,) * 3, std=(1.0,) * 3)(Image.fromarray(np.full((4, 4), 32768, dtype=np.uint16)))
+    assert torch.allclose(out, torch.full_like(out, 128 / 255))

@@ -4,7 +4,8 @@
 - ``knn.py``: :func:`knn_predict`, :func:`knn_accuracy` (InstDisc, k=200, t=0.1);
 - ``linear_probe.py``: :func:`linear_probe` (the official ReLA protocol);
 - ``results.py``: ``eval_results.json`` and the optional ``evaluate`` cross-check;
-- ``run.py``: :func:`evaluate_encoder`, the whole protocol.
+- ``run.py``: :func:`evaluate_encoder`, the whole protocol;
+- ``monitor.py``: :class:`KNNMonitor`, the online kNN accuracy while pretraining.
 
 Everything is computed in torch, so it works offline.
 """
@@ -18,6 +19,7 @@ from rela_hf.evaluation.linear_probe import (
     LINEAR_PROBE_LR,
     linear_probe,
 )
+from rela_hf.evaluation.monitor import KNNMonitor
 from rela_hf.evaluation.results import evaluate_accuracy, read_eval_results, write_eval_results
 from rela_hf.evaluation.run import PROTOCOLS, evaluate_encoder
 
@@ -29,6 +31,7 @@ __all__ = [
     "LINEAR_PROBE_LAST_EPOCHS",
     "LINEAR_PROBE_LR",
     "PROTOCOLS",
+    "KNNMonitor",
     "encoder_data_config",
     "evaluate_accuracy",
     "evaluate_encoder",

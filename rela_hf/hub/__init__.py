@@ -4,7 +4,8 @@
   ``hf-hub:`` and transformers ``AutoModel``), :func:`read_export_config`;
 - ``history.py``: the run's logged metrics and their plot;
 - ``model_card.py``: :func:`render_model_card` from ``model_cards/encoder.md``;
-- ``push.py``: :func:`build_hub_folder`, :func:`push_encoder`, :func:`push_training_output`.
+- ``push.py``: :func:`build_hub_folder`, :func:`push_encoder`, :func:`push_training_output`,
+  :func:`push_training_state`; ``resume.py``: :func:`download_training_state` (resume from the Hub).
 
 Examples:
     >>> export_backbone(backbone, "out/backbone", data_config=official_data_config(32))  # doctest: +SKIP
@@ -29,7 +30,9 @@ from rela_hf.hub.push import (
     check_hub_folder,
     push_encoder,
     push_training_output,
+    push_training_state,
 )
+from rela_hf.hub.resume import download_training_state
 
 __all__ = [
     "DEFAULT_PRETRAINED_CFG",
@@ -38,11 +41,13 @@ __all__ = [
     "build_hub_folder",
     "check_hub_folder",
     "compute_summary",
+    "download_training_state",
     "eval_results_to_model_index",
     "export_backbone",
     "plot_training_history",
     "push_encoder",
     "push_training_output",
+    "push_training_state",
     "read_export_config",
     "read_training_history",
     "render_model_card",

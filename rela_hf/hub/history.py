@@ -140,6 +140,8 @@ def plot_training_history(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    # the plotted series, readable without looking at the picture (PNG text chunk)
+    plotted = ", ".join(key for _, members in groups for key in members)
+    figure.savefig(path, dpi=100, metadata={"Title": title or "training curves", "Description": f"plotted: {plotted}"})
     plt.close(figure)
     return path

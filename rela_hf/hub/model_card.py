@@ -24,6 +24,7 @@ from rela_hf.card_templates import RELA_CITATION
 from rela_hf.card_templates import template_path as template_path_of
 from rela_hf.hub.export import WEIGHTS_NAME, read_export_config
 from rela_hf.methods import method_class
+from rela_hf.model_names import ModelNameError, parse_model_name, safe_model_name
 from rela_hf.run_layout import TrainingSummary
 
 __all__ = [
@@ -88,7 +89,7 @@ def eval_results_to_model_index(
                 # huggingface_hub merges results sharing task type + dataset into one entry and
                 # keeps the first task name, so the protocol goes into the metric name.
                 task_name="Image classification on frozen features",
-                dataset_type=dataset.get("id") or name,
+                dataset_type=_dataset_type(dataset.get("id"), name),
                 dataset_name=name,
                 dataset_config=dataset.get("config"),
                 dataset_split=dataset.get("split"),
@@ -101,13 +102,24 @@ def eval_results_to_model_index(
     return entries
 
 
+def _dataset_type(dataset_id: str | None, name: str) -> str:
+    """The model-index ``dataset.type``: a Hub dataset id, never a local path (its name then)."""
+    if dataset_id and not _is_local_path(dataset_id):
+        try:
+            if parse_model_name(dataset_id).kind == "hub":
+                return dataset_id
+        except ModelNameError:
+            pass
+    return safe_model_name(name if name != dataset_id else str(dataset_id), default="dataset")
+
+
 def _eval_rows(eval_results: Any) -> list[dict[str, Any]]:
     rows = []
     for report in _as_list(eval_results):
         dataset = report["dataset"]
         name = dataset.get("name") or dataset.get("id") or "unnamed dataset"
-        if dataset.get("id") and dataset.get("id") != name:
-            name = f"{name} (`{dataset['id']}`)"
+        if dataset.get("id") and dataset.get("id") != name and _dataset_type(dataset["id"], name) == dataset["id"]:
+            name = f"{name} (`{dataset['id']}`)"  # a Hub id, never a local path
         for result in report["results"]:
             value = f"{100 * result['value']:.2f}"
             if result.get("std") is not None:
@@ -135,6 +147,7 @@ def _source_line(name: Any, revision: Any, extra: str = "") -> str:
     if revision:
         where = f"revision `{revision}`"
     elif _is_local_path(str(name)):
+        name = Path(str(name).split(":", 1)[-1]).name or name  # its name, not the machine's path
         where = "a local folder (no Hub revision)"
     else:
         where = "revision not pinned (latest at training time)"
@@ -222,6 +235,7 @@ def render_model_card(
     plot_file: str | None = None,
     license: str | None = None,
     has_training_state: bool = False,
+    knn_monitor: bool = False,
     template_path: str | Path | None = None,
 ) -> Any:
     """The model card of an exported encoder (``huggingface_hub.ModelCard``).
@@ -244,6 +258,7 @@ def render_model_card(
         plot_file: repo-relative path of the training-curve PNG, if any.
         license: default: the export's ``pretrained_cfg['license']``.
         has_training_state: the repo also holds ``training_state/``.
+        knn_monitor: the curves include the online kNN accuracy (``--eval_steps``).
         template_path: another Jinja template.
     """
     export_dir = Path(export_dir)
@@ -346,5 +361,6 @@ def render_model_card(
                      if train_config else "# not recorded"),
         needs_rela_hf=_needs_rela_hf(config["architecture"]),
         has_training_state=has_training_state,
+        knn_monitor=knn_monitor,
         citation=f"{RELA_CITATION}\n\n{ssl.citation}",
     )

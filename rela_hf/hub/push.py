@@ -23,7 +23,7 @@ import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from rela_hf.checkpoint import find_latest_checkpoint
+from rela_hf.checkpoint import find_latest_checkpoint, read_run_state
 from rela_hf.evaluation.results import read_eval_results
 from rela_hf.hub.export import CONFIG_NAME, WEIGHTS_NAME, read_export_config
 from rela_hf.hub.history import plot_training_history, read_training_history
@@ -38,6 +38,7 @@ __all__ = [
     "check_hub_folder",
     "push_encoder",
     "push_training_output",
+    "push_training_state",
 ]
 
 PLOT_NAME = "training_curves.png"
@@ -160,6 +161,32 @@ def push_encoder(
     """
     folder = Path(folder)
     check_hub_folder(folder)
+    return commit_folder(folder, repo_id, revision=revision, private=private, token=token,
+                         commit_message=commit_message, commit_description=commit_description,
+                         create_pr=create_pr, max_retries=max_retries, retry_backoff=retry_backoff,
+                         endpoint=endpoint)
+
+
+def commit_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    commit_description: str | None = None,
+    create_pr: bool = False,
+    max_retries: int = 3,
+    retry_backoff: float = 2.0,
+    endpoint: str | None = None,
+) -> Any:
+    """Every file of ``folder`` (no hidden files, no pickles) in ONE commit, with retries.
+
+    What :func:`push_encoder` does after checking the folder is a timm export; also used to push
+    a training state alone (:func:`push_training_state`).
+    """
+    folder = Path(folder)
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}.")
     api = HfApi(endpoint=endpoint, token=token)
@@ -233,8 +260,9 @@ def build_hub_folder(
     if eval_results:
         published.eval_results_file.write_text(json.dumps(eval_results, indent=2) + "\n")
 
+    history = read_training_history(run.root)
     plot = plot_training_history(
-        read_training_history(run.root), out_dir / PLOT_NAME,
+        history, out_dir / PLOT_NAME,
         switch_step=summary.switch_step if summary else None, title=repo_id.split("/")[-1],
     )
     if include_training_state:
@@ -243,6 +271,7 @@ def build_hub_folder(
         out_dir, repo_id=repo_id, training_summary=summary, training_config=train_config,
         eval_results=eval_results, plot_file=PLOT_NAME if plot else None, license=license,
         has_training_state=include_training_state, template_path=template_path,
+        knn_monitor=any("eval/knn_accuracy" in record for record in history),
     )
     card.save(str(out_dir / README_NAME))
     return out_dir
@@ -304,3 +333,26 @@ def push_training_output(
             checkpoint=checkpoint, license=license,
         )
         return push_encoder(folder, repo_id, commit_message=commit_message, **push_kwargs)
+
+
+def push_training_state(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    checkpoint: str | Path | None = None,
+    commit_message: str | None = None,
+    **push_kwargs: Any,
+) -> Any:
+    """Push only ``training_state/``: a run's checkpoint (default: its latest), to resume from.
+
+    The ``checkpoint`` hub strategy of the trainer: each save puts the state on the Hub without
+    exporting the backbone or rendering a card (:func:`push_training_output` does those). Like
+    every push, no pickle leaves the machine (an exact resume does not need Accelerate's RNG
+    pickles) and the run's files are only read.
+    """
+    run = RunLayout(output_dir)
+    with tempfile.TemporaryDirectory(prefix="rela_hf_push_") as staging:
+        _copy_training_state(run, Path(staging) / TRAINING_STATE_DIR, None, checkpoint)
+        step = read_run_state(Path(staging) / TRAINING_STATE_DIR).get("step")
+        message = commit_message or f"Training state at step {step} (rela-hf)"
+        return commit_folder(staging, repo_id, commit_message=message, **push_kwargs)

@@ -108,8 +108,9 @@ def save_rela_dataset(
     """``save_to_disk`` + ``rela_targets.json`` + ``rela_whitening.safetensors`` (+ README card).
 
     ``targets_only=True`` saves only ``idx`` + the targets (see :func:`targets_only_dataset`).
-    Written into a temporary sibling folder and renamed at the end, so an interrupted save
-    leaves no half-written dataset at ``output_dir``.
+    Written into a staging sibling folder and renamed at the end, so an interrupted save leaves
+    no half-written dataset at ``output_dir`` (the next save clears the staging folder, or puts the
+    previous dataset back if the interruption fell between the two renames).
     """
     info = info or rela_targets_info(dataset)
     if targets_only:
@@ -123,15 +124,24 @@ def save_rela_dataset(
     if card:
         readme = str(render_dataset_card({"default": info}, repo_id=None, num_rows=len(dataset)))
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    # fixed names beside output_dir: a save killed midway leaves at most these, which the next
+    # save clears (staging) or puts back (the previous dataset, if the kill fell between renames)
+    staging = output_dir.with_name(f".{output_dir.name}.staging")
+    previous = output_dir.with_name(f".{output_dir.name}.previous")
+    if previous.exists() and not output_dir.exists():
+        os.replace(previous, output_dir)
+    for leftover in (staging, previous):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     try:
         dataset.save_to_disk(str(staging), num_proc=num_proc)
         info.save(staging)
         if readme is not None:
             (staging / "README.md").write_text(readme, encoding="utf-8")
         if output_dir.exists():
-            shutil.rmtree(output_dir)
+            os.replace(output_dir, previous)
         os.replace(staging, output_dir)
+        shutil.rmtree(previous, ignore_errors=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -99,3 +99,15 @@ def test_card_names_the_ssl_method(training_run, ssl_method, title, arxiv):
     baseline = render_model_card(training_run / "backbone", repo_id="org/x",
                                  training_summary={**summary, "ssl_method": ssl_method, "method": "baseline"})
     assert f"trained with [{title}]" in baseline.text and "ReLA-accelerated" not in baseline.text
+
+
+def test_model_index_never_publishes_a_local_path(training_run, tmp_path):
+    results = json.loads((training_run / "eval_results.json").read_text())
+    for local in (str(tmp_path / "data" / "fashion_mnist"), "offline:fashion_mnist", "./fmnist"):
+        results["dataset"] = {**results["dataset"], "id": local, "name": "Fashion-MNIST"}
+        card = render_model_card(training_run / "backbone", repo_id="org/x", eval_results=results)
+        dataset = card.data.eval_results[0]
+        assert dataset.dataset_type == "fashion_mnist" and local not in card.content
+    results["dataset"]["id"] = "zalando-datasets/fashion_mnist"  # a Hub id is kept
+    card = render_model_card(training_run / "backbone", repo_id="org/x", eval_results=results)
+    assert card.data.eval_results[0].dataset_type == "zalando-datasets/fashion_mnist"

@@ -136,7 +136,7 @@ LOAD_IN_FRESH_PROCESS = textwrap.dedent(
     # A new interpreter, as a user would load the published encoder: only the environment
     # (HF_ENDPOINT of the test Hub, a fresh HF_HOME cache) is shared with the test.
     import sys, timm, torch
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoImageProcessor, AutoModel, pipeline
     from rela_hf.assets import foolbox_dataset
 
     repo_id, out = sys.argv[1], sys.argv[2]
@@ -147,8 +147,12 @@ LOAD_IN_FRESH_PROCESS = textwrap.dedent(
     pixels = torch.stack([transform(image) for image in images])
     hf_model = AutoModel.from_pretrained(repo_id).eval()
     processor = AutoImageProcessor.from_pretrained(repo_id)
+    # the card's pipeline snippet: pool=True gives one pooled vector per image
+    extractor = pipeline("image-feature-extraction", model=repo_id, pool=True)
+    pipeline_features = torch.tensor([row[0] for row in extractor(images)])
     with torch.no_grad():
         torch.save({
+            "pipeline": pipeline_features,
             "timm": timm_model(pixels),
             "transformers": hf_model(pixel_values=pixels).pooler_output,
             "transformers_processor": hf_model(**processor(images, return_tensors="pt")).pooler_output,
@@ -192,6 +196,7 @@ def test_pushed_encoder_loads_in_a_fresh_process_with_timm_and_transformers(
     assert torch.equal(loaded["timm"], expected)
     assert torch.allclose(loaded["transformers"], expected, atol=1e-6)
     assert torch.allclose(loaded["transformers_processor"], expected, atol=1e-5)
+    assert torch.allclose(loaded["pipeline"], expected, atol=1e-5)  # the card's pipeline snippet
 
 
 def test_pushed_card_validates_and_matches_eval_results(hub, hub_namespace, training_run):

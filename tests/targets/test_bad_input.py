@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 
 import datasets
+import numpy as np
 import PIL.Image
 import pytest
+import torch
 
 from rela_hf.targets import add_rela_targets, rela_targets_info, whiten_new_images
 
@@ -88,3 +90,30 @@ def test_whitening_of_another_prior_is_refused(random_prior, vit_prior, cifar10_
         add_rela_targets(cifar10_images, vit_prior, whitening=info)
     with pytest.raises(ValueError, match="fit on 96-d embeddings"):
         whiten_new_images(cifar10_images["image"][:2], vit_prior, info.whitening)
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_k_must_be_positive(random_prior, cifar10_images, k):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        add_rela_targets(cifar10_images, random_prior, k=k)
+
+
+def test_one_row_is_too_few_for_any_k(random_prior, cifar10_images):
+    with pytest.raises(ValueError, match="need at least 2 images"):
+        add_rela_targets(cifar10_images.select([0]), random_prior, k=1)
+
+
+def test_every_image_mode_and_a_huge_image_give_targets(random_prior, cifar10_images):
+    """Documented conversion, no error: L, LA, RGBA, CMYK, P, I;16 (scaled, not clipped) and a
+    6,000 x 6,000 photo all become RGB at the prior's input size."""
+    base = cifar10_images[0]["image"]
+    sixteen = PIL.Image.fromarray(np.asarray(base.convert("L"), dtype=np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    images = [base.convert(mode) for mode in ("L", "LA", "RGBA", "CMYK", "P")]
+    images += [sixteen, base.resize((6000, 6000))]
+    data = datasets.Dataset.from_dict({"image": images + list(cifar10_images["image"][:10])},
+                                      features=datasets.Features({"image": datasets.Image()}))
+    targets = np.asarray(add_rela_targets(data, random_prior, k=4).with_format("numpy")["rela_target"])
+    assert targets.shape == (17, 4) and np.isfinite(targets).all()
+    grey = random_prior.embed([base.convert("L")])
+    assert torch.allclose(random_prior.embed([sixteen]), grey, atol=1e-5)  # 16-bit = 8-bit x 257
