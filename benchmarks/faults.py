@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,17 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.hub_server: the project's Hub-compatible server
+
+import datasets
+import numpy as np
+import torch
+from huggingface_hub import HfApi
+from safetensors.torch import load_file
+
+from rela_hf.assets import fashion_mnist_dataset
+from rela_hf.priors import load_prior
+from rela_hf.targets import add_rela_targets, save_rela_dataset
+from tests.hub_server import FakeHub
 
 logger = logging.getLogger("faults")
 SENTINEL = "hf_SENTINEL_do_not_leak_0123456789abcdef"
@@ -83,15 +95,11 @@ def latest_step(output_dir: Path) -> int:
 
 
 def tensors_equal(a: Path, b: Path) -> bool:
-    from safetensors.torch import load_file
-
     left, right = load_file(str(a)), load_file(str(b))
     return left.keys() == right.keys() and all(bool((left[k] == right[k]).all()) for k in left)
 
 
 def optimizers_equal(a: Path, b: Path) -> bool:
-    import torch
-
     left = torch.load(a, weights_only=True)["state"]
     right = torch.load(b, weights_only=True)["state"]
     return left.keys() == right.keys() and all(
@@ -103,11 +111,7 @@ def optimizers_equal(a: Path, b: Path) -> bool:
 # ---------------------------------------------------------------------------------------------
 def prepare_data(work: Path) -> tuple[Path, Path]:
     """64 real images with 16-d targets of a seeded random prior (trainer), and 3,000 raw images."""
-    import torch
 
-    from rela_hf.assets import fashion_mnist_dataset
-    from rela_hf.priors import load_prior
-    from rela_hf.targets import add_rela_targets, save_rela_dataset
 
     rela_data, raw = work / "rela_data", work / "raw_3000"
     if not (rela_data / "dataset_info.json").is_file():
@@ -195,15 +199,10 @@ def targets_command(raw: Path, output_dir: Path, *extra: str) -> list[str]:
 
 
 def targets_of(folder: Path) -> Any:
-    import datasets
-    import numpy as np
-
     return np.asarray(datasets.load_from_disk(str(folder)).with_format("numpy")["rela_target"])
 
 
 def make_targets_kills(raw: Path, work: Path, env: dict[str, str], kills: int, rng: random.Random) -> dict[str, Any]:
-    import numpy as np
-
     reference = work / "targets_reference"
     fresh_raw = work / "raw_reference"  # its own copy: no map cache shared with the killed runs
     shutil.rmtree(fresh_raw, ignore_errors=True)
@@ -235,20 +234,20 @@ def make_targets_kills(raw: Path, work: Path, env: dict[str, str], kills: int, r
 # 3. divergence, 4. secrets, 5. load
 # ---------------------------------------------------------------------------------------------
 def divergence(data: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
-    import torch
-    from safetensors.torch import load_file
-
     output_dir = work / "diverged"
     shutil.rmtree(output_dir, ignore_errors=True)
     command = trainer_command(data, output_dir, "--learning_rate", "1e6", "--logging_steps", "1",
                               "--push_to_hub", "--hub_model_id", "faults/diverged", "--hub_strategy", "every_save")
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     checkpoints = list(output_dir.glob("checkpoint-*"))
-    message = next((line for line in done.stderr.splitlines() if "TrainingDiverged" in line), "")
+    # the exception line of the traceback: "module.ErrorName: message"
+    message = next((line for line in reversed(done.stderr.splitlines())
+                    if re.match(r"^[\w.]+(Error|Diverged): ", line)), "")
     return {"exit_code": done.returncode, "message": message[-400:], "checkpoints_kept": len(checkpoints),
             "all_checkpoints_finite": all(all(bool(torch.isfinite(t).all()) for t in load_file(str(c / "model.safetensors")).values())
                                           for c in checkpoints),
-            "exported": (output_dir / "backbone").exists()}
+            "exported": (output_dir / "backbone").exists(),
+            "pushed": HfApi(endpoint=env["HF_ENDPOINT"], token=False).repo_exists("faults/diverged")}
 
 
 def secrets(hub: Any, roots: list[Path]) -> dict[str, Any]:
@@ -310,8 +309,6 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def load(work: Path, env: dict[str, str], images: int) -> dict[str, Any]:
-    import numpy as np
-
     script = work / "load.py"
     script.write_text(LOAD_SCRIPT)
     results: dict[str, Any] = {"images": images}
@@ -346,7 +343,7 @@ def render(report: dict[str, Any]) -> str:
         ("make_targets SIGKILLs mid-map", (f"{mt['kills']} kills; half-written outputs seen: {mt['half_written_outputs_seen']}; "
          f"targets bitwise equal after the rerun: {mt['targets_bitwise_equal']}")),
         ("divergence (lr 1e6)", (f"exit {dv['exit_code']}; {dv['checkpoints_kept']} checkpoints kept, all finite: "
-         f"{dv['all_checkpoints_finite']}; exported: {dv['exported']}")),
+         f"{dv['all_checkpoints_finite']}; exported: {dv['exported']}; pushed: {dv['pushed']}")),
         ("secrets (HF_TOKEN sentinel)", (f"{sc['files_searched']} files written + {sc['hub_files_searched']} files on the Hub "
          f"searched; found in: {sc['sentinel_found_in'] or 'none'}")),
         (f"add_rela_targets, {ld['images']:,} images", (f"one process: {ld['num_proc_1']['peak_rss_mib']} MiB peak, "
@@ -369,7 +366,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from tests.hub_server import FakeHub
 
     rng = random.Random(args.seed)
     work = args.work_dir

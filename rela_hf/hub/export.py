@@ -186,6 +186,14 @@ def _verify_reload(model: nn.Module, folder: Path, input_size: tuple[int, int, i
             ours, theirs = model(probe), reloaded(probe)
     finally:
         model.train(was_training)
+    if not bool(torch.isfinite(ours).all()):
+        # finite weights can still be too large to compute with: a diverged run (e.g. a learning
+        # rate far too high) must not be published as if the reload were at fault.
+        raise ExportError(
+            "The backbone computes non-finite features (NaN or inf) on a probe batch: its weights "
+            "have diverged, so it is not exported. Lower --learning_rate or clip with "
+            "--max_grad_norm and resume an earlier checkpoint, or start over."
+        )
     if ours.shape != theirs.shape or not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-5):
         raise ExportError(
             f"timm rebuilds {type(reloaded).__name__} from the export with the same parameters, "

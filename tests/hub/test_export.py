@@ -106,6 +106,19 @@ def test_export_of_a_hand_modified_backbone_fails_before_writing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_export_of_diverged_weights_names_the_divergence_and_writes_nothing(tmp_path):
+    """Weights that are finite but far too large (one step at lr 1e6) give NaN/inf features:
+    the export says so instead of blaming the reload."""
+    model = timm.create_model("test_resnet", num_classes=0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1e30)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(ExportError, match="non-finite features .* diverged"):
+        export_backbone(model, tmp_path / "bb")
+    assert not any(tmp_path.iterdir())
+
+
 def test_docstring_examples_run():
     result = doctest.testmod(rela_hf.hub.export, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
