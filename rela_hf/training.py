@@ -164,7 +164,10 @@ class ViewDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """A batch of items with one Arrow read (``DataLoader`` uses it when present)."""
         indices = [int(i) for i in indices]
-        rows = self.data[indices]
+        try:
+            rows = self.data[indices]
+        except (OSError, SyntaxError, ValueError) as error:  # what PIL raises for a bad file
+            raise self._unreadable_row_error(indices) from error
         items = []
         for position, index in enumerate(indices):
             item: dict[str, Any] = {"views": self._views(rows[self.image_column][position], index)}
@@ -177,6 +180,21 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.__getitems__([index])[0]
+
+    def _unreadable_row_error(self, indices: Sequence[int]) -> ValueError:
+        """Name the first row of a batch whose image does not decode (the trainer's check of
+        every image, ``--verify_images``, was turned off)."""
+        for index in indices:
+            try:
+                self.data[index]
+            except (OSError, SyntaxError, ValueError) as error:
+                return ValueError(
+                    f"Row {index} of the training data: its {self.image_column!r} image cannot be "
+                    f"decoded ({type(error).__name__}: {error}). The run stops here rather than skip "
+                    "it silently. Rerun with --verify_images true to list every such row before "
+                    "training, remove them (e.g. dataset.filter) and resume."
+                )
+        return ValueError(f"Rows {list(indices)} of the training data cannot be read.")
 
 
 class ViewCollator:

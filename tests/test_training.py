@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+
+import datasets
 import pytest
 import torch
 from accelerate import Accelerator
@@ -33,12 +36,16 @@ def _fresh_accelerate_state(single_torch_thread):
 @pytest.fixture(scope="module")
 def image_data(fashion_mnist_slice):
     """16 real Fashion-MNIST images with labels and a (random, fixed) K-d target column."""
-    import datasets
-
     data = fashion_mnist_slice.select(range(16))
     targets = torch.randn(len(data), K, generator=torch.Generator().manual_seed(0)).tolist()
     feature = datasets.List(datasets.Value("float32"), length=K)
     return data.add_column("rela_target", targets, feature=feature)
+
+
+def png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def view_data(data, **kwargs) -> ViewDataset:
@@ -95,6 +102,18 @@ def test_phase_selects_the_view_pipelines(image_data):
 def test_missing_columns_are_named(image_data):
     with pytest.raises(ValueError, match="not_there"):
         view_data(image_data, target_column="not_there")
+
+
+def test_an_undecodable_image_names_its_row(fashion_mnist_slice):
+    """With the upfront check off (--verify_images false) a corrupt file still stops the run
+    where it is read, naming the row and the way out, never skipped silently."""
+    images = [{"bytes": png_bytes(fashion_mnist_slice[i]["image"]), "path": None} for i in range(4)]
+    images[2] = {"bytes": b"\x89PNG\r\n\x1a\n" + b"not a png" * 8, "path": None}
+    data = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
+    views = view_data(data, target_column=None, label_column=None)
+    assert len(views.__getitems__([0, 1])) == 2
+    with pytest.raises(ValueError, match=r"Row 2 of the training data.*cannot be decoded.*--verify_images true"):
+        views.__getitems__([1, 2, 3])
 
 
 def test_worker_processes_give_the_same_batches(image_data):

@@ -130,7 +130,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(method, rel
 
 def test_unreadable_images_can_be_checked_off_for_known_good_data(fashion_mnist_slice, tmp_path):
     """--verify_images false skips the upfront decode (huge known-good datasets); the policy
-    stays no silent skip: a bad image would then stop the run where it is read."""
+    stays no silent skip: a bad image then stops the run where it is read, naming its row."""
     data = tmp_path / "data"
     datasets.Dataset.from_dict({"image": [fashion_mnist_slice[i]["image"] for i in range(16)]},
                                features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(data))
@@ -139,3 +139,11 @@ def test_unreadable_images_can_be_checked_off_for_known_good_data(fashion_mnist_
                                    "--verify_images", "false", "--label_column", "none"))
     reset_accelerate()
     assert summary.steps == 2
+    bad = tmp_path / "bad"
+    images = [{"bytes": png(fashion_mnist_slice[i]["image"]), "path": None} for i in range(16)]
+    images[5] = {"bytes": b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4, "path": None}
+    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(bad))
+    with one_thread(), pytest.raises(ValueError, match=r"Row 5 of the training data.*cannot be decoded.*--verify_images true"):
+        recipe.main(args(bad, tmp_path / "out_bad", "--method", "baseline", "--max_train_steps", "2",
+                         "--verify_images", "false", "--label_column", "none", "--per_device_train_batch_size", "16"))
+    reset_accelerate()
