@@ -9,7 +9,8 @@
 | ``push_to_hub.py`` | ``rela-hf-push`` | the encoder, its card and curves, on the Hub |
 
 From a checkout: ``python recipes/<script>.py`` or ``accelerate launch recipes/byol_rela.py``.
-Installed: the console commands, ``accelerate launch -m rela_hf.recipes.byol_rela`` or
-``accelerate launch $(which rela-hf-train)``; ``--config <preset>`` finds the presets of
-``configs/`` shipped with them.
+Installed: the console commands, or ``accelerate launch -m rela_hf.recipes.byol_rela`` for
+several processes (``accelerate launch $(which rela-hf-train)`` also works, except behind pyenv or
+asdf, where that path is a shell shim that Python cannot run); ``--config <preset>`` finds the
+presets of ``configs/`` shipped with them.
 """

@@ -28,9 +28,10 @@ rela-hf-targets --dataset "$OFFLINE_DIR/fashion_mnist" --split train \
     --output_dir "$DEMO_DIR/fashion_mnist_rela" --overwrite_output_dir
 
 step "3/5 ReLA-F: ReLA then BYOL (accelerate launch, one CPU process)"
-# one torch thread: the DataLoader worker augments on the other core
+# one torch thread: the DataLoader worker augments on the other core. `-m` rather than
+# "$(command -v rela-hf-train)": behind pyenv or asdf that path is a shell shim, not Python.
 OMP_NUM_THREADS=1 accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no --cpu \
-    "$(command -v rela-hf-train)" --config demo \
+    -m rela_hf.recipes.byol_rela --config demo \
     --dataset_name "$DEMO_DIR/fashion_mnist_rela" --output_dir "$DEMO_DIR/byol_rela" \
     --eval_dataset_name "$OFFLINE_DIR/fashion_mnist" --overwrite_output_dir
 

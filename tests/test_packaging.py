@@ -65,8 +65,10 @@ def test_console_commands_run_the_demo_pipeline(installed_wheel, tmp_path):
     run(["rela-hf-assets", "--output_dir", "offline", "--train_limit", "200", "--test_limit", "60"], work, env)
     run(["rela-hf-targets", "--dataset", "offline/fashion_mnist", "--prior", "offline/efficientnet_lite0",
          "--image_size", "32", "--k", "16", "--output_dir", "rela_data"], work, env)
-    run(["accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--cpu", str(bin_dir / "rela-hf-train"),
+    # the README's form, `accelerate launch -m rela_hf.recipes.byol_rela`, run by the venv's Python so
+    # that the launched trainer imports the wheel's copy (a pyenv shim cannot be launched by path)
+    run([str(bin_dir / "python"), "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "rela_hf.recipes.byol_rela",
          "--config", "demo", "--dataset_name", "rela_data", "--output_dir", "run", "--backbone", "test_resnet",
          "--backbone_kwargs", "{}", "--max_train_steps", "4", "--per_device_train_batch_size", "16",
          "--switch_fraction", "0.5", "--checkpointing_steps", "2", "--logging_steps", "1",
@@ -81,6 +83,6 @@ def test_console_commands_run_the_demo_pipeline(installed_wheel, tmp_path):
     card = (work / "hub_repo" / "README.md").read_text()
     assert "ReLA-accelerated BYOL" in card and "online kNN accuracy" in card
     assert (work / "hub_repo" / "model.safetensors").is_file()
-    # and the module form of the trainer, for `accelerate launch -m`
-    help_text = run([str(bin_dir / "python"), "-m", "rela_hf.recipes.byol_rela", "--help"], work, env)
+    # and the console command itself
+    help_text = run(["rela-hf-train", "--help"], work, env)
     assert "--ssl_method" in help_text
