@@ -45,6 +45,14 @@ RUNS: dict[str, dict[str, Any]] = {
     "rela_prior": {"method": "rela", "switch_rule": "static", "switch_fraction": 0.5, "max_train_steps": 12,
                    "dataset_name": "{images}", "prior": "{prior}", "prior_image_size": 64, "rela_dim": 32},
     "byol": {"method": "byol", "max_train_steps": 30, "dataset_name": "{images}"},
+    "dino": {"method": "rela", "ssl_method": "dino", "switch_rule": "static", "switch_fraction": 0.5,
+             "max_train_steps": 20, "dataset_name": "{targets}",
+             "method_options": '{"hidden_dim": 64, "bottleneck_dim": 32, "out_dim": 128}'},
+    "simclr": {"method": "rela", "ssl_method": "simclr", "switch_rule": "static", "switch_fraction": 0.5,
+               "max_train_steps": 20, "dataset_name": "{targets}"},
+    "rela_accum": {"method": "rela", "switch_rule": "static", "switch_fraction": 0.5, "max_train_steps": 12,
+                   "gradient_accumulation_steps": 2, "dataset_name": "{targets}",
+                   "eval_dataset_name": "{images}", "eval_split": "test", "eval_steps": 6},
 }
 
 
