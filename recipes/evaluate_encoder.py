@@ -17,29 +17,31 @@ is a training run's ``<output_dir>/backbone`` export, else to the working direct
 
 Examples:
     # a training run's export, on the offline Fashion-MNIST (no Hub needed)
-    python recipes/evaluate_encoder.py --encoder outputs/byol_rela/backbone \\
-        --dataset offline:fashion_mnist --max_train_samples 10000 --max_test_samples 2000
+    python recipes/evaluate_encoder.py --model_name_or_path outputs/rela/backbone \\
+        --dataset_name offline:fashion_mnist --max_train_samples 10000 --max_eval_samples 2000
 
     # a Hub encoder on a Hub dataset, pinned revisions, 2 GPUs for the feature extraction
     accelerate launch --num_processes 2 recipes/evaluate_encoder.py \\
-        --encoder me/rela-byol-resnet18-cifar10 --revision main \\
-        --dataset uoft-cs/cifar10 --dataset_revision <sha> --label_column label
+        --model_name_or_path me/rela-byol-resnet18-cifar10 --model_revision main \\
+        --dataset_name uoft-cs/cifar10 --image_column img --dataset_revision <sha>
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
 from accelerate import Accelerator
 from huggingface_hub import HfApi
 
+from rela_hf.arguments import DatasetArguments, Rename, arg, parse_command_line
 from rela_hf.assets import fashion_mnist_dataset
 from rela_hf.data import load_image_dataset
+from rela_hf.errors import ConfigError, run_command
 from rela_hf.evaluation import (
     KNN_K,
     KNN_TEMPERATURE,
@@ -59,63 +61,107 @@ OFFLINE_PREFIX = "offline:"
 OFFLINE_DATASETS = {"fashion_mnist": "Fashion-MNIST (Debian dataset-fashion-mnist, offline)"}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawTextHelpFormatter)
-    encoder = parser.add_argument_group("encoder")
-    encoder.add_argument("--encoder", required=True,
-                         help="Hub repo id (timm format), local export folder, or hf-hub:/local-dir: name.")
-    encoder.add_argument("--revision", default=None, help="Hub revision of the encoder.")
-    encoder.add_argument("--preprocessing", default="encoder", choices=["encoder", "official"],
-                         help="encoder: its pretrained_cfg; official: resize+crop, ImageNet mean/std.")
-    encoder.add_argument("--image_size", type=int, default=None, help="Override the input size.")
+@dataclass
+class EncoderArguments:
+    """The encoder evaluated."""
 
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True,
-                      help="Hub dataset id, save_to_disk or image folder, or offline:fashion_mnist.")
-    data.add_argument("--dataset_name", default=None, help="Display name in results and card.")
-    data.add_argument("--dataset_config", default=None)
-    data.add_argument("--dataset_revision", default=None, help="Pin the Hub dataset (commit sha).")
-    data.add_argument("--train_split", default="train", help="kNN memory bank / probe training split.")
-    data.add_argument("--test_split", default="test", help="Evaluation split.")
-    data.add_argument("--max_train_samples", type=int, default=None,
-                      help="A fixed random subset (seeded) of the train split.")
-    data.add_argument("--max_test_samples", type=int, default=None)
-    data.add_argument("--image_column", default="image")
-    data.add_argument("--label_column", default="label")
+    _argument_group_name = "encoder"
 
-    protocol = parser.add_argument_group("protocol")
-    protocol.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
-    protocol.add_argument("--k", type=int, default=KNN_K)
-    protocol.add_argument("--temperature", type=float, default=KNN_TEMPERATURE)
-    protocol.add_argument("--epochs", type=int, default=LINEAR_PROBE_EPOCHS)
-    protocol.add_argument("--lr", type=float, default=LINEAR_PROBE_LR)
-    protocol.add_argument("--probe_batch_size", type=int, default=LINEAR_PROBE_BATCH_SIZE)
-    protocol.add_argument("--seed", type=int, default=0, help="Linear probe and subset seed.")
-    protocol.add_argument("--use_evaluate", action="store_true",
-                          help="Cross-check with the `evaluate` library (needs its module: Hub or local).")
-
-    run = parser.add_argument_group("run")
-    run.add_argument("--batch_size", type=int, default=256, help="Feature extraction, per process.")
-    run.add_argument("--num_workers", type=int, default=0)
-    run.add_argument("--output_file", default=None,
-                     help="Where to write eval_results.json (default: next to a training run's "
-                          "export, else ./eval_results.json).")
-    args = parser.parse_args(argv)
-    if "linear_probe" in args.protocols and args.epochs < LINEAR_PROBE_LAST_EPOCHS:
-        parser.error(f"--epochs {args.epochs}: the linear probe reports the mean of its last "
-                     f"{LINEAR_PROBE_LAST_EPOCHS} epochs, so it needs at least {LINEAR_PROBE_LAST_EPOCHS}.")
-    return args
+    model_name_or_path: str | None = arg("model_name_or_path")
+    model_revision: str | None = arg("model_revision")
+    preprocessing: Literal["encoder", "official"] = arg("preprocessing")
+    image_size: int | None = arg("image_size", default=None)
 
 
-def load_split(args: argparse.Namespace, split: str, limit: int | None) -> Any:
+@dataclass
+class EvaluationDataArguments(DatasetArguments):
+    """The labelled images: the kNN bank / probe training split and the evaluated split."""
+
+    _argument_group_name = "data"
+
+    dataset_pretty_name: str | None = arg("dataset_pretty_name")
+    eval_split: str | None = arg("eval_split", default="test")
+    max_train_samples: int | None = arg("max_train_samples")
+    max_eval_samples: int | None = arg("max_eval_samples")
+    label_column: str | None = arg("label_column")
+
+
+@dataclass
+class ProtocolArguments:
+    """The protocols and their settings (the official code's by default)."""
+
+    _argument_group_name = "protocol"
+
+    protocols: list[str] = arg("protocols", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    knn_k: int = arg("knn_k", default=KNN_K)
+    knn_temperature: float = arg("knn_temperature", default=KNN_TEMPERATURE)
+    probe_epochs: int = arg("probe_epochs", default=LINEAR_PROBE_EPOCHS)
+    probe_learning_rate: float = arg("probe_learning_rate", default=LINEAR_PROBE_LR)
+    probe_batch_size: int = arg("probe_batch_size", default=LINEAR_PROBE_BATCH_SIZE)
+    seed: int = arg("seed", default=0)
+    use_evaluate: bool = arg("use_evaluate")
+
+
+@dataclass
+class EvaluationRunArguments:
+    """How the features are extracted and where the results go."""
+
+    _argument_group_name = "run"
+
+    per_device_eval_batch_size: int = arg("per_device_eval_batch_size")
+    dataloader_num_workers: int = arg("dataloader_num_workers", default=0)
+    output_file: str | None = arg("output_file")
+
+
+@dataclass
+class EvaluateArguments(EncoderArguments, EvaluationDataArguments, ProtocolArguments, EvaluationRunArguments):
+    """Every option of ``rela-hf-evaluate``; checked when built."""
+
+    def __post_init__(self) -> None:
+        for name in ("model_name_or_path", "dataset_name", "eval_split"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required.")
+        if "linear_probe" in self.protocols and self.probe_epochs < LINEAR_PROBE_LAST_EPOCHS:
+            raise ConfigError(f"--probe_epochs {self.probe_epochs}: the linear probe reports the mean of its last "
+                              f"{LINEAR_PROBE_LAST_EPOCHS} epochs, so it needs at least {LINEAR_PROBE_LAST_EPOCHS}.")
+
+
+RENAMED_OPTIONS = (
+    Rename("encoder", "model_name_or_path"), Rename("revision", "model_revision"),
+    Rename("dataset", "dataset_name"), Rename("dataset_config", "dataset_config_name"),
+    Rename("test_split", "eval_split"), Rename("max_test_samples", "max_eval_samples"),
+    Rename("k", "knn_k"), Rename("temperature", "knn_temperature"), Rename("epochs", "probe_epochs"),
+    Rename("lr", "probe_learning_rate"), Rename("batch_size", "per_device_eval_batch_size"),
+    Rename("num_workers", "dataloader_num_workers"),
+)
+
+
+def _former_display_name(argv: list[str]) -> list[str]:
+    """rela-hf 0.2's ``--dataset X --dataset_name "Pretty"``: there ``--dataset_name`` was the
+    display name (now ``--dataset_pretty_name``)."""
+    if not any(token == "--dataset" or token.startswith("--dataset=") for token in argv):
+        return argv
+    renamed = [token.replace("--dataset_name", "--dataset_pretty_name", 1) if token.split("=")[0] == "--dataset_name"
+               else token for token in argv]
+    if renamed != argv:
+        warnings.warn(Rename("dataset_name", "dataset_pretty_name").message() + " (next to the former --dataset)",
+                      FutureWarning, stacklevel=3)
+    return renamed
+
+
+def parse_args(argv: list[str] | None = None) -> EvaluateArguments:
+    return parse_command_line(EvaluateArguments, argv, renames=RENAMED_OPTIONS,
+                              description=__doc__.split("\n\n")[0], rewrite_argv=_former_display_name)
+
+
+def load_split(args: EvaluateArguments, split: str, limit: int | None) -> Any:
     """One labelled split, optionally a seeded random subset of ``limit`` images."""
-    if args.dataset.startswith(OFFLINE_PREFIX):
-        name = args.dataset.removeprefix(OFFLINE_PREFIX)
+    if args.dataset_name.startswith(OFFLINE_PREFIX):
+        name = args.dataset_name.removeprefix(OFFLINE_PREFIX)
         if name not in OFFLINE_DATASETS:
-            raise SystemExit(f"Unknown offline dataset {name!r}; available: {sorted(OFFLINE_DATASETS)}.")
+            raise ConfigError(f"Unknown offline dataset {name!r}; available: {sorted(OFFLINE_DATASETS)}.")
         return fashion_mnist_dataset(split, limit=limit, seed=args.seed)
-    dataset = load_image_dataset(args.dataset, split=split, config_name=args.dataset_config,
+    dataset = load_image_dataset(args.dataset_name, split=split, config_name=args.dataset_config_name,
                                  revision=args.dataset_revision, image_column=args.image_column)
     if limit is not None and limit < len(dataset):
         dataset = dataset.shuffle(seed=args.seed).select(range(limit))
@@ -164,30 +210,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         datasets.utils.logging.set_verbosity_error()
 
     train = load_split(args, args.train_split, args.max_train_samples)
-    test = load_split(args, args.test_split, args.max_test_samples)
-    offline = args.dataset.startswith(OFFLINE_PREFIX)
+    test = load_split(args, args.eval_split, args.max_eval_samples)
+    offline = args.dataset_name.startswith(OFFLINE_PREFIX)
     dataset_info = {
-        "id": args.dataset,
-        "name": args.dataset_name or OFFLINE_DATASETS.get(args.dataset.removeprefix(OFFLINE_PREFIX))
-        or args.dataset,
-        "revision": None if offline else resolve_hub_revision(args.dataset, args.dataset_revision, "dataset"),
-        "config": args.dataset_config,
+        "id": args.dataset_name,
+        "name": args.dataset_pretty_name or OFFLINE_DATASETS.get(args.dataset_name.removeprefix(OFFLINE_PREFIX))
+        or args.dataset_name,
+        "revision": None if offline else resolve_hub_revision(args.dataset_name, args.dataset_revision, "dataset"),
+        "config": args.dataset_config_name,
         "train_split": args.train_split,
-        "split": args.test_split,
+        "split": args.eval_split,
     }
     results = evaluate_encoder(
-        args.encoder, train, test, dataset=dataset_info, protocols=args.protocols,
-        revision=args.revision, preprocessing=args.preprocessing, image_size=args.image_size,
-        batch_size=args.batch_size, accelerator=accelerator, image_column=args.image_column,
-        label_column=args.label_column, k=args.k, temperature=args.temperature, epochs=args.epochs,
-        lr=args.lr, probe_batch_size=args.probe_batch_size, seed=args.seed,
+        args.model_name_or_path, train, test, dataset=dataset_info, protocols=args.protocols,
+        revision=args.model_revision, preprocessing=args.preprocessing, image_size=args.image_size,
+        batch_size=args.per_device_eval_batch_size, accelerator=accelerator, image_column=args.image_column,
+        label_column=args.label_column, k=args.knn_k, temperature=args.knn_temperature, epochs=args.probe_epochs,
+        lr=args.probe_learning_rate, probe_batch_size=args.probe_batch_size, seed=args.seed,
         use_evaluate=args.use_evaluate,
     )
-    if results["encoder"] and not Path(args.encoder).exists():
-        results["encoder_revision"] = resolve_hub_revision(args.encoder, args.revision, "model")
+    if results["encoder"] and not Path(args.model_name_or_path).exists():
+        results["encoder_revision"] = resolve_hub_revision(args.model_name_or_path, args.model_revision, "model")
     if accelerator.is_main_process:
         print_results(results)
-        path = write_eval_results(results, args.output_file or default_output_file(args.encoder))
+        path = write_eval_results(results, args.output_file or default_output_file(args.model_name_or_path))
         print(f"\nWrote {path}")
     accelerator.wait_for_everyone()
     return results
@@ -195,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def cli() -> None:
     """The ``rela-hf-evaluate`` console command."""
-    main(sys.argv[1:])
+    run_command(main, "rela-hf-evaluate")
 
 
 if __name__ == "__main__":

@@ -12,53 +12,62 @@ Everything downstream (``make_targets.py``, ``byol_rela.py``, ``evaluate_encoder
 takes these folders where it would take Hub ids. Install the assets first with
 ``bash scripts/install_offline_assets.sh``.
 
-    python recipes/prepare_offline_assets.py --output_dir outputs/offline --train_limit 10000
+    python recipes/prepare_offline_assets.py --output_dir outputs/offline --max_train_samples 10000
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 import logging
 import shutil
 from pathlib import Path
 
 import datasets
 
+from rela_hf.arguments import Rename, arg, parse_command_line
 from rela_hf.assets import fashion_mnist_dataset
 from rela_hf.convert import convert_efficientnet_lite0
+from rela_hf.errors import ConfigError, run_command
 
 logger = logging.getLogger("prepare_offline_assets")
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output_dir", type=Path, default=Path("outputs/offline"))
-    parser.add_argument("--train_limit", type=int, default=None,
-                        help="keep a fixed random subset of this many training images (default: all 60,000)")
-    parser.add_argument("--test_limit", type=int, default=None,
-                        help="keep a fixed random subset of this many test images (default: all 10,000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subsets")
-    return parser.parse_args()
+@dataclass
+class AssetsArguments:
+    """Every option of ``rela-hf-assets``."""
+
+    output_dir: str = arg("output_dir", default="outputs/offline")
+    max_train_samples: int | None = arg("max_train_samples")
+    max_eval_samples: int | None = arg("max_eval_samples")
+    seed: int = arg("seed", default=0)
 
 
-def main() -> None:
-    args = parse_args()
+RENAMED_OPTIONS = (Rename("train_limit", "max_train_samples"), Rename("test_limit", "max_eval_samples"))
+
+
+def parse_args(argv: list[str] | None = None) -> AssetsArguments:
+    return parse_command_line(AssetsArguments, argv, renames=RENAMED_OPTIONS, description=__doc__.split("\n")[0])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
-    dataset_dir = args.output_dir / "fashion_mnist"
-    wanted = {"train_limit": args.train_limit, "test_limit": args.test_limit, "seed": args.seed}
+    dataset_dir = output_dir / "fashion_mnist"
+    wanted = {"train_limit": args.max_train_samples, "test_limit": args.max_eval_samples, "seed": args.seed}
     marker = dataset_dir / "rela_hf_subset.json"
     if marker.exists() and json.loads(marker.read_text()) != wanted:
-        raise SystemExit(
+        raise ConfigError(
             f"{dataset_dir} holds another subset ({marker.read_text().strip()}); "
             f"delete it or choose another --output_dir to build {wanted}."
         )
     if not marker.exists():
         splits = datasets.DatasetDict(
-            train=fashion_mnist_dataset("train", limit=args.train_limit, seed=args.seed),
-            test=fashion_mnist_dataset("test", limit=args.test_limit, seed=args.seed),
+            train=fashion_mnist_dataset("train", limit=args.max_train_samples, seed=args.seed),
+            test=fashion_mnist_dataset("test", limit=args.max_eval_samples, seed=args.seed),
         )
         # save next to the destination, then rename: an interrupted run leaves nothing half-written
         tmp_dir = dataset_dir.with_name(dataset_dir.name + ".tmp")
@@ -71,13 +80,13 @@ def main() -> None:
     else:
         logger.info("Fashion-MNIST already at %s", dataset_dir)
 
-    prior_dir = convert_efficientnet_lite0(args.output_dir / "efficientnet_lite0")
+    prior_dir = convert_efficientnet_lite0(output_dir / "efficientnet_lite0")
     logger.info("EfficientNet-Lite0 prior (timm format) at %s", prior_dir)
 
 
 def cli() -> None:
     """The ``rela-hf-assets`` console command."""
-    main()
+    run_command(main, "rela-hf-assets")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Publish a trained encoder on the Hugging Face Hub: timm-format backbone + model card, one commit.
 
-``--folder`` may be
+``--folder_path`` may be
 
 - a training run's ``output_dir`` (``recipes/byol_rela.py``): its ``backbone/`` export is pushed
   with a model card rendered from ``training_summary.json``, ``config.yaml``, ``history.jsonl``
@@ -17,21 +17,22 @@ failed push is retried with backoff and then fails naming the repo. The token co
 ``HF_TOKEN`` or ``huggingface-cli login`` (never from the command line, never printed).
 
 Examples:
-    python recipes/push_to_hub.py --folder outputs/byol_rela --repo_id me/rela-byol-resnet18-cifar10
-    python recipes/push_to_hub.py --folder outputs/byol_rela --repo_id me/rela-byol-resnet18-cifar10 \\
-        --include_training_state --revision step-2000 --private
-    python recipes/push_to_hub.py --folder outputs/byol_rela --repo_id me/x --dry_run /tmp/preview
+    python recipes/push_to_hub.py --folder_path outputs/rela --hub_model_id me/rela-byol-resnet18-cifar10
+    python recipes/push_to_hub.py --folder_path outputs/rela --hub_model_id me/rela-byol-resnet18-cifar10 \\
+        --include_training_state --hub_revision step-2000 --hub_private_repo true
+    python recipes/push_to_hub.py --folder_path outputs/rela --hub_model_id me/x --dry_run /tmp/preview
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rela_hf.arguments import Rename, arg, parse_command_line
+from rela_hf.errors import ConfigError, run_command
 from rela_hf.evaluation import read_eval_results
 from rela_hf.hub import build_hub_folder, push_encoder
 from rela_hf.hub.export import CONFIG_NAME
@@ -41,26 +42,36 @@ from rela_hf.run_layout import RunLayout
 logger = logging.getLogger("push_to_hub")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--folder", required=True,
-                        help="Training output_dir, a bare timm export, or a ready repo folder.")
-    parser.add_argument("--repo_id", required=True, help="Hub model repo, 'org/name'.")
-    parser.add_argument("--revision", default=None, help="Branch to push to (created if missing).")
-    parser.add_argument("--private", action="store_true", default=None,
-                        help="Create the repo private (an existing repo keeps its visibility).")
-    parser.add_argument("--create_pr", action="store_true", help="Open a pull request instead.")
-    parser.add_argument("--commit_message", default=None)
-    parser.add_argument("--include_training_state", action="store_true",
-                        help="Also push the final checkpoint under training_state/.")
-    parser.add_argument("--eval_results", nargs="*", default=None,
-                        help="eval_results.json files (default: <folder>/eval_results.json).")
-    parser.add_argument("--license", default=None, help="Default: the export's (apache-2.0).")
-    parser.add_argument("--max_retries", type=int, default=3)
-    parser.add_argument("--dry_run", default=None, metavar="DIR",
-                        help="Only build the repo contents into DIR (to inspect the card).")
-    return parser.parse_args(argv)
+@dataclass
+class PushArguments:
+    """Every option of ``rela-hf-push``."""
+
+    folder_path: str | None = arg("folder_path")
+    hub_model_id: str | None = arg("hub_model_id")
+    hub_revision: str | None = arg("hub_revision")
+    hub_private_repo: bool | None = arg("hub_private_repo")
+    create_pr: bool = arg("create_pr")
+    commit_message: str | None = arg("commit_message")
+    include_training_state: bool = arg("include_training_state")
+    eval_results: list[str] | None = arg("eval_results")
+    license: str | None = arg("license")
+    max_retries: int = arg("max_retries")
+    dry_run: str | None = arg("dry_run")
+
+    def __post_init__(self) -> None:
+        for name in ("folder_path", "hub_model_id"):
+            if not getattr(self, name):
+                raise ConfigError(f"--{name} is required.")
+
+
+RENAMED_OPTIONS = (
+    Rename("folder", "folder_path"), Rename("repo_id", "hub_model_id"), Rename("revision", "hub_revision"),
+    Rename("private", "hub_private_repo", flag=True),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> PushArguments:
+    return parse_command_line(PushArguments, argv, renames=RENAMED_OPTIONS, description=__doc__.split("\n\n")[0])
 
 
 def folder_kind(folder: Path) -> str:
@@ -70,7 +81,7 @@ def folder_kind(folder: Path) -> str:
         return "run"
     if (folder / CONFIG_NAME).is_file():
         return "ready" if (folder / README_NAME).is_file() else "export"
-    raise SystemExit(
+    raise ConfigError(
         f"{folder} is neither a training output_dir (backbone/ + training_summary.json) nor a "
         "timm-format export (config.json + model.safetensors)."
     )
@@ -79,10 +90,10 @@ def folder_kind(folder: Path) -> str:
 def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    folder = Path(args.folder)
+    folder = Path(args.folder_path)
     kind = folder_kind(folder)
     eval_results = [read_eval_results(p) for p in args.eval_results] if args.eval_results else None
-    push = {"revision": args.revision, "private": args.private, "create_pr": args.create_pr,
+    push = {"revision": args.hub_revision, "private": args.hub_private_repo, "create_pr": args.create_pr,
             "commit_message": args.commit_message or DEFAULT_COMMIT_MESSAGE,
             "max_retries": args.max_retries}
 
@@ -90,9 +101,9 @@ def main(argv: list[str] | None = None) -> Any:
         if args.dry_run:
             print(f"{folder} is ready to push as is (it has its README.md).")
             return None
-        commit = push_encoder(folder, args.repo_id, **push)
+        commit = push_encoder(folder, args.hub_model_id, **push)
     else:
-        build = {"repo_id": args.repo_id, "eval_results": eval_results, "license": args.license,
+        build = {"repo_id": args.hub_model_id, "eval_results": eval_results, "license": args.license,
                  "include_training_state": args.include_training_state and kind == "run",
                  "backbone_dir": folder if kind == "export" else None}
         if args.dry_run:
@@ -103,14 +114,14 @@ def main(argv: list[str] | None = None) -> Any:
             return None
         with tempfile.TemporaryDirectory(prefix="rela_hf_push_") as staging:
             out = build_hub_folder(folder, Path(staging) / "repo", **build)
-            commit = push_encoder(out, args.repo_id, **push)
-    print(f"Pushed {args.repo_id}: {commit.commit_url}" + (f" (PR {commit.pr_url})" if commit.pr_url else ""))
+            commit = push_encoder(out, args.hub_model_id, **push)
+    print(f"Pushed {args.hub_model_id}: {commit.commit_url}" + (f" (PR {commit.pr_url})" if commit.pr_url else ""))
     return commit
 
 
 def cli() -> None:
     """The ``rela-hf-push`` console command."""
-    main(sys.argv[1:])
+    run_command(main, "rela-hf-push")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,11 +25,19 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigFileError", "config_argument", "find_config", "read_config"]
+__all__ = ["ConfigFileError", "config_argument", "find_config", "presets_dir", "read_config"]
 
 
 class ConfigFileError(ValueError):
     """A config file that is missing, not a YAML mapping, or has unknown keys."""
+
+
+def presets_dir() -> Path | None:
+    """The folder of the shipped presets (``recipes/configs``; ``rela_hf/recipes/configs`` in a
+    wheel), located without importing the recipes."""
+    spec = importlib.util.find_spec("rela_hf.recipes")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) / "configs" if locations else None
 
 
 def find_config(path_or_preset: str | os.PathLike, presets_dir: Path | None = None) -> Path:

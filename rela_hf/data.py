@@ -131,7 +131,7 @@ def load_image_dataset(
     split: str = "train",
     config_name: str | None = None,
     revision: str | None = None,
-    image_column: str = "image",
+    image_column: str | None = "image",
     streaming: bool = False,
 ) -> datasets.Dataset:
     """Load one split of an image dataset from the Hub or from a local folder.
@@ -150,7 +150,7 @@ def load_image_dataset(
         config_name: Hub dataset configuration (subset) name.
         revision: Hub revision (branch, tag or commit) to pin; Hub datasets only.
         image_column: Column that holds the images; checked to exist and to be an
-            ``Image`` feature.
+            ``Image`` feature (``None``: a dataset without images, e.g. targets only).
         streaming: Return an ``IterableDataset`` instead of downloading/mapping everything.
 
     Returns:
@@ -193,7 +193,8 @@ def load_image_dataset(
             dataset = _load_image_folder(path, split, streaming)
     else:
         dataset = _load_from_hub(name_or_path, split, config_name, revision, streaming)
-    _check_image_column(dataset, name_or_path, image_column)
+    if image_column is not None:
+        _check_image_column(dataset, name_or_path, image_column)
     return dataset
 
 

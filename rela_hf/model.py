@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rela_hf.methods import SSLMethod, build_method
+from rela_hf.methods import Method, MethodBatch, build_method
 from rela_hf.methods.byol import BYOL_OUT_DIM, BYOLOptions
 from rela_hf.rela import TransferHead, rela_loss
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
@@ -60,15 +60,15 @@ class ReLAStudent(nn.Module):
     Args:
         backbone: Feature extractor returning pooled features ``(B, backbone.num_features)``
             (a timm model with ``num_classes=0``, e.g. from :func:`rela_hf.backbones.create_backbone`).
-        method: The SSL method after the switch: a registered name (``"byol"``, ``"dino"``,
-            ``"simclr"``) built here with ``method_options``.
+        method: The method after the switch: a registered name (``"byol"``, ``"dino"``,
+            ``"simclr"``, ``"supervised"``) built here with ``method_options``.
         method_options: The method's ``Options`` or a mapping of its fields.
         rela_dim: Width ``k`` of the ReLA targets; builds the transfer head ``W``
             (``Linear(num_features, k)``). ``None``: no ReLA phase (the method's baseline).
         trainable_transfer_head: Learn ``W`` (the paper's "linear transport") instead of keeping
             the official code's fixed random projection.
-        num_classes: Classes of the online linear classifier (monitoring only); ``None`` (no
-            labels) builds none.
+        num_classes: Classes of the dataset's labels: the online linear classifier (monitoring
+            only) and supervised methods use them; ``None`` (no labels) builds no classifier.
 
     Attributes:
         backbone: the online backbone; ``method``: the SSL method (its heads and teacher);
@@ -96,7 +96,7 @@ class ReLAStudent(nn.Module):
         self.feature_dim = feature_dim
         self.backbone = backbone
         # The method's heads first, then its teacher copies: they start equal to the online nets.
-        self.method: SSLMethod = build_method(method, backbone, method_options)
+        self.method: Method = build_method(method, backbone, method_options, num_classes=num_classes)
         self.transfer_head = (
             TransferHead(feature_dim, rela_dim, trainable=trainable_transfer_head)
             if rela_dim is not None
@@ -142,7 +142,8 @@ class ReLAStudent(nn.Module):
             name, objective = "rela_loss", self._rela_objective(features, targets)
         else:
             features = [self.backbone(view) for view in views]
-            name, objective = self.method.loss_name, self.method(features, views, step=step)
+            batch = MethodBatch(features=features, views=views, labels=labels, step=step)
+            name, objective = self.method.loss_name, self.method(batch)
         out = {name: objective.detach()}
         loss = objective
         if self.classifier is not None and labels is not None:
@@ -177,19 +178,36 @@ class ReLAStudent(nn.Module):
         self.method.update_teacher(self.backbone, momentum)
 
     def parameter_groups(self, weight_decay: float) -> list[dict]:
-        """Optimizer parameter groups: the trainable networks, and the classifier without decay.
+        """Optimizer parameter groups: the trainable networks, the method's own groups, and the
+        classifier without decay.
 
         Only parameters with ``requires_grad`` are listed, so a teacher and a frozen transfer
-        head stay out of the optimizer (the official code never optimises ``W``). The online
-        classifier gets no weight decay, as in lightly's benchmarks: it is a probe.
+        head stay out of the optimizer (the official code never optimises ``W``). A method may
+        declare its own groups (:meth:`~rela_hf.methods.Method.parameter_groups`); its other
+        parameters join the main group. The online classifier gets no weight decay, as in
+        lightly's benchmarks: it is a probe.
         """
         probe = [] if self.classifier is None else list(self.classifier.parameters())
-        probe_ids = {id(p) for p in probe}
-        main = [p for p in self.parameters() if p.requires_grad and id(p) not in probe_ids]
-        groups = [{"params": main, "weight_decay": weight_decay}]
+        method_groups = self.method.parameter_groups(weight_decay) or []
+        taken = {id(p) for p in probe} | {id(p) for group in method_groups for p in group["params"]}
+        main = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        groups = [{"params": main, "weight_decay": weight_decay}, *method_groups]
         if probe:
             groups.append({"params": probe, "weight_decay": 0.0})
         return groups
+
+    def teacher_momentum(self, step: int, total_steps: int, default: float) -> float:
+        """The EMA momentum of optimizer ``step``: the method's own schedule, else ``default``."""
+        own = self.method.teacher_momentum(step, total_steps)
+        return default if own is None else own
+
+    def before_optimizer_step(self, step: int) -> None:
+        """The method's hook before ``optimizer.step()`` (after backward and clipping)."""
+        self.method.before_optimizer_step(step)
+
+    def after_optimizer_step(self, step: int) -> None:
+        """The method's hook after ``optimizer.step()``, before the teacher's EMA update."""
+        self.method.after_optimizer_step(step)
 
 
 class ReLABYOL(ReLAStudent):

@@ -95,8 +95,8 @@ class TrainingSummary:
     so summaries of older or partial runs still load.
     """
 
-    method: str | None = None  # "rela" (ReLA, then the SSL method) or "baseline" (the method alone)
-    ssl_method: str | None = None  # "byol", "dino", "simclr" (None: written before there were others)
+    method: str | None = None  # the method ReLA accelerates: "byol", "dino", "simclr", "supervised"
+    use_rela: bool | None = None  # True: ReLA, then the method; False: the method alone
     switch_rule: str | None = None  # "adaptive" | "static"; None without a ReLA phase
     switch_fraction: float | None = None  # the static rule's share of the budget
     switch_step: int | None = None  # the last ReLA optimizer step; None: never switched
@@ -135,6 +135,11 @@ class TrainingSummary:
         values = dict(values)
         if "wall_clock_s" in values and "wall_clock_seconds" not in values:  # early rela-hf
             values["wall_clock_seconds"] = values.pop("wall_clock_s")
+        if "ssl_method" in values or values.get("method") in ("rela", "baseline"):
+            # rela-hf 0.2: method said whether ReLA ran ("rela" | "baseline"), ssl_method named it
+            former = values.get("method")
+            values["use_rela"] = None if former is None else former == "rela"
+            values["method"] = values.pop("ssl_method", None) or "byol"
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(

@@ -225,6 +225,20 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
+def _method_of(summary: TrainingSummary, train_config: dict[str, Any]) -> tuple[bool, str]:
+    """(whether ReLA ran, the method's name) from the summary, else the run's config.
+
+    rela-hf 0.2 configs said ``method: rela | baseline`` (``byol``: baseline) and named the method
+    in ``ssl_method``.
+    """
+    if summary.method is not None:
+        return summary.use_rela is not False, summary.method
+    name = train_config.get("method") or "byol"
+    if "ssl_method" in train_config or name in ("rela", "baseline"):
+        return name == "rela", train_config.get("ssl_method") or "byol"
+    return bool(train_config.get("use_rela", True)), name
+
+
 def render_model_card(
     export_dir: str | Path,
     *,
@@ -267,9 +281,9 @@ def render_model_card(
     summary = as_summary(training_summary)
     recorded = summary != TrainingSummary()
     train_config = dict(training_config or {})
-    method = summary.method or train_config.get("method") or "rela"
-    method = "baseline" if method == "byol" else method  # the baseline's name before other methods
-    ssl = method_class(summary.ssl_method or train_config.get("ssl_method") or "byol")
+    use_rela, method_name = _method_of(summary, train_config)
+    method = "rela" if use_rela else "baseline"  # the template's two cases
+    ssl = method_class(method_name)
     method_title = f"ReLA-accelerated {ssl.title}" if method == "rela" else ssl.title
     model_name = repo_id.split("/")[-1]
 

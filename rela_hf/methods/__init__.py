@@ -1,9 +1,10 @@
-"""The self-supervised methods that ReLA accelerates: BYOL, DINO, SimCLR, behind one contract.
+"""The training methods that ReLA accelerates: BYOL, DINO, SimCLR, supervised, behind one contract.
 
-- ``base.py``: :class:`SSLMethod` (heads, loss, teacher, views, options);
-- ``registry.py``: the methods by name (``--ssl_method``);
-- ``byol.py``, ``dino.py``, ``simclr.py``: one file per method. A new method is one new file with
-  ``@register_method`` on its class, imported here.
+- ``base.py``: :class:`Method` (heads, loss, teacher, hooks, views, options) and
+  :class:`MethodBatch` (what a method receives);
+- ``registry.py``: the methods by name (``--method``);
+- ``byol.py``, ``dino.py``, ``simclr.py``, ``supervised.py``: one file per method. A new method is
+  one new file with ``@register_method`` on its class, imported here.
 
 Examples:
     >>> import timm
@@ -13,8 +14,19 @@ Examples:
     ('SimCLR', False, 2)
 """
 
-from rela_hf.methods import byol, dino, simclr  # noqa: F401  register the shipped methods
-from rela_hf.methods.base import SSLMethod
+import warnings
+from typing import Any
+
+from rela_hf.methods import byol, dino, simclr, supervised  # noqa: F401  register the shipped methods
+from rela_hf.methods.base import Method, MethodBatch
 from rela_hf.methods.registry import build_method, method_class, method_names, register_method
 
-__all__ = ["SSLMethod", "build_method", "method_class", "method_names", "register_method"]
+__all__ = ["Method", "MethodBatch", "build_method", "method_class", "method_names", "register_method"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SSLMethod":  # rela-hf 0.2's name, before supervised methods existed
+        warnings.warn("rela_hf.methods.SSLMethod is renamed rela_hf.methods.Method (rela-hf 0.3); "
+                      "the old name works until rela-hf 0.4.", FutureWarning, stacklevel=2)
+        return Method
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rela_hf.heads import ProjectionHead
-from rela_hf.methods.base import SSLMethod, ViewTransform
+from rela_hf.methods.base import Method, MethodBatch, ViewTransform
 from rela_hf.methods.registry import register_method
 from rela_hf.momentum import make_target_network, update_momentum
 from rela_hf.views import byol_view_transforms
@@ -176,7 +176,7 @@ class BYOLOptions:
 
 
 @register_method
-class BYOL(SSLMethod):
+class BYOL(Method):
     """BYOL's heads, loss, EMA target network and views (see the module docstring).
 
     Attributes:
@@ -193,15 +193,17 @@ class BYOL(SSLMethod):
     Options = BYOLOptions
     has_teacher = True
 
-    def __init__(self, backbone: nn.Module, options: BYOLOptions | dict | None = None) -> None:
-        super().__init__(backbone, options)
+    def __init__(self, backbone: nn.Module, options: BYOLOptions | dict | None = None, *,
+                 num_classes: int | None = None) -> None:
+        super().__init__(backbone, options, num_classes=num_classes)
         opts = self.options
         self.projector = byol_projector(self.feature_dim, opts.projector_hidden_dim, opts.projection_dim)
         self.predictor = byol_predictor(opts.projection_dim, opts.predictor_hidden_dim or self.projector.hidden_dim)
         self.target_backbone = make_target_network(backbone)
         self.target_projector = make_target_network(self.projector)
 
-    def forward(self, features: Sequence[Tensor], views: Sequence[Tensor], *, step: int = 0) -> Tensor:
+    def forward(self, batch: MethodBatch) -> Tensor:
+        features, views = batch.features, batch.views
         prediction1 = self.predictor(self.projector(features[0]))
         prediction2 = self.predictor(self.projector(features[1]))
         with torch.no_grad():

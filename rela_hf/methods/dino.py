@@ -17,13 +17,16 @@ arXiv:2104.14294) as a ReLA method, configured as in the official ReLA code's ``
 - Views: two global crops (scale 0.4-1; blur 1.0 / 0.1, solarisation 0 / 0.2, as lightly's
   ``DINOTransform``) and ``local_crops`` local crops (scale 0.05-0.4, 96/224 of the image size,
   blur 0.5). The official code uses no local crops and, at 32 px, no blur.
+- ``freeze_last_layer_steps``: the last layer gets no update during the first N optimizer steps
+  of the run (DINO's ``freeze_last_layer``, which the paper uses for one epoch to stabilise the
+  start; 0 here, as the official ReLA code), through :meth:`DINO.before_optimizer_step`.
 
 Examples:
     >>> import torch, timm
     >>> backbone = timm.create_model("test_resnet", num_classes=0)
     >>> dino = DINO(backbone, {"out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16})
     >>> views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
-    >>> loss = dino([backbone(v) for v in views], views, step=0)
+    >>> loss = dino(MethodBatch(features=[backbone(v) for v in views], views=views, step=0))
     >>> loss.backward()
     >>> dino.update_teacher(backbone, momentum=0.99)
 """
@@ -34,12 +37,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from rela_hf.methods.base import SSLMethod, ViewTransform
+from rela_hf.distributed import all_reduce_mean_
+from rela_hf.methods.base import Method, MethodBatch, ViewTransform
 from rela_hf.methods.registry import register_method
 from rela_hf.momentum import make_target_network, update_momentum
 from rela_hf.views import BYOL_COLOR_JITTER, augmentation, blur_by_default
@@ -79,6 +82,7 @@ class DINOOptions:
     local_crops: int = 0
     local_crop_size: int | None = None  # default round(96/224 x image size)
     gaussian_blur: bool | None = None  # None: blur only above 32 px (the official CIFAR setting)
+    freeze_last_layer_steps: int = 0  # the last layer stays fixed for the first N optimizer steps
 
     def __post_init__(self) -> None:
         for name in ("hidden_dim", "bottleneck_dim", "out_dim"):
@@ -89,8 +93,8 @@ class DINOOptions:
                 raise ValueError(f"DINO: {name} must be > 0, got {getattr(self, name)}.")
         if not 0.0 <= self.center_momentum <= 1.0:
             raise ValueError(f"DINO: center_momentum must be in [0, 1], got {self.center_momentum}.")
-        if self.local_crops < 0 or self.warmup_teacher_temp_steps < 0:
-            raise ValueError("DINO: local_crops and warmup_teacher_temp_steps must be >= 0.")
+        if min(self.local_crops, self.warmup_teacher_temp_steps, self.freeze_last_layer_steps) < 0:
+            raise ValueError("DINO: local_crops, warmup_teacher_temp_steps and freeze_last_layer_steps must be >= 0.")
 
 
 class DINOHead(nn.Module):
@@ -169,9 +173,7 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def _update_center(self, teacher: Tensor) -> None:
         batch_center = teacher.mean(dim=(0, 1)).unsqueeze(0).to(self.center.dtype)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(batch_center)  # every process moves its center identically
-            batch_center /= dist.get_world_size()
+        all_reduce_mean_(batch_center)  # every process moves its center identically
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
 
 
@@ -194,7 +196,7 @@ def dino_view_transforms(image_size: int, options: DINOOptions | None = None) ->
 
 
 @register_method
-class DINO(SSLMethod):
+class DINO(Method):
     """DINO's student head, teacher (EMA backbone + fresh head), loss and views."""
 
     name = "dino"
@@ -205,8 +207,9 @@ class DINO(SSLMethod):
     Options = DINOOptions
     has_teacher = True
 
-    def __init__(self, backbone: nn.Module, options: DINOOptions | dict | None = None) -> None:
-        super().__init__(backbone, options)
+    def __init__(self, backbone: nn.Module, options: DINOOptions | dict | None = None, *,
+                 num_classes: int | None = None) -> None:
+        super().__init__(backbone, options, num_classes=num_classes)
         opts = self.options
         self.head = DINOHead(self.feature_dim, opts.hidden_dim, opts.bottleneck_dim, opts.out_dim)
         self.teacher_backbone = make_target_network(backbone)
@@ -218,11 +221,18 @@ class DINO(SSLMethod):
             center_momentum=opts.center_momentum,
         )
 
-    def forward(self, features: Sequence[Tensor], views: Sequence[Tensor], *, step: int = 0) -> Tensor:
+    def forward(self, batch: MethodBatch) -> Tensor:
+        features, views = batch.features, batch.views
         student = [self.head(feature) for feature in features]
         with torch.no_grad():
             teacher = [self.teacher_head(self.teacher_backbone(view)) for view in views[:NUM_GLOBAL_VIEWS]]
-        return self.criterion(teacher, student, step=step)
+        return self.criterion(teacher, student, step=batch.step)
+
+    def before_optimizer_step(self, step: int) -> None:
+        """DINO's ``freeze_last_layer``: no update of the last layer during the first steps."""
+        if step < self.options.freeze_last_layer_steps:
+            for parameter in self.head.last_layer.parameters():
+                parameter.grad = None  # AdamW skips parameters without a gradient
 
     @torch.no_grad()
     def update_teacher(self, backbone: nn.Module, momentum: float) -> None:

@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
-import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rela_hf.distributed import gather_with_grad
 from rela_hf.heads import ProjectionHead
-from rela_hf.methods.base import SSLMethod, ViewTransform
+from rela_hf.methods.base import Method, MethodBatch, ViewTransform
 from rela_hf.methods.registry import register_method
 from rela_hf.views import augmentation, blur_by_default
 
@@ -68,14 +67,6 @@ class SimCLROptions:
             raise ValueError("SimCLR: projection_dim and hidden_dim must be >= 1.")
 
 
-def _gather(x: Tensor) -> tuple[Tensor, int]:
-    """``x`` of every process, concatenated (gradients flow to this process's rows), and where
-    this process's rows start."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return x, 0
-    return torch.cat(dist_nn.all_gather(x)), dist.get_rank() * x.shape[0]
-
-
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, gather_distributed: bool = False) -> Tensor:
     """NT-Xent of SimCLR for positive pairs ``(z1[i], z2[i])`` (see the module docstring).
 
@@ -92,8 +83,8 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, gather_dis
     dtype = torch.promote_types(z1.dtype, torch.float32)  # fp16 -> float32, float64 stays
     a, b = F.normalize(z1.to(dtype), dim=1), F.normalize(z2.to(dtype), dim=1)
     if gather_distributed:
-        all_a, offset = _gather(a)
-        all_b, _ = _gather(b)
+        all_a, offset = gather_with_grad(a)
+        all_b, _ = gather_with_grad(b)
     else:
         all_a, all_b, offset = a, b, 0
     n = a.shape[0]
@@ -114,7 +105,7 @@ def simclr_view_transform(image_size: int, options: SimCLROptions | None = None)
 
 
 @register_method
-class SimCLR(SSLMethod):
+class SimCLR(Method):
     """SimCLR's projection head, NT-Xent loss and views; no teacher."""
 
     name = "simclr"
@@ -124,12 +115,14 @@ class SimCLR(SSLMethod):
     loss_name = "simclr_loss"
     Options = SimCLROptions
 
-    def __init__(self, backbone: nn.Module, options: SimCLROptions | dict | None = None) -> None:
-        super().__init__(backbone, options)
+    def __init__(self, backbone: nn.Module, options: SimCLROptions | dict | None = None, *,
+                 num_classes: int | None = None) -> None:
+        super().__init__(backbone, options, num_classes=num_classes)
         opts = self.options
         self.projector = ProjectionHead(self.feature_dim, opts.hidden_dim or self.feature_dim, opts.projection_dim)
 
-    def forward(self, features: Sequence[Tensor], views: Sequence[Tensor], *, step: int = 0) -> Tensor:
+    def forward(self, batch: MethodBatch) -> Tensor:
+        features, views = batch.features, batch.views
         z1, z2 = self.projector(features[0]), self.projector(features[1])
         return nt_xent_loss(z1, z2, self.options.temperature, gather_distributed=self.options.gather_distributed)
 

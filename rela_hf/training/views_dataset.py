@@ -1,29 +1,21 @@
-"""Reusable pieces of the ReLA/SSL training loop (Accelerate), kept out of the recipe.
+"""Augmented views of a ``datasets.Dataset``, seeded per sample, for the training loop.
 
-The recipe ``recipes/byol_rela.py`` reads top to bottom; what it needs that is neither obvious nor
-recipe-specific lives here, small and tested:
+- :class:`ViewDataset`: a map-style dataset of augmented views (+ ReLA target, + label) whose
+  augmentations are *seeded per sample* from ``(seed, epoch, index)``. The views therefore do not
+  depend on DataLoader workers, prefetching, the number of processes or where a run was resumed:
+  a resumed run sees exactly the images an uninterrupted one would have seen.
+- :class:`ViewCollator`: the batch of views (optionally channels-last).
+- :func:`sample_seed`, :func:`forward_seed`: the seeds of a sample's augmentations and of a
+  micro-batch's forward pass (dropout, stochastic depth), so a resumed run repeats both.
 
-- :class:`ViewDataset`: a map-style dataset of augmented views (+ ReLA target, + label)
-  whose augmentations are *seeded per sample* from ``(seed, epoch, index)``. The views therefore
-  do not depend on DataLoader workers, prefetching, the number of processes or where a run was
-  resumed: a resumed run sees exactly the images an uninterrupted one would have seen.
-- :func:`training_step`: one micro-batch (forward, backward, optimizer step once accumulation is
-  complete, EMA update of the method's teacher on that same step). The trainer-overhead benchmark
-  times exactly this function.
-- :class:`MetricMeans`: per-step and per-logging-window means of the model's detached outputs,
-  averaged over accumulation micro-batches and over processes with one collective.
-- :func:`step_seed`: a per-optimizer-step seed for the forward pass (stochastic depth, dropout),
-  again so that a resumed run reproduces an uninterrupted one.
-
-ReLA: arXiv:2405.14669; the SSL methods: rela_hf.methods.
+ReLA: arXiv:2405.14669; the methods' views: rela_hf.methods.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,21 +26,8 @@ from rela_hf.switch import PHASE_RELA, PHASE_SSL
 
 if TYPE_CHECKING:
     import datasets
-    from accelerate import Accelerator
 
-    from rela_hf.model import ReLAStudent
-
-__all__ = [
-    "MetricMeans",
-    "TrainingDiverged",
-    "ViewCollator",
-    "ViewDataset",
-    "check_finite_loss",
-    "check_finite_weights",
-    "forward_seed",
-    "sample_seed",
-    "training_step",
-]
+__all__ = ["ViewCollator", "ViewDataset", "forward_seed", "sample_seed"]
 
 _SEED_MODULUS = 2**63 - 1
 
@@ -212,147 +191,3 @@ class ViewCollator:
         if self.channels_last:
             batch["views"] = [view.contiguous(memory_format=torch.channels_last) for view in batch["views"]]
         return batch
-
-
-def training_step(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch: dict[str, Tensor],
-    *,
-    phase: str,
-    momentum: float,
-    step: int = 0,
-    max_grad_norm: float | None = None,
-    unwrapped: ReLAStudent | None = None,
-) -> dict[str, Tensor]:
-    """One micro-batch of ReLA/SSL training under Accelerate.
-
-    Forward and backward run on every micro-batch; inside ``accelerator.accumulate`` the DDP
-    gradient all-reduce, ``optimizer.step()`` and ``zero_grad()`` only happen on the micro-batch
-    that completes an accumulation cycle (``accelerator.sync_gradients``; the Accelerate optimizer
-    wrapper turns them into no-ops otherwise). The EMA update of the method's teacher happens on
-    that same micro-batch, *once per optimizer step* (updating it per micro-batch is a recurring
-    bug: lightly-ai/lightly-train#968), and on the unwrapped model, whose ``update_teacher`` DDP
-    does not expose.
-
-    Args:
-        accelerator: The run's accelerator.
-        model: The prepared :class:`~rela_hf.model.ReLAStudent` (possibly DDP-wrapped/compiled).
-        optimizer: The prepared optimizer.
-        batch: ``{"views"[, "targets"][, "labels"]}`` on the device.
-        phase: ``"rela"`` or ``"ssl"``.
-        momentum: EMA momentum for this optimizer step.
-        step: The optimizer step this micro-batch belongs to (the method's schedules).
-        max_grad_norm: Clip the gradient norm on optimizer steps (``None``: no clipping).
-        unwrapped: ``accelerator.unwrap_model(model)``, computed once by the caller to save
-            unwrapping it on every step (done here when ``None``).
-
-    Returns:
-        The model's outputs (``loss`` and detached parts), see :meth:`ReLAStudent.forward`.
-    """
-    with accelerator.accumulate(model):
-        out = model(
-            batch["views"],
-            phase=phase,
-            targets=batch.get("targets"),
-            labels=batch.get("labels"),
-            step=step,
-        )
-        accelerator.backward(out["loss"])
-        if max_grad_norm is not None and accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if accelerator.sync_gradients:
-        if unwrapped is None:
-            unwrapped = cast("ReLAStudent", accelerator.unwrap_model(model))
-        unwrapped.update_teacher(momentum)
-    return out
-
-
-class MetricMeans:
-    """Means of detached scalar outputs over micro-batches, then over processes.
-
-    :meth:`add` keeps running sums on the device (no host sync); :meth:`compute` stacks them,
-    averages over processes with one ``accelerator.reduce`` and resets. Every process must add
-    the same keys (they run the same phase with the same columns), or the collective would
-    mismatch.
-
-    Examples:
-        >>> means = MetricMeans()
-        >>> means.add({"loss": torch.tensor(1.0), "rela_loss": torch.tensor(0.5)})
-        >>> means.add({"loss": torch.tensor(1.0), "rela_loss": torch.tensor(0.7)})
-        >>> round(means.compute()["rela_loss"], 6)
-        0.6
-    """
-
-    def __init__(self, exclude: Sequence[str] = ("loss",)) -> None:
-        self.exclude = frozenset(exclude)
-        self._sums: dict[str, Tensor] = {}
-        self._counts: dict[str, int] = {}
-
-    def add(self, outputs: dict[str, Tensor]) -> None:
-        """Accumulate one micro-batch's scalar outputs (keys in ``exclude`` are skipped)."""
-        for key, value in outputs.items():
-            if key in self.exclude:
-                continue
-            value = value.detach().float()
-            self._sums[key] = self._sums[key] + value if key in self._sums else value
-            self._counts[key] = self._counts.get(key, 0) + 1
-
-    def __bool__(self) -> bool:
-        return bool(self._counts)
-
-    def reset(self) -> None:
-        """Drop the sums without computing them (no device-to-host sync)."""
-        self._sums.clear()
-        self._counts.clear()
-
-    def compute(self, accelerator: Accelerator | None = None) -> dict[str, float]:
-        """Means since the last call, averaged over processes; resets the sums."""
-        if not self._counts:
-            return {}
-        keys = sorted(self._sums)
-        means = torch.stack([self._sums[key] / self._counts[key] for key in keys])
-        if accelerator is not None and accelerator.num_processes > 1:
-            # all-reduce: every process receives the same values, so any decision taken on
-            # them (the ReLA switch) is identical everywhere.
-            means = accelerator.reduce(means, reduction="mean")
-        self.reset()
-        return dict(zip(keys, means.tolist(), strict=True))
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the weights stopped being finite: the run stops before anything is saved."""
-
-
-def check_finite_loss(metrics: Mapping[str, float], step: int) -> None:
-    """Raise :class:`TrainingDiverged` if a logged loss of optimizer step ``step`` is NaN or inf."""
-    bad = {key: value for key, value in metrics.items() if "loss" in key and not math.isfinite(value)}
-    if bad:
-        raise TrainingDiverged(
-            f"Training diverged at optimizer step {step}: {bad}. Nothing was saved after the last "
-            "good checkpoint. Lower --learning_rate, clip with --max_grad_norm, or check the mixed "
-            "precision settings, then resume that checkpoint (--resume_from_checkpoint latest) or "
-            "start over."
-        )
-
-
-@torch.no_grad()
-def check_finite_weights(model: torch.nn.Module, step: int) -> None:
-    """Raise :class:`TrainingDiverged` if a parameter or buffer of ``model`` is NaN or inf.
-
-    Called before every checkpoint, export and push, so that none of them ever holds such weights:
-    the previous checkpoint stays the latest one.
-    """
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all() if tensors else True
-    if not bool(finite):
-        names = [name for name, t in (*model.named_parameters(), *model.named_buffers())
-                 if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-        raise TrainingDiverged(
-            f"The weights are no longer finite at optimizer step {step} ({names[:4]}...): the run "
-            "stops without saving, exporting or pushing them; the latest checkpoint on disk is the "
-            "last good one. Lower --learning_rate or clip with --max_grad_norm."
-        )

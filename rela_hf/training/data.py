@@ -1,0 +1,138 @@
+"""The trainer's data stage: the training split, checked before any compute, its labels, the
+data-ratio sampler and the online kNN monitor.
+
+Everything here runs before the model exists, so a wrong dataset (unreadable images, no labels
+for a method that needs them, no targets and no prior for ReLA, too few images for one batch)
+fails with a specific message before a single step is spent. The ReLA targets are the next stage
+(:mod:`rela_hf.training.targets`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import datasets
+import numpy as np
+from accelerate.logging import get_logger
+from accelerate.utils import broadcast_object_list
+
+from rela_hf.data import DataRatioSampler, find_unreadable_images, load_image_dataset
+from rela_hf.errors import ConfigError, DataError
+from rela_hf.evaluation import KNNMonitor
+from rela_hf.methods import method_class
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from rela_hf.training.arguments import ReLATrainingArguments
+
+__all__ = ["TrainingData", "prepare_data"]
+
+logger = get_logger(__name__)
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """The training split and what the loop needs of it.
+
+    Attributes:
+        dataset: the training split (targets are attached by the next stage).
+        label_column: the label column, ``None`` when the dataset has none (or it is turned off).
+        sampler: the data-ratio sampler (the same subset on every process).
+        monitor: the online kNN monitor, ``None`` when off.
+    """
+
+    dataset: datasets.Dataset
+    label_column: str | None
+    sampler: DataRatioSampler
+    monitor: KNNMonitor | None
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of the label column (its ClassLabel, else the largest label + 1)."""
+        if self.label_column is None:
+            return None
+        feature = self.dataset.features[self.label_column]
+        known = getattr(feature, "num_classes", None)
+        return known or int(np.max(self.dataset.with_format("numpy")[self.label_column])) + 1
+
+
+def load_training_split(args: ReLATrainingArguments, accelerator: Accelerator) -> datasets.Dataset:
+    """The training split (``max_train_samples`` applied), every image checked on the main process."""
+    dataset = load_image_dataset(
+        args.dataset_name, split=args.train_split, config_name=args.dataset_config_name,
+        revision=args.dataset_revision, image_column=args.image_column,
+    )
+    if args.max_train_samples is not None and args.max_train_samples < len(dataset):
+        dataset = dataset.select(range(args.max_train_samples))
+    if args.verify_images:  # before any compute: one decode of every image, on the main process
+        found = find_unreadable_images(dataset, args.image_column) if accelerator.is_main_process else None
+        bad = broadcast_object_list([found])[0]
+        if bad:
+            raise DataError(
+                f"{args.dataset_name} ({args.train_split}) has images that cannot be decoded; rela-hf never "
+                f"skips images silently. Fix or remove these rows, then run again: {bad}"
+            )
+    return dataset
+
+
+def check_method_needs(args: ReLATrainingArguments, dataset: datasets.Dataset) -> None:
+    """ReLA needs targets (a column, a published targets dataset or a prior); some methods need labels."""
+    has_targets = args.target_column in dataset.column_names
+    if args.use_rela and not (has_targets or args.targets_dataset_name or args.prior):
+        raise ConfigError(
+            f"ReLA needs targets: {args.dataset_name} has no {args.target_column!r} column (columns: "
+            f"{dataset.column_names}). Pass prior to compute them, targets_dataset_name to join published "
+            "ones, target_column to name the right column, or use_rela false for the method alone."
+        )
+    method = method_class(args.method)
+    if method.requires_labels and (args.labels is None or args.labels not in dataset.column_names):
+        raise ConfigError(
+            f"The {method.title} method trains on labels: {args.dataset_name} has no {args.label_column!r} "
+            f"column (columns: {dataset.column_names}). Pass label_column, or choose a self-supervised method."
+        )
+
+
+def build_sampler(args: ReLATrainingArguments, dataset: datasets.Dataset, num_processes: int) -> DataRatioSampler:
+    """The same subset of floor(r N) rows on every process for a given (seed, epoch); Accelerate
+    then hands each process every num_processes-th batch of it (incomplete batches dropped)."""
+    sampler = DataRatioSampler(len(dataset), ratio=args.data_ratio, seed=args.seed, shuffle=True)
+    if len(sampler) < args.per_device_train_batch_size * num_processes:
+        raise ConfigError(
+            f"No full batch: {len(sampler)} images per epoch (data_ratio {args.data_ratio} x {len(dataset)}) "
+            f"< {args.per_device_train_batch_size} per device x {num_processes} processes. Lower "
+            "per_device_train_batch_size or raise data_ratio."
+        )
+    return sampler
+
+
+def build_monitor(args: ReLATrainingArguments, dataset: datasets.Dataset) -> KNNMonitor | None:
+    """The online kNN monitor (``eval_steps``): a fixed bank of training images, a fixed subset of
+    the held-out split."""
+    if not args.monitor_enabled:
+        return None
+    if args.labels is None or args.labels not in dataset.column_names:
+        raise ConfigError(f"eval_steps: the online kNN monitor needs labels; {args.dataset_name} has no "
+                          f"{args.label_column!r} column (pass label_column, or eval_steps 0).")
+    own = args.eval_dataset_name in (None, args.dataset_name)
+    held_out = load_image_dataset(
+        args.eval_dataset_name or args.dataset_name, split=args.eval_split,
+        config_name=args.dataset_config_name if own else None,
+        revision=args.dataset_revision if own else None, image_column=args.image_column,
+    )
+    return KNNMonitor(dataset, held_out, image_size=args.image_size, max_bank=args.eval_bank_max_samples,
+                      max_queries=args.max_eval_samples, image_column=args.image_column, label_column=args.labels)
+
+
+def prepare_data(args: ReLATrainingArguments, accelerator: Accelerator) -> TrainingData:
+    """The data stage: load and check the split, the sampler, the monitor and the labels."""
+    dataset = load_training_split(args, accelerator)
+    check_method_needs(args, dataset)
+    sampler = build_sampler(args, dataset, accelerator.num_processes)
+    monitor = build_monitor(args, dataset)
+    label_column = args.labels
+    if label_column is not None and label_column not in dataset.column_names:
+        logger.info(f"No {label_column!r} column: the online linear probe is off.")
+        label_column = None
+    return TrainingData(dataset=dataset, label_column=label_column, sampler=sampler, monitor=monitor)
