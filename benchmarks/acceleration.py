@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """ReLA vs the SSL method alone at equal budgets on real images, side by side (the acceleration
-benchmark), for BYOL (the default), DINO or SimCLR (``trainer.ssl_method`` in the config).
+benchmark), for BYOL (the default), DINO, SimCLR or supervised training (``trainer.method``).
 
 ReLA (Sun, Jiang & Lin, arXiv:2405.14669) claims BYOL's (arXiv:2006.07733) full-budget accuracy
 at a fraction of the compute, and accelerates any method. This script measures what *our* implementation delivers, with the
@@ -11,8 +11,8 @@ project's own commands and nothing else, so that the numbers are those a user wo
 2. ``recipes/make_targets.py``: the whitened ``rela_target`` column, once per prior (the ImageNet
    prior and the same architecture randomly initialised), cached and shared by every grid that
    uses the same data, prior input size and target width;
-3. ``recipes/byol_rela.py``: every cell of the grid, the method alone (``baseline``, or ``byol`` in
-   the BYOL grids) and ReLA through the same code path, the only difference the method flag (and
+3. ``recipes/byol_rela.py``: every cell of the grid, the method alone (``use_rela: false``) and
+   ReLA through the same code path, the only difference the ``use_rela`` flag (and
    the prior / switch / transfer-head options of the ReLA
    variants). The budget is the spec's data ratio: a fixed number of epochs, each of
    ``floor(r N)`` images, so ``r`` is the fraction of the full optimizer-step budget at a fixed
@@ -67,25 +67,36 @@ ADAPTIVE_EARLIEST_STEP = 528
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Cell:
-    """One grid cell: a method at a budget (+ the ReLA variant's options)."""
+    """One grid cell: the method alone or with ReLA, at a budget (+ the ReLA variant's options).
+
+    ``use_rela``: ReLA, then the grid's method; false: the method alone. Configs written for
+    rela-hf 0.2 say ``method: rela | baseline | byol`` instead (read as ``use_rela``).
+    """
 
     name: str
-    method: str
     data_ratio: float
+    use_rela: bool | None = None
     prior: str | None = None
     switch_rule: str = "adaptive"
     switch_fraction: float | None = None
     trainable_transfer_head: bool = False
     label: str = ""
+    method: str | None = None  # rela-hf 0.2 configs: rela | baseline | byol
+
+    def __post_init__(self) -> None:
+        if self.use_rela is None:
+            if self.method not in ("rela", "baseline", "byol"):
+                raise ValueError(f"cell {self.name!r}: set use_rela: true | false")
+            self.use_rela = self.method == "rela"
 
     @property
     def is_baseline(self) -> bool:
-        """The SSL method alone ("byol" is the baseline's name in the BYOL grids)."""
-        return self.method in ("baseline", "byol")
+        """The method alone."""
+        return not self.use_rela
 
     def trainer_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"method": self.method, "data_ratio": self.data_ratio}
-        if self.method == "rela":
+        args: dict[str, Any] = {"use_rela": self.use_rela, "data_ratio": self.data_ratio}
+        if self.use_rela:
             args.update(switch_rule=self.switch_rule, trainable_transfer_head=self.trainable_transfer_head)
             if self.switch_fraction is not None:
                 args["switch_fraction"] = self.switch_fraction
@@ -128,11 +139,15 @@ class Benchmark:
         if unknown:
             raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")
         data, execution = raw["data"], raw.get("execution", {})
-        cells = [Cell(**cell) for cell in raw["grid"]]
+        try:
+            cells = [Cell(**cell) for cell in raw["grid"]]
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{path}: {error}") from error
+        trainer = dict(raw["trainer"])
+        if "ssl_method" in trainer:  # rela-hf 0.2's name of the method
+            trainer["method"] = trainer.pop("ssl_method")
         for cell in cells:
-            if cell.method not in ("rela", "baseline", "byol"):
-                raise SystemExit(f"{path}: cell {cell.name!r} has method {cell.method!r} (rela, or baseline / byol).")
-            if cell.method == "rela" and cell.prior not in raw["priors"]:
+            if cell.use_rela and cell.prior not in raw["priors"]:
                 raise SystemExit(f"{path}: cell {cell.name!r} uses prior {cell.prior!r}, not among {sorted(raw['priors'])}.")
         if execution.get("order", "longest_first") not in ("longest_first", "shortest_first"):
             raise SystemExit(f"{path}: execution.order must be longest_first or shortest_first.")
@@ -145,21 +160,24 @@ class Benchmark:
             train_limit=data.get("train_limit"), test_limit=data.get("test_limit"),
             subset_seed=data.get("subset_seed", 0), priors=raw["priors"],
             prior_image_size=data.get("prior_image_size"), target_dim=data["target_dim"],
-            trainer=raw["trainer"], cells=cells, seeds=list(raw["seeds"]),
+            trainer=trainer, cells=cells, seeds=list(raw["seeds"]),
             parallel=execution.get("parallel", 1), threads_per_run=execution.get("threads_per_run"),
-            launcher=execution.get("launcher", [sys.executable]),
+            # "python3" in older configs: this interpreter (a venv's python3 may not be first on PATH)
+            launcher=[sys.executable if part in ("python", "python3") else part
+                      for part in execution.get("launcher", [sys.executable])],
             evaluation=raw.get("evaluation", {}), env=execution.get("env", {}),
             order=execution.get("order", "longest_first"),
         )
 
     @property
-    def ssl_method(self) -> str:
-        return self.trainer.get("ssl_method", "byol")
+    def method(self) -> str:
+        """The method of the grid (ReLA's, after the switch, and the baseline's)."""
+        return self.trainer.get("method", "byol")
 
     @property
     def ssl_title(self) -> str:
-        """The SSL method's name in reports: BYOL, DINO, SimCLR."""
-        return method_class(self.ssl_method).title
+        """The method's name in reports: BYOL, DINO, SimCLR, Supervised."""
+        return method_class(self.method).title
 
     # --- paths ---------------------------------------------------------------------------------
     @property
@@ -206,9 +224,9 @@ def prepare_assets(bench: Benchmark) -> None:
     command = [sys.executable, "recipes/prepare_offline_assets.py", "--output_dir", str(bench.assets_dir),
                "--seed", str(bench.subset_seed)]
     if bench.train_limit:
-        command += ["--train_limit", str(bench.train_limit)]
+        command += ["--max_train_samples", str(bench.train_limit)]
     if bench.test_limit:
-        command += ["--test_limit", str(bench.test_limit)]
+        command += ["--max_eval_samples", str(bench.test_limit)]
     run_command(command, bench.assets_dir.parent / f"{bench.assets_dir.name}.log", child_env(bench))
 
 
@@ -223,15 +241,15 @@ def make_targets(bench: Benchmark, prior: str) -> None:
         logger.info("targets for prior %r cached at %s", prior, folder)
         return
     options = bench.priors[prior]
-    command = [sys.executable, "recipes/make_targets.py", "--dataset", str(bench.dataset_dir), "--split", "train",
-               "--prior", str(bench.prior_dir), "--k", str(bench.target_dim), "--output_dir", str(folder),
-               "--overwrite_output_dir", "--batch_size", "128"]
+    command = [sys.executable, "recipes/make_targets.py", "--dataset_name", str(bench.dataset_dir),
+               "--train_split", "train", "--prior", str(bench.prior_dir), "--target_dim", str(bench.target_dim),
+               "--output_dir", str(folder), "--overwrite_output_dir", "--prior_batch_size", "128"]
     if bench.prior_image_size:
-        command += ["--image_size", str(bench.prior_image_size)]
+        command += ["--prior_image_size", str(bench.prior_image_size)]
     if options.get("random_init"):
-        command += ["--random_init", "--seed", str(options.get("seed", 0))]
+        command += ["--prior_random_init", "--seed", str(options.get("seed", 0))]
     if options.get("preprocessing"):
-        command += ["--preprocessing", options["preprocessing"]]
+        command += ["--prior_preprocessing", options["preprocessing"]]
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     run_command(command, folder.parent / f"{folder.name}.log", child_env(bench))
     seconds = time.perf_counter() - start
@@ -249,7 +267,7 @@ def train_cell(bench: Benchmark, cell: Cell, seed: int) -> Path:
     config = {
         **bench.trainer,
         **cell.trainer_args(),
-        "dataset_name": str(bench.targets_dir(cell.prior) if cell.method == "rela" else bench.dataset_dir),
+        "dataset_name": str(bench.targets_dir(cell.prior) if cell.use_rela else bench.dataset_dir),
         "output_dir": str(run_dir),
         "seed": seed,
     }
@@ -267,13 +285,18 @@ def evaluate_cell(bench: Benchmark, run_dir: Path) -> None:
     output = run_dir / "eval_results.json"
     if output.is_file():
         return
-    command = [sys.executable, "recipes/evaluate_encoder.py", "--encoder", str(run_dir / "backbone"),
-               "--dataset", str(bench.dataset_dir), "--dataset_name", "fashion_mnist",
-               "--train_split", "train", "--test_split", "test", "--output_file", str(output)]
-    for key in ("epochs", "k", "temperature", "batch_size"):
+    command = [sys.executable, "recipes/evaluate_encoder.py", "--model_name_or_path", str(run_dir / "backbone"),
+               "--dataset_name", str(bench.dataset_dir), "--dataset_pretty_name", "fashion_mnist",
+               "--train_split", "train", "--eval_split", "test", "--output_file", str(output)]
+    flags = {"epochs": "probe_epochs", "k": "knn_k", "temperature": "knn_temperature", "batch_size": "per_device_eval_batch_size"}
+    for key, flag in flags.items():
         if key in bench.evaluation:
-            command += [f"--{key}", str(bench.evaluation[key])]
+            command += [f"--{flag}", str(bench.evaluation[key])]
     run_command(command, run_dir / "eval.log", child_env(bench))
+    if method_class(bench.method).requires_labels:  # the classifier the method trained, too
+        run_command([sys.executable, "benchmarks/classifier_accuracy.py", "--run_dir", str(run_dir),
+                     "--dataset_name", str(bench.dataset_dir), "--eval_split", "test"],
+                    run_dir / "eval.log", child_env(bench))
 
 
 def _alive(pid: int) -> bool:
@@ -439,18 +462,21 @@ def collect_rows(bench: Benchmark) -> list[dict[str, Any]]:
                 continue
             summary, evaluation = json.loads(summary_file.read_text()), json.loads(eval_file.read_text())
             by_protocol = {entry["protocol"]: entry for entry in evaluation["results"]}
+            classifier_file = run_dir / "classifier_results.json"
+            classifier = json.loads(classifier_file.read_text()) if classifier_file.is_file() else {}
             rows.append({
-                "cell": cell.name, "label": cell.label or cell.name, "method": cell.method, "prior": cell.prior,
+                "cell": cell.name, "label": cell.label or cell.name, "use_rela": cell.use_rela, "prior": cell.prior,
                 "data_ratio": cell.data_ratio,
-                "switch_rule": cell.switch_rule if cell.method == "rela" else None,
-                "switch_fraction": cell.switch_fraction if cell.method == "rela" else None,
-                "trainable_transfer_head": cell.trainable_transfer_head if cell.method == "rela" else None,
+                "switch_rule": cell.switch_rule if cell.use_rela else None,
+                "switch_fraction": cell.switch_fraction if cell.use_rela else None,
+                "trainable_transfer_head": cell.trainable_transfer_head if cell.use_rela else None,
                 "seed": seed, "steps": summary["steps"], "images_seen": summary["images_seen"],
                 "batch_size": summary["global_batch_size"], "wall_clock_seconds": summary["wall_clock_seconds"],
                 "switch_step": summary["switch_step"], "final_phase": summary["phase"],
                 "final_rho": _last_logged(run_dir / "history.jsonl", "train/rho"),
                 "knn": by_protocol["knn"]["value"], "linear": by_protocol["linear_probe"]["value"],
                 "linear_last_epochs_std": by_protocol["linear_probe"]["std"],
+                "classifier": classifier.get("classifier_top1") if classifier.get("classifier_trained") else None,
             })
     return rows
 
@@ -480,6 +506,7 @@ def aggregate(bench: Benchmark, rows: list[dict[str, Any]]) -> list[dict[str, An
         cells.append({
             "cell": cell, "rows": mine, "seeds": [row["seed"] for row in mine],
             "knn": [row["knn"] for row in mine], "linear": [row["linear"] for row in mine],
+            "classifier": [row["classifier"] for row in mine if row.get("classifier") is not None],
             "steps": mine[0]["steps"], "images_seen": mine[0]["images_seen"],
             "wall": [row["wall_clock_seconds"] for row in mine],
             "switch": [row["switch_step"] for row in mine],
@@ -489,7 +516,7 @@ def aggregate(bench: Benchmark, rows: list[dict[str, Any]]) -> list[dict[str, An
 
 
 def _switch_text(cell: Cell, switches: list[int | None], rhos: list[float | None]) -> str:
-    if cell.method != "rela":
+    if not cell.use_rela:
         return "—"
     # a run that never switched: how close the adaptive rule came (it fires at rho >= 0.995)
     return ", ".join(str(step) if step is not None
@@ -517,12 +544,14 @@ def _floor_rows(floors: dict[str, Any]) -> list[str]:
 
 
 def comparison(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    """The baseline at r=1.0 vs the main ReLA line (ImageNet prior, adaptive, fixed head)."""
+    """The baseline at r=1.0 vs the main ReLA line (ImageNet prior, adaptive, fixed head; for a
+    supervised method's trained classifier: the static rule, the runs where the classifier trained)."""
     byol_full = next((c for c in cells if c["cell"].is_baseline and c["cell"].data_ratio == 1.0), None)
-    if byol_full is None:
+    if byol_full is None or not byol_full[metric]:
         return {}
     reference = statistics.fmean(byol_full[metric])
-    main = sorted((c for c in cells if _is_main_rela(c["cell"])), key=lambda c: c["cell"].data_ratio)
+    rule = "static" if metric == "classifier" else "adaptive"
+    main = sorted((c for c in cells if _is_main_rela(c["cell"], rule) and c[metric]), key=lambda c: c["cell"].data_ratio)
     verdicts = []
     for c in main:
         mean = statistics.fmean(c[metric])
@@ -532,15 +561,15 @@ def comparison(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     return {"byol_full": reference, "rela": verdicts, "first_matching_ratio": first}
 
 
-def _is_main_rela(cell: Cell) -> bool:
-    return (cell.method == "rela" and cell.prior == "imagenet" and cell.switch_rule == "adaptive"
+def _is_main_rela(cell: Cell, rule: str = "adaptive") -> bool:
+    return (cell.use_rela and cell.prior == "imagenet" and cell.switch_rule == rule
             and not cell.trainable_transfer_head)
 
 
 def _targets_cost_line(bench: Benchmark, cells: list[dict[str, Any]], timings: dict[str, Any]) -> str | None:
     """ReLA's one-off cost: the prior embedding every training image, in baseline steps of this grid."""
     byol = [c for c in cells if c["cell"].is_baseline]
-    used = sorted({c["cell"].prior for c in cells if c["cell"].method == "rela"} & set(timings))
+    used = sorted({c["cell"].prior for c in cells if c["cell"].use_rela} & set(timings))
     if not byol or not used:
         return None
     seconds_per_step = statistics.fmean(w / c["steps"] for c in byol for w in c["wall"])
@@ -555,6 +584,7 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
                     timings: dict[str, Any] | None = None) -> str:
     expected = len(bench.cells) * len(bench.seeds)
     done = sum(len(c["rows"]) for c in cells)
+    supervised = method_class(bench.method).requires_labels
     lines = [
         f"# Acceleration benchmark `{bench.name}`: ReLA vs {bench.ssl_title} at equal budgets",
         "",
@@ -568,15 +598,18 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
         "training loop only (evaluation excluded), measured in the same grid on the same machine "
          f"({bench.parallel} run(s) at a time, {bench.threads_per_run or 'default'} thread(s) each)."),
         "",
-        "| run | r | steps | images seen | wall-clock (s) | switch step | kNN % | linear % |",
-        "|---|---|---|---|---|---|---|---|",
-        *_floor_rows(floors),
+        "| run | r | steps | images seen | wall-clock (s) | switch step | kNN % | linear % |"
+        + (" trained classifier % |" if supervised else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if supervised else ""),
+        *[row + (" — |" if supervised else "") for row in _floor_rows(floors)],
     ]
     for c in cells:
         cell = c["cell"]
         wall = statistics.fmean(c["wall"])
+        classifier = (f" {_pm(c['classifier'])} |" if c["classifier"] else " — (never trained) |") if supervised else ""
         lines.append(f"| {cell.label or cell.name} | {cell.data_ratio} | {c['steps']} | {c['images_seen']:,} | "
-                     f"{wall:.0f} | {_switch_text(cell, c['switch'], c['rho'])} | {_pm(c['knn'])} | {_pm(c['linear'])} |")
+                     f"{wall:.0f} | {_switch_text(cell, c['switch'], c['rho'])} | {_pm(c['knn'])} | {_pm(c['linear'])} |"
+                     + classifier)
     cost = _targets_cost_line(bench, cells, timings or {})
     lines += [
         "",
@@ -589,7 +622,7 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
         "## What each comparison tests",
         "",
     ]
-    short = [c for c in cells if c["cell"].method == "rela" and c["steps"] < ADAPTIVE_EARLIEST_STEP]
+    short = [c for c in cells if c["cell"].use_rela and c["steps"] < ADAPTIVE_EARLIEST_STEP]
     if short:
         lines.append(
             f"- **Short-budget check** (ReLA runs of fewer than ~{ADAPTIVE_EARLIEST_STEP} steps: "
@@ -609,7 +642,8 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
                f"not against {title} trained to convergence." if gain > MATCH_TOLERANCE_POINTS
                else f"Within the tolerance: {title}'s accuracy has about levelled off, so the comparison below "
                     "tests the paper's claim at this scale."))
-    for metric, title in (("knn", "kNN"), ("linear", "linear probe")):
+    metrics = (("knn", "kNN"), ("linear", "linear probe")) + ((("classifier", "trained classifier"),) if supervised else ())
+    for metric, title in metrics:
         verdict = comparison(cells, metric)
         name = bench.ssl_title
         if not verdict:
@@ -620,7 +654,7 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
         first = verdict["first_matching_ratio"]
         lines.append(
             f"- **Reaches {name} r=1.0 with less budget** ({title}): {name} r=1.0 = {100 * verdict['byol_full']:.2f}; "
-            f"ReLA (ImageNet prior, adaptive) " + "; ".join(parts) + ". "
+            f"ReLA (ImageNet prior, {'static' if metric == 'classifier' else 'adaptive'}) " + "; ".join(parts) + ". "
             + (f"First ReLA budget of this grid matching it (within {MATCH_TOLERANCE_POINTS} pt): r={first}." if first is not None
                else f"No ReLA budget run here matches it (within {MATCH_TOLERANCE_POINTS} pt)."))
     return "\n".join(lines) + "\n"
@@ -696,7 +730,7 @@ def write_results(bench: Benchmark) -> Path:
                for name in bench.priors if (bench.targets_dir(name) / "benchmark_timing.json").is_file()}
     raw = {"benchmark": bench.name, "config": str(bench.config_path.relative_to(REPO)), "floors": floors,
            "target_seconds": timings, "runs": rows,
-           "comparison": {"knn": comparison(cells, "knn"), "linear": comparison(cells, "linear")}}
+           "comparison": {metric: comparison(cells, metric) for metric in ("knn", "linear", "classifier")}}
     (out / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
     if rows:
         with (out / "results.csv").open("w", newline="") as handle:
@@ -747,14 +781,14 @@ def main(argv: list[str] | None = None) -> None:
 def run_grid(bench: Benchmark) -> None:
     if not (bench.dataset_dir / "dataset_dict.json").is_file() or not (bench.prior_dir / "config.json").is_file():
         prepare_assets(bench)
-    priors = sorted({cell.prior for cell in bench.cells if cell.method == "rela"})
+    priors = sorted({cell.prior for cell in bench.cells if cell.use_rela})
     # seed-major (the first seed of every cell finishes before the second seed starts), ReLA
     # before the baseline at equal budget; "longest_first" packs best (long runs do not end up alone at
     # the tail), "shortest_first" leaves complete short-budget comparisons when a grid on a
     # shared machine is cut short
     sign = -1 if bench.order == "longest_first" else 1
     jobs = [(cell, seed) for seed in bench.seeds
-            for cell in sorted(bench.cells, key=lambda c: (sign * c.data_ratio, c.method != "rela"))]
+            for cell in sorted(bench.cells, key=lambda c: (sign * c.data_ratio, not c.use_rela))]
     failures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, bench.parallel)) as pool:
         # targets first (one per prior, side by side), then the floors and the runs

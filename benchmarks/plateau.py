@@ -201,7 +201,7 @@ def start_trainer(bench: grid.Benchmark, rule: PlateauRule, cell: grid.Cell, see
     run_dir = bench.run_dir(cell, seed)
     config = {
         **bench.trainer, **cell.trainer_args(),
-        "dataset_name": str(bench.targets_dir(cell.prior) if cell.method == "rela" else bench.dataset_dir),
+        "dataset_name": str(bench.targets_dir(cell.prior) if cell.use_rela else bench.dataset_dir),
         "output_dir": str(run_dir), "seed": seed, "max_train_steps": rule.max_steps,
         "checkpointing_steps": rule.checkpoint_every, "checkpoints_total_limit": None,
     }
@@ -299,11 +299,11 @@ def summarize(bench: grid.Benchmark, rule: PlateauRule, seed: int, target_second
         evals = curves[cell.name]
         if not evals:
             continue
-        extra = target_seconds.get(cell.prior, 0.0) if cell.method == "rela" else 0.0
+        extra = target_seconds.get(cell.prior, 0.0) if cell.use_rela else 0.0
         reach = first_reaching(evals, plateau["knn"])
         switch = next((e["switch_step"] for e in evals if e.get("switch_step") is not None), None)
         best = max(evals, key=lambda e: e["knn"])
-        run = {"label": cell.label or cell.name, "method": cell.method, "prior": cell.prior,
+        run = {"label": cell.label or cell.name, "use_rela": cell.use_rela, "prior": cell.prior,
                "targets_seconds": extra, "last_step": evals[-1]["step"], "switch_step": switch,
                "best": {"step": best["step"], "knn": best["knn"], "linear": best["linear"]},
                "final": {"knn": evals[-1]["knn"], "linear": evals[-1]["linear"]},
@@ -330,14 +330,14 @@ def write_results(bench: grid.Benchmark, rule: PlateauRule, seed: int) -> Path:
     floors = json.loads(floors_file.read_text()) if floors_file.is_file() else {}
     timings = {name: json.loads((bench.targets_dir(name) / "benchmark_timing.json").read_text())["seconds"]
                for name in bench.priors if (bench.targets_dir(name) / "benchmark_timing.json").is_file()}
-    rows = [{"run": cell.name, "method": cell.method, "prior": cell.prior or "", **e}
+    rows = [{"run": cell.name, "use_rela": cell.use_rela, "prior": cell.prior or "", **e}
             for cell in bench.cells for e in read_evals(bench.run_dir(cell, seed))]
     summary = summarize(bench, rule, seed, timings)
     write_json(out / "results.json", {"benchmark": bench.name, "floors": floors, "target_seconds": timings,
                                       "summary": summary, "checkpoints": rows})
     if rows:
         with (out / "checkpoints.csv").open("w", newline="") as handle:
-            fields = ["run", "method", "prior", "step", "images_seen", "train_seconds", "phase", "switch_step",
+            fields = ["run", "use_rela", "prior", "step", "images_seen", "train_seconds", "phase", "switch_step",
                       "rho", "knn", "linear", "linear_std", "eval_seconds"]
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
@@ -370,7 +370,7 @@ def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict
     for run in summary["runs"].values():
         reach = run["reaches_plateau_at"]
         lines.append(
-            f"| {run['label']} | {run['switch_step'] if run['switch_step'] is not None else ('never' if run['method'] == 'rela' else '—')} | "
+            f"| {run['label']} | {run['switch_step'] if run['switch_step'] is not None else ('never' if run['use_rela'] else '—')} | "
             f"{reach['step'] if reach else 'never'} | {run.get('step_ratio', float('nan')):.3f} | "
             f"{run.get('seconds_ratio', float('nan')):.3f} | {100 * run['best']['knn']:.2f} ({run['best']['step']}) | "
             f"{100 * run['final']['knn']:.2f} / {100 * run['final']['linear']:.2f} |")
@@ -398,21 +398,21 @@ def plot(bench: grid.Benchmark, summary: dict[str, Any], rows: list[dict[str, An
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"byol": "tab:blue"}
+    colors = {"baseline": "tab:blue"}
     palette = iter(["tab:red", "tab:purple", "tab:green", "tab:orange"])
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for cell in bench.cells:
         mine = [r for r in rows if r["run"] == cell.name]
         if not mine:
             continue
-        color = colors.get(cell.method) or colors.setdefault(cell.name, next(palette))
-        extra = timings.get(cell.prior, 0.0) if cell.method == "rela" else 0.0
+        color = colors["baseline"] if cell.is_baseline else colors.setdefault(cell.name, next(palette))
+        extra = timings.get(cell.prior, 0.0) if cell.use_rela else 0.0
         label = cell.label or cell.name
         axes[0].plot([r["step"] for r in mine], [100 * r["knn"] for r in mine], marker=".", color=color, label=label)
         axes[1].plot([(r["train_seconds"] + extra) / 60 for r in mine], [100 * r["knn"] for r in mine],
                      marker=".", color=color, label=label)
         switch = next((r["switch_step"] for r in mine if r.get("switch_step") is not None), None)
-        if switch is not None and cell.method == "rela":
+        if switch is not None and cell.use_rela:
             axes[0].axvline(switch, color=color, linestyle=":", linewidth=1)
     plateau = (summary.get("plateau") or {}).get("accuracy")
     for ax in axes:
@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(bench.threads_per_run or 1)  # the evaluations run in this process
         if not (bench.dataset_dir / "dataset_dict.json").is_file() or not (bench.prior_dir / "config.json").is_file():
             grid.prepare_assets(bench)
-        for prior in sorted({cell.prior for cell in bench.cells if cell.method == "rela"}):
+        for prior in sorted({cell.prior for cell in bench.cells if cell.use_rela}):
             grid.make_targets(bench, prior)
         grid.floors_job(bench)
         evaluator, stops = CheckpointEvaluator(bench), Stops(bench.work_dir)
