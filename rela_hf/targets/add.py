@@ -74,9 +74,10 @@ def add_rela_targets(
 
     A streaming ``IterableDataset`` is read once to fit the whitening; the returned
     ``IterableDataset`` computes the column lazily (so the prior runs a second time, as it is
-    iterated; a stream without known features has them resolved from its first batch, so that
-    the record can be kept in them). On several GPUs (prior on CUDA), one process per GPU is used; any ``num_proc > 1``
-    needs spawned workers: call it under ``if __name__ == "__main__":`` after
+    iterated; a stream without known features has them inferred from its first batch, so that
+    the record can be kept in them). On several GPUs (prior on CUDA), one process per GPU is
+    used; any ``num_proc > 1`` needs spawned workers: call it under
+    ``if __name__ == "__main__":`` after
     ``multiprocess.set_start_method("spawn")``. Under ``accelerate launch``, compute on the main
     process first (``with accelerator.main_process_first():``): the other ranks then load the
     cached result (datasets loaded from the Hub or disk are cached; in-memory ones are not),
