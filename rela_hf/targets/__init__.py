@@ -8,7 +8,9 @@ and publishes those targets:
 - ``add.py``: :func:`add_rela_targets` (the entry point) and :func:`whiten_new_images`;
 - ``map_passes.py`` / ``streaming.py``: the passes over a map-style or a streaming dataset;
 - ``embedding.py``: the steps they share (checks, image decoding, the prior over a batch);
-- ``record.py``: :class:`RelaTargetsInfo`, the provenance that travels with the data;
+- ``record.py``: :class:`RelaTargetsInfo`, the provenance of the targets, and its files;
+- ``provenance.py``: that record inside the dataset's features (:func:`rela_targets_info`), so
+  it survives ``select``, ``map``, ``save_to_disk``, ``push_to_hub``, ``load_dataset``...;
 - ``publish.py``: save to disk, push to the Hub, read records back, rejoin targets to images;
 - ``card.py``: the dataset card.
 """
@@ -16,6 +18,7 @@ and publishes those targets:
 from rela_hf.targets.add import add_rela_targets, whiten_new_images
 from rela_hf.targets.card import render_dataset_card
 from rela_hf.targets.embedding import resolve_n_components
+from rela_hf.targets.provenance import rela_targets_info, with_rela_targets_info
 from rela_hf.targets.publish import (
     attach_rela_targets,
     find_rela_targets_info,
@@ -33,7 +36,6 @@ from rela_hf.targets.record import (
     PriorIdentity,
     RelaTargetsInfo,
     load_whitening,
-    rela_targets_info,
     save_whitening,
 )
 
@@ -58,4 +60,5 @@ __all__ = [
     "save_whitening",
     "targets_only_dataset",
     "whiten_new_images",
+    "with_rela_targets_info",
 ]

@@ -5,7 +5,8 @@ NeurIPS 2024, arXiv:2405.14669) pairs every training image with one fixed target
 embedding of a *prior* model, PCA-whitened to ``k = min(student width, prior width)`` components
 (:class:`rela_hf.whitening.PCAWhitening`). This module checks the arguments, runs the passes
 (:mod:`~rela_hf.targets.map_passes` or :mod:`~rela_hf.targets.streaming`) and attaches the
-provenance record (:mod:`~rela_hf.targets.record`) to the result.
+provenance record (:mod:`~rela_hf.targets.record`) to the result's target column
+(:mod:`~rela_hf.targets.provenance`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from typing import Any
 
 import datasets
 import PIL.Image
+import pyarrow as pa
 import torch
 
 from rela_hf.priors.prior import Prior
 from rela_hf.targets.embedding import TargetsPlan, check_prior, embed_images, resolve_n_components
 from rela_hf.targets.map_passes import add_targets_map_style
+from rela_hf.targets.provenance import with_rela_targets_info
 from rela_hf.targets.record import (
     DEFAULT_EMBEDDING_COLUMN,
     DEFAULT_TARGET_COLUMN,
     DatasetSource,
     PriorIdentity,
     RelaTargetsInfo,
-    remember_rela_targets_info,
 )
 from rela_hf.targets.streaming import add_targets_streaming
 from rela_hf.whitening import PCAWhitening
@@ -65,13 +67,17 @@ def add_rela_targets(
        and dropped unless ``keep_embeddings``.
 
     The result is the input with the new column(s); its :class:`RelaTargetsInfo` (prior id,
-    revision, preprocessing, source, whitening) comes from :func:`rela_targets_info`. Nothing is
-    returned (or saved, or pushed) unless every image was embedded successfully.
+    revision, preprocessing, source, whitening) is recorded in the target column's feature, so
+    it follows the data through ``select``, ``shuffle``, ``map``, ``save_to_disk``,
+    ``push_to_hub``... and :func:`rela_targets_info` reads it back. Nothing is returned (or
+    saved, or pushed) unless every image was embedded successfully.
 
     A streaming ``IterableDataset`` is read once to fit the whitening; the returned
     ``IterableDataset`` computes the column lazily (so the prior runs a second time, as it is
-    iterated). On several GPUs (prior on CUDA), one process per GPU is used; any ``num_proc > 1``
-    needs spawned workers: call it under ``if __name__ == "__main__":`` after
+    iterated; a stream without known features has them inferred from its first batch, so that
+    the record can be kept in them). On several GPUs (prior on CUDA), one process per GPU is
+    used; any ``num_proc > 1`` needs spawned workers: call it under
+    ``if __name__ == "__main__":`` after
     ``multiprocess.set_start_method("spawn")``. Under ``accelerate launch``, compute on the main
     process first (``with accelerator.main_process_first():``): the other ranks then load the
     cached result (datasets loaded from the Hub or disk are cached; in-memory ones are not),
@@ -125,6 +131,7 @@ def add_rela_targets(
         keep_embeddings=keep_embeddings, batch_size=batch_size, desc=desc, new_columns=new_columns,
     )
     if isinstance(dataset, datasets.IterableDataset):
+        _require_typeable_stream(dataset)
         result, fitted = add_targets_streaming(dataset, plan)
     elif isinstance(dataset, datasets.Dataset):
         result, fitted = add_targets_map_style(
@@ -144,8 +151,26 @@ def add_rela_targets(
         embedding_column=embedding_column if keep_embeddings else None,
         whitening_source=whitening_source,
     )
-    remember_rela_targets_info(result, info)
-    return result
+    return with_rela_targets_info(result, info)
+
+
+def _require_typeable_stream(dataset: datasets.IterableDataset) -> None:
+    """The record is kept in the features: a stream must declare them or let them be inferred.
+
+    Checked on the first rows before the stream is read to fit the whitening, so a stream of
+    untyped objects (PIL images without a ``datasets.Image`` feature) fails before any work.
+    """
+    if dataset.features is not None:
+        return
+    try:
+        datasets.concatenate_datasets([dataset.take(5)])  # infers features from those rows
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
+        raise ValueError(
+            "The stream's features are unknown and cannot be inferred from its first rows "
+            f"({error}); the targets' record is kept in the features. Declare them, e.g. "
+            "IterableDataset.from_generator(..., features=datasets.Features({'image': "
+            "datasets.Image(), ...})) or stream.cast(features)."
+        ) from error
 
 
 def _reusable_whitening(

@@ -4,6 +4,8 @@ Nothing is written before everything needed is in hand: :func:`save_rela_dataset
 temporary sibling folder and renames it, :func:`push_rela_dataset` renders the card before the
 first upload. Targets can travel without the images (``targets_only``: ``idx`` + the targets as a
 separate config, one per prior and ``k``) and are joined back with :func:`attach_rela_targets`.
+The saved or pushed data also carries the record in its target column's feature
+(:mod:`~rela_hf.targets.provenance`), so ``load_from_disk`` / ``load_dataset`` give it back.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from huggingface_hub.errors import (
 )
 
 from rela_hf.targets.card import render_dataset_card
-from rela_hf.targets.record import (
-    INFO_FILENAME,
-    WHITENING_FILENAME,
-    RelaTargetsInfo,
+from rela_hf.targets.provenance import (
     rela_targets_info,
+    remember_whitening,
+    with_rela_targets_info,
 )
+from rela_hf.targets.record import INFO_FILENAME, WHITENING_FILENAME, RelaTargetsInfo
 
 __all__ = [
     "attach_rela_targets",
@@ -48,7 +50,11 @@ __all__ = [
 def attach_rela_targets(
     images: datasets.Dataset, targets: datasets.Dataset, *, index_column: str = "idx"
 ):
-    """Join a targets-only config (``idx`` + target columns) to its image dataset by row index."""
+    """Join a targets-only config (``idx`` + target columns) to its image dataset by row index.
+
+    The result keeps the record the targets' feature carries (:func:`rela_targets_info` reads it,
+    with no index column any more).
+    """
     if index_column not in targets.column_names:
         raise ValueError(
             f"The targets have no {index_column!r} column (columns: {targets.column_names})."
@@ -95,6 +101,12 @@ def targets_only_dataset(
     return slim, dataclasses.replace(info, index_column=index_column)
 
 
+def _with_record(dataset, info: RelaTargetsInfo, hub_location=None):
+    """``dataset`` carrying ``info`` in its features, and ``info`` as read back from them."""
+    dataset = with_rela_targets_info(dataset, info, hub_location=hub_location)
+    return dataset, rela_targets_info(dataset, target_column=info.target_column)
+
+
 def save_rela_dataset(
     dataset: datasets.Dataset,
     output_dir: str | os.PathLike,
@@ -108,13 +120,16 @@ def save_rela_dataset(
     """``save_to_disk`` + ``rela_targets.json`` + ``rela_whitening.safetensors`` (+ README card).
 
     ``targets_only=True`` saves only ``idx`` + the targets (see :func:`targets_only_dataset`).
-    Written into a staging sibling folder and renamed at the end, so an interrupted save leaves
-    no half-written dataset at ``output_dir`` (the next save clears the staging folder, or puts the
-    previous dataset back if the interruption fell between the two renames).
+    The saved data carries the record in its target column's feature (``info=`` when given), so
+    ``load_from_disk`` gives it back to :func:`rela_targets_info`. Written into a staging sibling
+    folder and renamed at the end, so an interrupted save leaves no half-written dataset at
+    ``output_dir`` (the next save clears the staging folder, or puts the previous dataset back if
+    the interruption fell between the two renames).
     """
     info = info or rela_targets_info(dataset)
     if targets_only:
         dataset, info = targets_only_dataset(dataset, info)
+    dataset, info = _with_record(dataset, info)
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise FileExistsError(
@@ -171,6 +186,8 @@ def push_rela_dataset(
     files go next to the config's data (``<data_dir>/rela_targets.json`` and
     ``<data_dir>/rela_whitening.safetensors``), the card lists every ReLA config of the repo.
 
+    The pushed data carries the record in its target column's feature (``info=`` when given)
+    and where the whitening file is, so :func:`rela_targets_info` works after ``load_dataset``.
     Two commits: ``Dataset.push_to_hub`` (data + README ``configs``), then the whitening files and
     the card together. The card is rendered before anything is uploaded, so a bad template or
     record fails early. Returns the URL of the last commit.
@@ -181,6 +198,10 @@ def push_rela_dataset(
         dataset, info = targets_only_dataset(dataset, info)
     config_name = config_name or "default"
     data_dir = hub_data_dir(config_name)
+    whitening_path = f"{data_dir}/{WHITENING_FILENAME}"
+    dataset, info = _with_record(
+        dataset, info, {"repo_id": repo_id, "revision": revision, "path": whitening_path}
+    )
     api = HfApi(token=token)
     _check_no_conflicting_whitening(api, repo_id, data_dir, info, revision)
     if card:  # fail early on a template error, before uploading anything
@@ -288,10 +309,16 @@ def load_rela_targets_info(
     revision: str | None = None,
     token: str | bool | None = None,
 ) -> RelaTargetsInfo:
-    """The :class:`RelaTargetsInfo` of a saved folder or a Hub dataset repo (one config of it)."""
+    """The :class:`RelaTargetsInfo` of a saved folder or a Hub dataset repo (one config of it).
+
+    Its whitening is then known to :func:`rela_targets_info` for the rest of the process, for
+    datasets whose features name it but whose files are not beside the data.
+    """
     path = Path(path_or_repo_id)
     if path.is_dir():
-        return RelaTargetsInfo.load(path)
+        info = RelaTargetsInfo.load(path)
+        remember_whitening(info.whitening)
+        return info
     data_dir = hub_data_dir(config_name)
     files = [
         hf_hub_download(
@@ -303,7 +330,9 @@ def load_rela_targets_info(
         )
         for name in (INFO_FILENAME, WHITENING_FILENAME)
     ]
-    return RelaTargetsInfo.from_files(*files)
+    info = RelaTargetsInfo.from_files(*files)
+    remember_whitening(info.whitening)
+    return info
 
 
 def find_rela_targets_info(

@@ -3,8 +3,9 @@
 A dataset's ReLA targets (arXiv:2405.14669) are only reusable with their record: the prior (id,
 revision, preprocessing, weights digest), the source images (dataset, split, revision) and the
 fitted whitening. :class:`RelaTargetsInfo` is that record; on disk and on the Hub it is
-``rela_targets.json`` + ``rela_whitening.safetensors`` next to the data, and in memory it follows
-the dataset that :func:`rela_hf.targets.add_rela_targets` returned (:func:`rela_targets_info`).
+``rela_targets.json`` + ``rela_whitening.safetensors`` next to the data. Inside the dataset itself
+(its features, so it follows ``select``, ``map``, ``save_to_disk``, ``push_to_hub``...) it is
+carried by :mod:`rela_hf.targets.provenance`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ import dataclasses
 import json
 import os
 import tempfile
-import weakref
 from pathlib import Path
 from typing import Any
 
-import datasets
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -28,8 +27,7 @@ from rela_hf.whitening import PCAWhitening
 
 __all__ = [  # the package re-exports these, with the rest of its public names
     "DEFAULT_EMBEDDING_COLUMN", "DEFAULT_TARGET_COLUMN", "INFO_FILENAME", "WHITENING_FILENAME",
-    "DatasetSource", "PriorIdentity", "RelaTargetsInfo", "load_whitening", "rela_targets_info",
-    "remember_rela_targets_info", "save_whitening",
+    "DatasetSource", "PriorIdentity", "RelaTargetsInfo", "load_whitening", "save_whitening",
 ]
 
 WHITENING_FILENAME = "rela_whitening.safetensors"
@@ -145,7 +143,8 @@ class RelaTargetsInfo:
     """What produced a dataset's ReLA targets: enough to recompute them for new images.
 
     Saved as ``rela_targets.json`` (this record) + ``rela_whitening.safetensors`` (the whitening)
-    next to the data, locally and on the Hub.
+    next to the data, locally and on the Hub; the dataset's own features carry :meth:`to_dict`
+    (:func:`rela_hf.targets.rela_targets_info` reads it back).
     """
 
     prior: PriorIdentity
@@ -205,7 +204,7 @@ class RelaTargetsInfo:
         cls, info_path: str | os.PathLike, whitening_path: str | os.PathLike
     ) -> RelaTargetsInfo:
         record = json.loads(Path(info_path).read_text(encoding="utf-8"))
-        if record.get("format") != _INFO_FORMAT:
+        if not is_record(record):
             raise ValueError(
                 f"{info_path} is not a rela_hf targets record (format={record.get('format')!r})."
             )
@@ -214,6 +213,11 @@ class RelaTargetsInfo:
             raise ValueError(
                 f"{whitening_path} does not match the whitening recorded in {info_path}."
             )
+        return cls.from_dict(record, whitening)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any], whitening: PCAWhitening) -> RelaTargetsInfo:
+        """The inverse of :meth:`to_dict`, given the whitening whose digest the record names."""
         fit_source = DatasetSource(**record["whitening"]["fit_source"])
         source = DatasetSource(**record["source"])
         return cls(
@@ -232,56 +236,6 @@ class RelaTargetsInfo:
         return cls.from_files(directory / INFO_FILENAME, directory / WHITENING_FILENAME)
 
 
-# In memory, the record follows the data, not the Python object: a map-style dataset is looked up
-# by its Arrow table, which formatting views (with_format, set_format) share, so they keep the
-# record; an IterableDataset by identity. Weak keys: the record lives exactly as long as the data.
-_INFO_BY_TABLE: dict[int, RelaTargetsInfo] = {}  # id(pa.Table) -> record (tables are unhashable)
-_INFO_BY_OBJECT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _arrow_table(dataset: Any) -> Any:
-    return dataset._data.table if isinstance(dataset, datasets.Dataset) else None
-
-
-def remember_rela_targets_info(dataset: Any, info: RelaTargetsInfo) -> None:
-    """Attach ``info`` to ``dataset`` in memory (read back by :func:`rela_targets_info`)."""
-    table = _arrow_table(dataset)
-    if table is not None:
-        if id(table) not in _INFO_BY_TABLE:
-            # drop the entry when the table dies, before its id can be reused
-            weakref.finalize(table, _INFO_BY_TABLE.pop, id(table), None)
-        _INFO_BY_TABLE[id(table)] = info
-    else:
-        _INFO_BY_OBJECT[dataset] = info
-
-
-def rela_targets_info(dataset: Any) -> RelaTargetsInfo:
-    """The :class:`RelaTargetsInfo` of a dataset returned by :func:`add_rela_targets`.
-
-    Formatting views of the same data keep it (``with_format``, ``set_format``); other transforms
-    (``select``, ``shuffle``, ``map``...) and reloads from disk make a new dataset without it:
-    pass ``info=`` explicitly to :func:`save_rela_dataset` / :func:`push_rela_dataset`, or read it
-    back with :func:`load_rela_targets_info`.
-    """
-    table = _arrow_table(dataset)
-    if table is not None:
-        info = _INFO_BY_TABLE.get(id(table))
-    else:
-        info = _INFO_BY_OBJECT.get(dataset) if _weakrefable(dataset) else None
-    if info is None:
-        raise LookupError(
-            "No ReLA targets are recorded for this dataset: it was not returned by "
-            "add_rela_targets in this session, or it was transformed since (select, shuffle, "
-            "map..., or a reload). "
-            "Keep the dataset add_rela_targets returned, pass info= explicitly, or load the record "
-            f"with load_rela_targets_info(<saved folder or Hub repo>) ({INFO_FILENAME})."
-        )
-    return info
-
-
-def _weakrefable(obj: Any) -> bool:
-    try:
-        weakref.ref(obj)
-    except TypeError:
-        return False
-    return True
+def is_record(value: Any) -> bool:
+    """Whether ``value`` (parsed JSON) is a :meth:`RelaTargetsInfo.to_dict` record."""
+    return isinstance(value, dict) and value.get("format") == _INFO_FORMAT
