@@ -8,6 +8,7 @@ import pytest
 
 import rela_hf.config
 from rela_hf.config import ConfigFileError, config_argument, find_config, read_config
+from rela_hf.errors import ConfigError
 from tests.recipes import REPO, load_recipe
 
 PRESETS = REPO / "recipes" / "configs"
@@ -44,14 +45,17 @@ def test_config_argument_is_read_before_full_parsing():
 def test_make_targets_takes_a_yaml_config(tmp_path):
     recipe = load_recipe("make_targets")
     config = tmp_path / "targets.yaml"
-    config.write_text("dataset: some/dataset\nprior: test_resnet\nk: 8\noutput_dir: out\n")
-    args = recipe.parse_args(["--config", str(config), "--k", "16"])
-    assert args.dataset == "some/dataset" and args.prior == "test_resnet" and args.k == 16  # flag wins
-    config.write_text("dataset: some/dataset\nprior: test_resnet\nkk: 8\noutput_dir: out\n")
-    with pytest.raises(SystemExit):
+    config.write_text("dataset_name: some/dataset\nprior: test_resnet\ntarget_dim: 8\noutput_dir: out\n")
+    args = recipe.parse_args(["--config", str(config), "--target_dim", "16"])
+    assert args.dataset_name == "some/dataset" and args.prior == "test_resnet" and args.target_dim == 16  # flag wins
+    config.write_text("dataset: some/dataset\nprior: test_resnet\nk: 8\noutput_dir: out\n")  # rela-hf 0.2 keys
+    with pytest.warns(FutureWarning, match="--target_dim"):
+        assert recipe.parse_args(["--config", str(config)]).target_dim == 8
+    config.write_text("dataset_name: some/dataset\nprior: test_resnet\nkk: 8\noutput_dir: out\n")
+    with pytest.raises(ConfigError, match="unknown options.*kk"):
         recipe.parse_args(["--config", str(config)])
-    with pytest.raises(SystemExit):
-        recipe.parse_args(["--output_dir", "out"])  # --dataset and --prior are still required
+    with pytest.raises(ConfigError, match="--dataset_name is required"):
+        recipe.parse_args(["--output_dir", "out"])  # --dataset_name and --prior are still required
 
 
 def test_docstring_examples_run():

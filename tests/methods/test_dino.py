@@ -11,6 +11,7 @@ import torch
 
 import rela_hf.methods.dino
 from rela_hf.backbones import create_backbone
+from rela_hf.methods import MethodBatch, build_method
 from rela_hf.methods.dino import DINO, DINOHead, DINOLoss, DINOOptions, dino_view_transforms
 
 
@@ -139,3 +140,17 @@ def test_bad_options_are_named():
 def test_docstring_examples_run():
     result = doctest.testmod(rela_hf.methods.dino, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_freeze_last_layer_keeps_the_last_layer_fixed_for_the_first_steps():
+    """DINO's freeze_last_layer through the method's hook before the optimizer step."""
+    backbone = create_backbone("test_resnet", cifar_stem=True)
+    dino = build_method("dino", backbone, {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8,
+                                           "freeze_last_layer_steps": 2})
+    views = [torch.randn(4, 3, 32, 32) for _ in range(2)]
+    last = [p for p in dino.head.last_layer.parameters() if p.requires_grad]
+    for step, frozen in ((0, True), (1, True), (2, False)):
+        dino.zero_grad(set_to_none=True)
+        dino(MethodBatch(features=[backbone(v) for v in views], views=views, step=step)).backward()
+        dino.before_optimizer_step(step)
+        assert all((p.grad is None) == frozen for p in last), step

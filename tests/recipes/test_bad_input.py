@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from rela_hf.errors import ConfigError
 from rela_hf.checkpoint import CheckpointError
 from rela_hf.training import TrainingDiverged
 from tests.recipes.trainer import args, one_thread, recipe, reset_accelerate
@@ -51,8 +52,8 @@ def test_unreadable_images_are_refused_before_training(bad, fashion_mnist_slice,
     truncated = {"truncated.png": good[: len(good) // 2]}
     data = image_folder_with(tmp_path, fashion_mnist_slice, {**bad, **truncated})
     output_dir = tmp_path / "out"
-    with one_thread(), pytest.raises(recipe.ConfigError, match=r"cannot be decoded.*never skips.*(zero_bytes|corrupt)\.png"):
-        recipe.main(args(data, output_dir, "--method", "baseline", "--label_column", "none"))
+    with one_thread(), pytest.raises(ConfigError, match=r"cannot be decoded.*never skips.*(zero_bytes|corrupt)\.png"):
+        recipe.main(args(data, output_dir, "--use_rela", "false", "--label_column", "none"))
     reset_accelerate()
     assert not output_dir.exists()
 
@@ -61,7 +62,7 @@ def test_a_text_column_as_the_image_column_is_refused(fashion_mnist_slice, tmp_p
     data = tmp_path / "data"
     fashion_mnist_slice.add_column("caption", ["a shirt"] * len(fashion_mnist_slice)).save_to_disk(str(data))
     with pytest.raises(ValueError, match="caption.*not an image|Image"):
-        recipe.main(args(data, tmp_path / "out", "--method", "baseline", "--image_column", "caption"))
+        recipe.main(args(data, tmp_path / "out", "--use_rela", "false", "--image_column", "caption"))
     reset_accelerate()
     assert not (tmp_path / "out").exists()
 
@@ -70,8 +71,8 @@ def test_a_text_column_as_the_image_column_is_refused(fashion_mnist_slice, tmp_p
 def test_zero_or_one_row_is_refused(rows, fashion_mnist_slice, tmp_path):
     data = tmp_path / "data"
     fashion_mnist_slice.select(range(rows)).save_to_disk(str(data))
-    with pytest.raises((recipe.ConfigError, ValueError), match=r"No full batch: [01] images|empty"):
-        recipe.main(args(data, tmp_path / "out", "--method", "baseline"))
+    with pytest.raises((ConfigError, ValueError), match=r"No full batch: [01] images|empty"):
+        recipe.main(args(data, tmp_path / "out", "--use_rela", "false"))
     reset_accelerate()
     assert not list((tmp_path / "out").glob("checkpoint-*"))
 
@@ -109,13 +110,13 @@ def test_a_checkpoint_of_another_run_is_refused(rela_data, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("method", ["rela", "baseline"])
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(method, rela_data, tmp_path):
+@pytest.mark.parametrize("use_rela", ["true", "false"])
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(use_rela, rela_data, tmp_path):
     """lr 1e6: the weights blow up; the run stops with a clear message, every checkpoint on disk
     holds finite weights, and nothing is exported (or pushed, which comes after the export)."""
     output_dir = tmp_path / "run"
     with one_thread(), pytest.raises(TrainingDiverged, match="diverged|no longer finite"):
-        recipe.main(args(rela_data, output_dir, "--method", method, "--learning_rate", "1e6",
+        recipe.main(args(rela_data, output_dir, "--use_rela", use_rela, "--learning_rate", "1e6",
                          "--max_train_steps", "40", "--checkpointing_steps", "1", "--logging_steps", "1",
                          "--checkpoints_total_limit", "50"))
     reset_accelerate()
@@ -135,7 +136,7 @@ def test_unreadable_images_can_be_checked_off_for_known_good_data(fashion_mnist_
     datasets.Dataset.from_dict({"image": [fashion_mnist_slice[i]["image"] for i in range(16)]},
                                features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(data))
     with one_thread():
-        summary = recipe.main(args(data, tmp_path / "out", "--method", "baseline", "--max_train_steps", "2",
+        summary = recipe.main(args(data, tmp_path / "out", "--use_rela", "false", "--max_train_steps", "2",
                                    "--verify_images", "false", "--label_column", "none"))
     reset_accelerate()
     assert summary.steps == 2
@@ -144,6 +145,6 @@ def test_unreadable_images_can_be_checked_off_for_known_good_data(fashion_mnist_
     images[5] = {"bytes": b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4, "path": None}
     datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(bad))
     with one_thread(), pytest.raises(ValueError, match=r"Row 5 of the training data.*cannot be decoded.*--verify_images true"):
-        recipe.main(args(bad, tmp_path / "out_bad", "--method", "baseline", "--max_train_steps", "2",
+        recipe.main(args(bad, tmp_path / "out_bad", "--use_rela", "false", "--max_train_steps", "2",
                          "--verify_images", "false", "--label_column", "none", "--per_device_train_batch_size", "16"))
     reset_accelerate()

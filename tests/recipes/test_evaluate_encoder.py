@@ -42,9 +42,9 @@ def test_evaluate_encoder_recipe_writes_results_next_to_a_training_run(
     (run / "training_summary.json").write_text("{}")
     recipe = load_recipe("evaluate_encoder")
     results = recipe.main([
-        "--encoder", str(run / "backbone"), "--dataset", "offline:fashion_mnist",
-        "--max_train_samples", "40", "--max_test_samples", "20", "--epochs", "3",
-        "--batch_size", "20",
+        "--model_name_or_path", str(run / "backbone"), "--dataset_name", "offline:fashion_mnist",
+        "--max_train_samples", "40", "--max_eval_samples", "20", "--probe_epochs", "3",
+        "--per_device_eval_batch_size", "20",
     ])
     written = read_eval_results(run / "eval_results.json")
     assert written == json.loads(json.dumps(results))

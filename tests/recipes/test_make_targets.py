@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from huggingface_hub import DatasetCard, HfApi
 
+from rela_hf.errors import ConfigError
+
 from rela_hf.targets import (
     INFO_FILENAME,
     WHITENING_FILENAME,
@@ -53,15 +55,15 @@ def test_save_to_disk_folder_in_output_dir_out(
     )
     result = make_targets.main(
         [
-            "--dataset",
+            "--dataset_name",
             str(tmp_path / "fashion_mnist"),
             "--prior",
             prior_folder,
-            "--image_size",
+            "--prior_image_size",
             "64",
             "--student_width",
             "24",
-            "--batch_size",
+            "--prior_batch_size",
             "32",
             "--output_dir",
             str(tmp_path / "out"),
@@ -86,13 +88,13 @@ def test_save_to_disk_folder_in_output_dir_out(
 
 
 def test_random_prior_is_seeded_and_recorded(make_targets, fashion_mnist_slice, tmp_path):
-    """--random_init with the same --seed gives the same prior, so the same targets."""
+    """--prior_random_init with the same --seed gives the same prior, so the same targets."""
     datasets.DatasetDict({"train": fashion_mnist_slice}).save_to_disk(str(tmp_path / "fm"))
 
     def run(seed: int, out: str) -> np.ndarray:
         make_targets.main(
-            ["--dataset", str(tmp_path / "fm"), "--prior", "test_resnet", "--random_init",
-             "--seed", str(seed), "--image_size", "32", "--k", "8", "--output_dir",
+            ["--dataset_name", str(tmp_path / "fm"), "--prior", "test_resnet", "--prior_random_init",
+             "--seed", str(seed), "--prior_image_size", "32", "--target_dim", "8", "--output_dir",
              str(tmp_path / out)]
         )
         return targets_of(datasets.load_from_disk(str(tmp_path / out)))
@@ -122,13 +124,13 @@ def test_image_folder_targets_only(make_targets, prior_folder, cifar10_images, t
         row["image"].save(folder / f"{i:02d}.png")
     make_targets.main(
         [
-            "--dataset",
+            "--dataset_name",
             str(tmp_path / "images"),
             "--prior",
             prior_folder,
-            "--image_size",
+            "--prior_image_size",
             "64",
-            "--k",
+            "--target_dim",
             "8",
             "--targets_only",
             "--output_dir",
@@ -149,13 +151,13 @@ def test_hub_dataset_in_targets_only_config_out(
     sha = HfApi().dataset_info(repo_id).sha
     result = make_targets.main(
         [
-            "--dataset",
+            "--dataset_name",
             repo_id,
             "--prior",
             prior_folder,
-            "--image_size",
+            "--prior_image_size",
             "64",
-            "--k",
+            "--target_dim",
             "16",
             "--hub_dataset_id",
             repo_id,
@@ -188,17 +190,17 @@ def test_hub_dataset_to_a_new_repo_with_images(
     cifar10_images.push_to_hub(source_id, split="test")
     make_targets.main(
         [
-            "--dataset",
+            "--dataset_name",
             source_id,
-            "--split",
+            "--train_split",
             "test",
-            "--max_samples",
+            "--max_train_samples",
             "12",
             "--prior",
             prior_folder,
-            "--image_size",
+            "--prior_image_size",
             "64",
-            "--k",
+            "--target_dim",
             "6",
             "--keep_embeddings",
             "--hub_dataset_id",
@@ -216,18 +218,16 @@ def test_hub_dataset_to_a_new_repo_with_images(
     assert load_rela_targets_info(out_id).source.id == source_id
 
 
-def test_bad_invocations(make_targets, prior_folder, tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        make_targets.main(["--dataset", "x/y", "--prior", prior_folder])  # no output at all
-    assert "--output_dir and/or --hub_dataset_id" in capsys.readouterr().err
+def test_bad_invocations(make_targets, prior_folder, tmp_path):
+    with pytest.raises(ConfigError, match="--output_dir and/or --hub_dataset_id"):
+        make_targets.main(["--dataset_name", "x/y", "--prior", prior_folder])  # no output at all
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "something").write_text("x")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--overwrite_output_dir"):
         make_targets.main(
-            ["--dataset", "x/y", "--prior", prior_folder, "--output_dir", str(tmp_path / "full")]
+            ["--dataset_name", "x/y", "--prior", prior_folder, "--output_dir", str(tmp_path / "full")]
         )
-    assert "--overwrite_output_dir" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="is not a folder"):
+    with pytest.raises(ConfigError, match="is not a folder"):
         make_targets.main(
-            ["--dataset", str(tmp_path / "missing"), "--prior", prior_folder, "--output_dir", "o"]
+            ["--dataset_name", str(tmp_path / "missing"), "--prior", prior_folder, "--output_dir", "o"]
         )

@@ -14,17 +14,17 @@ def test_push_to_hub_recipe_dry_run_then_push(hub, hub_namespace, training_run, 
     recipe = load_recipe("push_to_hub")
     repo_id = f"{hub_namespace}/from-recipe"
 
-    recipe.main(["--folder", str(training_run), "--repo_id", repo_id, "--dry_run", str(tmp_path / "preview")])
+    recipe.main(["--folder_path", str(training_run), "--hub_model_id", repo_id, "--dry_run", str(tmp_path / "preview")])
     assert (tmp_path / "preview" / "README.md").is_file()
     from huggingface_hub import HfApi
 
     assert not HfApi().repo_exists(repo_id)  # a dry run pushes nothing
 
-    commit = recipe.main(["--folder", str(training_run), "--repo_id", repo_id, "--include_training_state"])
+    commit = recipe.main(["--folder_path", str(training_run), "--hub_model_id", repo_id, "--include_training_state"])
     assert hub.commits(repo_id)[0].oid == commit.oid
     assert "training_state/run_state.json" in hub.files(repo_id)
     assert repo_id in capsys.readouterr().out
 
     bare = export_backbone(timm.create_model("test_resnet", num_classes=0), tmp_path / "bare")
-    recipe.main(["--folder", str(bare), "--repo_id", f"{hub_namespace}/bare"])
+    recipe.main(["--folder_path", str(bare), "--hub_model_id", f"{hub_namespace}/bare"])
     assert b"No evaluation results" in hub.files(f"{hub_namespace}/bare")["README.md"]
