@@ -82,6 +82,7 @@ class Cell:
     trainable_transfer_head: bool = False
     label: str = ""
     method: str | None = None  # rela-hf 0.2 configs: rela | baseline | byol
+    options: dict[str, Any] = field(default_factory=dict)  # other trainer options of this cell
 
     def __post_init__(self) -> None:
         if self.use_rela is None:
@@ -95,7 +96,7 @@ class Cell:
         return not self.use_rela
 
     def trainer_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"use_rela": self.use_rela, "data_ratio": self.data_ratio}
+        args: dict[str, Any] = {"use_rela": self.use_rela, "data_ratio": self.data_ratio, **self.options}
         if self.use_rela:
             args.update(switch_rule=self.switch_rule, trainable_transfer_head=self.trainable_transfer_head)
             if self.switch_fraction is not None:
@@ -134,7 +135,7 @@ class Benchmark:
         raw = yaml.safe_load(path.read_text())
         # "plateau": the profile of benchmarks/plateau.py, which reads this same config format
         known = {"name", "description", "data", "priors", "trainer", "grid", "seeds", "execution", "evaluation",
-                 "plateau"}
+                 "plateau", "handover"}
         unknown = set(raw) - known
         if unknown:
             raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")

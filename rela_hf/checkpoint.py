@@ -311,10 +311,12 @@ def _write_json_atomically(path: Path, value: Mapping[str, Any]) -> None:
     os.replace(part, path)
 
 
-def _prune(checkpoints: Iterable[Path], keep: int, protect: Path) -> None:
-    checkpoints = [path for path in checkpoints if path != protect]
-    excess = len(checkpoints) + 1 - keep
-    for path in checkpoints[: max(excess, 0)]:
+def _prune(checkpoints: Iterable[Path], limit: int, protect: Iterable[Path]) -> None:
+    """Delete the oldest checkpoints beyond ``limit``, never one of ``protect`` (which count)."""
+    protect = {Path(path).resolve() for path in protect if Path(path).is_dir()}
+    candidates = [path for path in checkpoints if path.resolve() not in protect]
+    excess = len(candidates) + len(protect) - limit
+    for path in candidates[: max(excess, 0)]:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -325,6 +327,7 @@ def save_checkpoint(
     step: int,
     run_state: Mapping[str, Any],
     total_limit: int | None = None,
+    keep: Iterable[str | os.PathLike] = (),
 ) -> Path:
     """Write ``<output_dir>/checkpoint-<step>`` atomically; call it on *every* process.
 
@@ -339,6 +342,8 @@ def save_checkpoint(
         step: Optimizer step; names the folder.
         run_state: JSON-serialisable run state (the recipe's loop position, switch, sampler ...).
         total_limit: Keep at most this many complete checkpoints (oldest removed first).
+        keep: Checkpoints never pruned (the best one of ``load_best_model_at_end``); they count
+            toward ``total_limit``.
 
     Returns:
         The final checkpoint folder.
@@ -369,7 +374,7 @@ def save_checkpoint(
         if stale is not None:
             shutil.rmtree(stale, ignore_errors=True)
         if total_limit is not None:
-            _prune(list_checkpoints(root), total_limit, protect=final)
+            _prune(list_checkpoints(root), total_limit, protect=[final, *(Path(p) for p in keep)])
     accelerator.wait_for_everyone()
     return final
 

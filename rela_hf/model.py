@@ -117,6 +117,7 @@ class ReLAStudent(nn.Module):
         targets: Tensor | None = None,
         labels: Tensor | None = None,
         step: int = 0,
+        rela_weight: float = 0.0,
     ) -> dict[str, Tensor]:
         """Loss of one batch of views in the given phase.
 
@@ -127,6 +128,8 @@ class ReLAStudent(nn.Module):
             targets: ReLA targets ``(B, k)``; required in the ReLA phase, ignored otherwise.
             labels: Class labels ``(B,)`` for the online classifier; optional.
             step: The optimizer step, for the method's schedules.
+            rela_weight: After the switch, the weight of the ReLA loss added to the method's
+                (:mod:`rela_hf.handover`; 0: the official hard switch, nothing is added).
 
         Returns:
             ``loss``: the scalar to backpropagate (the phase's objective plus the classifier's
@@ -146,6 +149,11 @@ class ReLAStudent(nn.Module):
             name, objective = self.method.loss_name, self.method(batch)
         out = {name: objective.detach()}
         loss = objective
+        if phase != PHASE_RELA and rela_weight > 0:  # a soft hand-over: the targets still pull
+            second = features[1] if len(features) > 1 else features[0]
+            rela = self._rela_objective([features[0], second], targets)
+            loss = loss + rela_weight * rela
+            out["rela_loss"] = rela.detach()
         if self.classifier is not None and labels is not None:
             # Detached features: the probe watches the representation, it never shapes it.
             logits = self.classifier(features[0].detach())

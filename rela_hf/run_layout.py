@@ -126,6 +126,11 @@ class TrainingSummary:
     data_ratio: float | None = None
     image_size: int | None = None
     checkpoint: str | None = None  # the final checkpoint's folder name
+    handover: dict[str, Any] | None = None  # how ReLA handed over at the switch (rela_hf.handover)
+    metric_for_best_model: str | None = None  # load_best_model_at_end: the validation metric
+    best_step: int | None = None  # the best checkpoint's step by that metric
+    best_metric_value: float | None = None  # its value (a fraction for accuracies)
+    exported_step: int | None = None  # the step whose weights backbone/ holds (the best, or the last)
     rela_hf_version: str | None = None
 
     @classmethod

@@ -100,6 +100,13 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "trainable_transfer_head": ("Learn ReLA's transfer head W (the official code keeps it a fixed random projection).", False),
     "switch_rule": ("When ReLA hands over to the method: adaptive (the official rule) or static.", "adaptive"),
     "switch_fraction": ("The static rule's share of the step budget spent on ReLA, in [0, 1].", None),
+    "handover": (
+        "How ReLA hands over at the switch: hard (the official code: the ReLA loss stops), fade (its "
+        "weight falls linearly to 0 over handover_steps) or regularize (it stays, weighted by handover_weight).",
+        "hard",
+    ),
+    "handover_steps": ("The fade hand-over's length, in optimizer steps after the switch.", 1000),
+    "handover_weight": ("The regularize hand-over's constant weight of the ReLA loss after the switch.", 0.1),
     "data_ratio": ("Fraction r in (0, 1] of the dataset drawn (fresh, uniformly) every epoch: the budget.", 1.0),
     # --- optimisation ------------------------------------------------------------------------
     "num_train_epochs": ("Training epochs (of data_ratio x N images each).", 100),
@@ -134,6 +141,19 @@ FLAGS: dict[str, tuple[str, Any]] = {
         "'latest' (the newest checkpoint in --output_dir, or a fresh start), a checkpoint folder, or "
         "'hub' (the training_state/ pushed to --hub_model_id).",
         None,
+    ),
+    # --- keeping the best model ---------------------------------------------------------------
+    "load_best_model_at_end": (
+        "Export (and push) the best checkpoint by metric_for_best_model on the validation split instead "
+        "of the last one; the best checkpoint is never pruned.",
+        False,
+    ),
+    "metric_for_best_model": ("The validation metric that picks the best checkpoint: knn_accuracy or linear_probe_accuracy.", "knn_accuracy"),
+    "greater_is_better": ("Whether a larger metric_for_best_model is better (default: true unless its name ends in 'loss').", None),
+    "train_val_split": (
+        "Fraction of the training split held out (seeded) as the validation split of load_best_model_at_end; "
+        "never trained on (the test split is never used).",
+        0.05,
     ),
     # --- the online monitor and evaluation protocols -----------------------------------------
     "eval_dataset_name": ("The dataset of --eval_split, when it is not --dataset_name.", None),

@@ -32,6 +32,7 @@ from rela_hf.arguments import (
 )
 from rela_hf.config import presets_dir as shipped_presets_dir
 from rela_hf.errors import ConfigError
+from rela_hf.handover import Handover
 from rela_hf.methods import method_class, method_names
 from rela_hf.methods.byol import BYOLOptions
 
@@ -103,6 +104,9 @@ class MethodArguments:
     method_options: str | None = arg("method_options")
     switch_rule: Literal["adaptive", "static"] = arg("switch_rule")
     switch_fraction: float | None = arg("switch_fraction")
+    handover: Literal["hard", "fade", "regularize"] = arg("handover")
+    handover_steps: int = arg("handover_steps")
+    handover_weight: float = arg("handover_weight")
 
 
 @dataclass
@@ -166,6 +170,18 @@ class HubArguments:
 
 
 @dataclass
+class BestModelArguments:
+    """Keeping the best model (on a validation split carved from the training data)."""
+
+    _argument_group_name = "best model"
+
+    load_best_model_at_end: bool = arg("load_best_model_at_end")
+    metric_for_best_model: Literal["knn_accuracy", "linear_probe_accuracy"] = arg("metric_for_best_model")
+    greater_is_better: bool | None = arg("greater_is_better")
+    train_val_split: float = arg("train_val_split")
+
+
+@dataclass
 class MonitorArguments:
     """The online kNN monitor on a held-out split."""
 
@@ -181,7 +197,7 @@ class MonitorArguments:
 @dataclass
 class ReLATrainingArguments(
     TrainingDataArguments, PriorArguments, StudentArguments, MethodArguments, OptimizationArguments,
-    RuntimeArguments, OutputArguments, HubArguments, MonitorArguments,
+    RuntimeArguments, OutputArguments, HubArguments, BestModelArguments, MonitorArguments,
 ):
     """Every option of a ReLA training run (see the module docstring); checked when built.
 
@@ -208,6 +224,10 @@ class ReLATrainingArguments(
         return cls(**{**values, **overrides})
 
     # --- derived values -----------------------------------------------------------------------
+    def handover_rule(self) -> Handover:
+        """How ReLA hands over at the switch (:mod:`rela_hf.handover`)."""
+        return Handover(self.handover, steps=self.handover_steps, weight=self.handover_weight)
+
     @property
     def monitor_enabled(self) -> bool:
         """Whether the online kNN monitor runs (``eval_steps`` of 0 or none turns it off)."""
@@ -255,6 +275,10 @@ class ReLATrainingArguments(
             raise ConfigError("switch_rule static needs switch_fraction c in [0, 1].")
         if self.switch_fraction is not None and not 0.0 <= self.switch_fraction <= 1.0:
             raise ConfigError(f"switch_fraction must be in [0, 1], got {self.switch_fraction}.")
+        try:
+            self.handover_rule()
+        except ValueError as error:
+            raise ConfigError(f"handover: {error}") from error
 
     def _check_data(self) -> None:
         if not self.dataset_name:
@@ -269,6 +293,8 @@ class ReLATrainingArguments(
             raise ConfigError("eval_steps needs eval_split (a held-out split with labels), or eval_steps 0.")
         if self.targets_dataset_name and not self.use_rela:
             raise ConfigError("targets_dataset_name gives ReLA targets, but use_rela is false.")
+        if self.load_best_model_at_end and not 0.0 < self.train_val_split < 1.0:
+            raise ConfigError(f"train_val_split must be in (0, 1) for load_best_model_at_end, got {self.train_val_split}.")
 
     def _check_optimization(self) -> None:
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):

@@ -111,7 +111,8 @@ def restore_run(accelerator: Accelerator, checkpoint: Path, state: RunState, com
 
 def save_run(args: ReLATrainingArguments, accelerator: Accelerator, state: RunState, components: RunComponents, *,
              batches_per_epoch: int) -> Path:
-    """Write ``checkpoint-<step>`` (every process takes part); returns its folder."""
+    """Write ``checkpoint-<step>`` (every process takes part); returns its folder. The best
+    checkpoint so far (``state.best``) is never pruned."""
     saved = dataclasses.replace(
         state, last_metrics=dict(state.last_metrics),
         switch=components.switch.state_dict() if components.switch is not None else None,
@@ -121,5 +122,6 @@ def save_run(args: ReLATrainingArguments, accelerator: Accelerator, state: RunSt
         run_config=args.run_config(), config=args.to_dict(), rela_hf_version=rela_hf.__version__,
     )
     saved.at_epoch_end(batches_per_epoch)  # a finished epoch resumes at the next one
+    keep = [Path(args.output_dir) / state.best["checkpoint"]] if state.best else []
     return save_checkpoint(accelerator, args.output_dir, step=state.step, run_state=saved.to_dict(),
-                           total_limit=args.checkpoints_total_limit)
+                           total_limit=args.checkpoints_total_limit, keep=keep)

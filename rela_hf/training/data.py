@@ -21,6 +21,7 @@ from rela_hf.data import DataRatioSampler, find_unreadable_images, load_image_da
 from rela_hf.errors import ConfigError, DataError
 from rela_hf.evaluation import KNNMonitor
 from rela_hf.methods import method_class
+from rela_hf.training.best_model import ValidationSplit
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -39,14 +40,16 @@ class TrainingData:
     Attributes:
         dataset: the training split (targets are attached by the next stage).
         label_column: the label column, ``None`` when the dataset has none (or it is turned off).
-        sampler: the data-ratio sampler (the same subset on every process).
+        sampler: the data-ratio sampler over the rows that train (the same subset on every process).
         monitor: the online kNN monitor, ``None`` when off.
+        validation: the rows held out for ``load_best_model_at_end``, ``None`` without it.
     """
 
     dataset: datasets.Dataset
     label_column: str | None
     sampler: DataRatioSampler
     monitor: KNNMonitor | None
+    validation: ValidationSplit | None = None
 
     @property
     def num_classes(self) -> int | None:
@@ -94,13 +97,13 @@ def check_method_needs(args: ReLATrainingArguments, dataset: datasets.Dataset) -
         )
 
 
-def build_sampler(args: ReLATrainingArguments, dataset: datasets.Dataset, num_processes: int) -> DataRatioSampler:
+def build_sampler(args: ReLATrainingArguments, num_rows: int, num_processes: int) -> DataRatioSampler:
     """The same subset of floor(r N) rows on every process for a given (seed, epoch); Accelerate
     then hands each process every num_processes-th batch of it (incomplete batches dropped)."""
-    sampler = DataRatioSampler(len(dataset), ratio=args.data_ratio, seed=args.seed, shuffle=True)
+    sampler = DataRatioSampler(num_rows, ratio=args.data_ratio, seed=args.seed, shuffle=True)
     if len(sampler) < args.per_device_train_batch_size * num_processes:
         raise ConfigError(
-            f"No full batch: {len(sampler)} images per epoch (data_ratio {args.data_ratio} x {len(dataset)}) "
+            f"No full batch: {len(sampler)} images per epoch (data_ratio {args.data_ratio} x {num_rows}) "
             f"< {args.per_device_train_batch_size} per device x {num_processes} processes. Lower "
             "per_device_train_batch_size or raise data_ratio."
         )
@@ -125,14 +128,31 @@ def build_monitor(args: ReLATrainingArguments, dataset: datasets.Dataset) -> KNN
                       max_queries=args.max_eval_samples, image_column=args.image_column, label_column=args.labels)
 
 
+def carve_validation(args: ReLATrainingArguments, dataset: datasets.Dataset) -> ValidationSplit | None:
+    """``load_best_model_at_end``: the rows held out as its validation split (they need labels)."""
+    if not args.load_best_model_at_end:
+        return None
+    if args.labels is None or args.labels not in dataset.column_names:
+        raise ConfigError(f"load_best_model_at_end: metric_for_best_model {args.metric_for_best_model} needs labels; "
+                          f"{args.dataset_name} has no {args.label_column!r} column (pass label_column).")
+    try:
+        return ValidationSplit.carve(len(dataset), args.train_val_split, args.seed)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
 def prepare_data(args: ReLATrainingArguments, accelerator: Accelerator) -> TrainingData:
-    """The data stage: load and check the split, the sampler, the monitor and the labels."""
+    """The data stage: load and check the split, the validation rows, the sampler, the monitor
+    and the labels."""
     dataset = load_training_split(args, accelerator)
     check_method_needs(args, dataset)
-    sampler = build_sampler(args, dataset, accelerator.num_processes)
+    validation = carve_validation(args, dataset)
+    num_rows = len(validation.train_indices) if validation is not None else len(dataset)
+    sampler = build_sampler(args, num_rows, accelerator.num_processes)
     monitor = build_monitor(args, dataset)
     label_column = args.labels
     if label_column is not None and label_column not in dataset.column_names:
         logger.info(f"No {label_column!r} column: the online linear probe is off.")
         label_column = None
-    return TrainingData(dataset=dataset, label_column=label_column, sampler=sampler, monitor=monitor)
+    return TrainingData(dataset=dataset, label_column=label_column, sampler=sampler, monitor=monitor,
+                        validation=validation)

@@ -9,6 +9,7 @@ at every checkpoint (``every_save``: backbone, card, curves and ``training_state
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +38,11 @@ logger = get_logger(__name__)
 
 def build_summary(args: ReLATrainingArguments, accelerator: Accelerator, state: RunState, budget: Budget, *,
                   model: ReLAStudent, switch: AdaptiveSwitch | StaticSwitch | None, target_dim: int | None,
-                  provenance: dict[str, Any], checkpoint: Path) -> TrainingSummary:
+                  provenance: dict[str, Any], checkpoint: Path, exported_step: int | None = None) -> TrainingSummary:
     """The run so far, as ``training_summary.json`` records it (the same on every process)."""
     method = model.method
     device = accelerator.device
+    best = state.best or {}
     return TrainingSummary(
         method=args.method, use_rela=args.use_rela, switch_rule=args.switch_rule if args.use_rela else None,
         switch_fraction=args.switch_fraction if args.use_rela else None,
@@ -59,6 +61,10 @@ def build_summary(args: ReLATrainingArguments, accelerator: Accelerator, state: 
         dataset_revision=args.dataset_revision, train_split=args.train_split, **provenance,
         target_dim=target_dim, data_ratio=args.data_ratio, image_size=args.image_size,
         checkpoint=checkpoint.name, rela_hf_version=rela_hf.__version__,
+        handover=dataclasses.asdict(args.handover_rule()) if args.use_rela else None,
+        metric_for_best_model=args.metric_for_best_model if args.load_best_model_at_end else None,
+        best_step=best.get("step"), best_metric_value=best.get("value"),
+        exported_step=state.step if exported_step is None else exported_step,
     )
 
 

@@ -36,6 +36,7 @@ def training_step(
     step: int = 0,
     max_grad_norm: float | None = None,
     unwrapped: ReLAStudent | None = None,
+    rela_weight: float = 0.0,
 ) -> dict[str, Tensor]:
     """One micro-batch of ReLA/SSL training under Accelerate.
 
@@ -59,6 +60,7 @@ def training_step(
         max_grad_norm: Clip the gradient norm on optimizer steps (``None``: no clipping).
         unwrapped: ``accelerator.unwrap_model(model)``, computed once by the caller to save
             unwrapping it on every step (done here when ``None``).
+        rela_weight: after the switch, the ReLA loss's weight (:mod:`rela_hf.handover`).
 
     Returns:
         The model's outputs (``loss`` and detached parts), see :meth:`ReLAStudent.forward`.
@@ -72,6 +74,7 @@ def training_step(
             targets=batch.get("targets"),
             labels=batch.get("labels"),
             step=step,
+            rela_weight=rela_weight,
         )
         accelerator.backward(out["loss"])
         if accelerator.sync_gradients:

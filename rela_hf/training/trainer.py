@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from rela_hf.run_layout import RunLayout, TrainingSummary
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
 from rela_hf.training.arguments import ReLATrainingArguments
+from rela_hf.training.best_model import BestModel, ValidationEvaluator, load_model_weights
 from rela_hf.training.checkpointing import (
     RunComponents,
     find_resume_checkpoint,
@@ -120,13 +121,16 @@ class ReLATrainer:
         backbone = build_backbone(args)  # an unknown backbone fails here, before targets are computed
         dataset, self.target_dim = attach_targets(args, accelerator, data.dataset, backbone.num_features)
         data.dataset = dataset
+        train_rows, validation_rows = data.validation.apply(dataset) if data.validation else (dataset, None)
         model = build_student(args, accelerator, backbone, target_dim=self.target_dim, num_classes=data.num_classes)
-        loader = build_train_loader(args, model, dataset, sampler=data.sampler, label_column=data.label_column)
+        loader = build_train_loader(args, model, train_rows, sampler=data.sampler, label_column=data.label_column)
         optimizer = build_optimizer(args, model)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, loader)
         self.unwrapped = accelerator.unwrap_model(self.model)  # the ReLAStudent: hooks and EMA live there
         self.views = loader.dataset
         self.monitor = data.monitor
+        self.validator = ValidationEvaluator(args, train_rows, validation_rows) if validation_rows is not None else None
+        self.handover = args.handover_rule()
         self.budget = Budget.of(args, len(self.train_loader), accelerator.num_processes)
         self.switch = build_training_switch(args, self.budget.total_steps)
         self.components = RunComponents(
@@ -184,10 +188,12 @@ class ReLATrainer:
         args, state = self.args, self.state
         # dropout / stochastic depth: seeded by the data position, so a resume repeats them
         torch.manual_seed(forward_seed(args.seed, state.epoch, state.batch_in_epoch, self.accelerator.process_index))
+        switch_step = self.switch.switch_step if self.switch is not None else None
         out = training_step(
             self.accelerator, self.model, self.optimizer, batch, phase=state.phase,
             momentum=momentum_at(args, self.unwrapped, state.step, self.budget.total_steps),
             step=state.step, max_grad_norm=args.max_grad_norm, unwrapped=self.unwrapped,
+            rela_weight=self.handover.rela_weight(state.step, switch_step) if state.phase == PHASE_SSL else 0.0,
         )
         state.batch_in_epoch += 1
         state.images_seen += self.budget.images_per_micro_batch
@@ -266,12 +272,25 @@ class ReLATrainer:
         if not every or step % every != 0 or step >= self.budget.total_steps:
             return
         self._pause_clock()
+        self.evaluate_best()
         checkpoint = self.save_checkpoint()
         if self.args.push_to_hub and self.args.hub_strategy != "end":
             if self.args.hub_strategy == "every_save":
                 export_run(self.args, self.accelerator, self.model, self.summary(checkpoint))
             publish_checkpoint(self.args, self.accelerator, checkpoint, step)
         self._tick = time.perf_counter()
+
+    def evaluate_best(self) -> None:
+        """``load_best_model_at_end``: the validation metric of this step's weights, and whether
+        they are the best so far (that checkpoint is then never pruned)."""
+        if self.validator is None:
+            return
+        step, metric = self.state.step, self.validator.metric
+        value = self.validator(self.unwrapped.backbone, self.accelerator)
+        self.log.log({f"eval/validation_{metric}": value}, step=step)
+        self.state.last_metrics[f"eval/validation_{metric}"] = value
+        if self.validator.is_better(value, BestModel.from_state(self.state.best)):
+            self.state.best = {"step": step, "value": value, "checkpoint": self.layout.checkpoint_dir(step).name}
 
     # --- checkpoints, summary, the end ------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -280,17 +299,30 @@ class ReLATrainer:
         return save_run(self.args, self.accelerator, self.state, self.components,
                         batches_per_epoch=self.budget.batches_per_epoch)
 
-    def summary(self, checkpoint: Path) -> TrainingSummary:
+    def summary(self, checkpoint: Path, exported_step: int | None = None) -> TrainingSummary:
         """The run so far as a :class:`TrainingSummary` (its final checkpoint: ``checkpoint``)."""
         return build_summary(self.args, self.accelerator, self.state, self.budget, model=self.unwrapped,
                              switch=self.switch, target_dim=self.target_dim, provenance=self.provenance,
-                             checkpoint=checkpoint)
+                             checkpoint=checkpoint, exported_step=exported_step)
+
+    def load_best_model(self) -> int:
+        """``load_best_model_at_end``: the best checkpoint's weights into the model; returns the
+        step of the weights the model now holds."""
+        best = BestModel.from_state(self.state.best)
+        if not self.args.load_best_model_at_end or best is None or best.step == self.state.step:
+            return self.state.step
+        load_model_weights(self.unwrapped, self.layout.root / best.checkpoint)
+        logger.info(f"Loaded the best model (step {best.step}, validation {self.validator.metric} {best.value:.4f}); "
+                    f"the last checkpoint (step {self.state.step}) keeps the final training state.")
+        return best.step
 
     def finish(self) -> TrainingSummary:
-        """The final checkpoint, the exported backbone and summary, the final push."""
+        """The final checkpoint, the exported backbone (the best one when asked) and summary, the
+        final push."""
         accelerator = self.accelerator
+        self.evaluate_best()  # the last step is a candidate too
         checkpoint = self.save_checkpoint()
-        summary = self.summary(checkpoint)
+        summary = self.summary(checkpoint, exported_step=self.load_best_model())
         export_run(self.args, accelerator, self.model, summary)
         if accelerator.is_main_process:
             logger.info(f"Backbone exported to {self.layout.backbone_dir}; summary: {summary.to_dict()}")
