@@ -159,6 +159,18 @@ def _at(curve: list[dict[str, Any]], step: int) -> dict[str, Any] | None:
     return next((e for e in curve if e["step"] == step), None)
 
 
+def _knn(e: dict[str, Any] | None) -> str:
+    return "—" if e is None else f"{100 * e['knn']:.2f} ({e['step']})"
+
+
+def _both(e: dict[str, Any] | None) -> str:
+    return "—" if e is None else f"{100 * e['knn']:.2f} / {100 * e['linear']:.2f}"
+
+
+def _step(e: dict[str, Any] | None) -> str:
+    return "" if e is None else f" ({e['step']})"
+
+
 def report(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> str:
     reference = reference_curves(study)
     byol = reference["byol"]
@@ -191,12 +203,8 @@ def report(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> str:
         end = _at(checkpoints, horizon)
         exported = next((e for e in evals if e.get("what") == "exported"), None)
         reach = next((e["step"] for e in sorted(full + checkpoints, key=lambda e: e["step"]) if e["knn"] >= byol_level), None)
-        lines.append(
-            f"| {label} | {prior} | {kind} | {f'{100 * best['knn']:.2f} ({best['step']})' if best else '—'} | "
-            f"{f'{100 * after['knn']:.2f} ({after['step']})' if after else '—'} | "
-            f"{f'{100 * end['knn']:.2f} / {100 * end['linear']:.2f}' if end else '—'} | "
-            f"{f'{100 * exported['knn']:.2f} / {100 * exported['linear']:.2f} ({exported['step']})' if exported else '—'} | "
-            f"{reach if reach is not None else 'not within the horizon'} |")
+        lines.append(f"| {label} | {prior} | {kind} | {_knn(best)} | {_knn(after)} | {_both(end)} | "
+                     f"{_both(exported)}{_step(exported)} | {reach if reach is not None else 'not within the horizon'} |")
     return "\n".join(lines) + "\n"
 
 
