@@ -13,6 +13,7 @@ Three sources, tried in this order (ReLA-D, arXiv:2405.14669):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
@@ -20,7 +21,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 
 from rela_hf.checkpoint import config_fingerprint
-from rela_hf.data import load_image_dataset
+from rela_hf.data import dataset_commit, load_image_dataset
 from rela_hf.errors import ConfigError, DataError
 from rela_hf.priors import load_prior
 from rela_hf.run_layout import RunLayout
@@ -86,8 +87,11 @@ def _check_same_source(args: ReLATrainingArguments, info: RelaTargetsInfo | None
         problems.append(f"split {source.split!r} (training on {args.train_split!r})")
     if source.num_rows is not None and source.num_rows != num_rows:
         problems.append(f"{source.num_rows} rows (the training split has {num_rows})")
-    if source.revision and args.dataset_revision and source.revision != args.dataset_revision:
-        problems.append(f"dataset revision {source.revision} (training on {args.dataset_revision})")
+    if source.revision and not Path(args.dataset_name).exists():  # a Hub dataset: compare commits
+        current = dataset_commit(args.dataset_name, args.dataset_revision)
+        if current != source.revision:
+            problems.append(f"dataset revision {source.revision} (training on {current}, "
+                            f"{args.dataset_revision or 'the default branch'})")
     if problems:
         raise DataError(
             f"The targets in {args.targets_dataset_name} were made from other images than "
