@@ -164,7 +164,8 @@ def load_image_dataset(
 
     Examples:
         >>> import datasets, tempfile
-        >>>         >>> folder = tempfile.mkdtemp()
+        >>> from PIL import Image
+        >>> folder = tempfile.mkdtemp()
         >>> images = [Image.new("RGB", (8, 8)) for _ in range(3)]
         >>> datasets.Dataset.from_dict({"image": images}).save_to_disk(folder)  # doctest: +SKIP
         >>> load_image_dataset(folder).num_rows  # doctest: +SKIP

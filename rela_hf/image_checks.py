@@ -146,10 +146,10 @@ def _truncated_images_refused() -> Iterator[None]:
 
 def _decode_error(value: dict[str, Any] | None) -> str | None:
     """Why one undecoded ``Image`` cell cannot be decoded, or ``None`` when it decodes fully."""
-    where = (value or {}).get("path") or "embedded bytes"
+    if not value or (value.get("bytes") is None and not value.get("path")):
+        return "embedded bytes: the cell holds no image (neither bytes nor a path)"
+    where = value.get("path") or "embedded bytes"
     try:
-        if not value or (value.get("bytes") is None and not value.get("path")):
-            return f"{where}: the cell holds no image (neither bytes nor a path)"
         source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value["path"]
         with Image.open(source) as image:
             image.load()  # the full decode: a header alone does not reveal a truncated file
