@@ -24,7 +24,7 @@ time of this process and its worker processes, from ``getrusage``), the per-core
 meaningful on a loaded machine. ImageNet's check (1,281,167 images) is projected from the
 ``imagenet_like`` per-core rate: CPU hours, and hours on 8, 16 and 32 cores at that rate.
 
-    python benchmarks/verify_images.py                                # writes benchmarks/results/verify/
+    python benchmarks/verify_images.py      # writes benchmarks/results/verify/
     python benchmarks/verify_images.py --fashion_mnist_images 2000 --jpeg_images 100 --repeats 1
 """
 
@@ -59,7 +59,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fashion_mnist_images", type=int, default=20000)
     parser.add_argument("--jpeg_images", type=int, default=800)
     parser.add_argument("--num_proc", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (median)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs of each variant (median)"
+    )
     parser.add_argument("--output_dir", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -91,7 +93,8 @@ def saved_datasets(args: argparse.Namespace, work: Path) -> dict[str, datasets.D
     built = {
         "fashion_mnist": fashion.select_columns(["image"]),
         "imagenet_like": datasets.Dataset.from_dict(
-            {"image": [{"bytes": data, "path": None} for data in jpegs]}, features=IMAGE),
+            {"image": [{"bytes": data, "path": None} for data in jpegs]}, features=IMAGE
+        ),
     }
     loaded = {}
     for name, dataset in built.items():
@@ -104,9 +107,12 @@ def describe(dataset: datasets.Dataset) -> dict[str, float]:
     """Mean file size and pixel count of the dataset's images."""
     raw = dataset.cast_column("image", datasets.Image(decode=False))["image"]
     sizes = [Image.open(io.BytesIO(cell["bytes"])).size for cell in raw]
-    return {"images": len(raw), "mean_kB": round(float(np.mean([len(c["bytes"]) for c in raw])) / 1000, 2),
-            "mean_width": round(float(np.mean([s[0] for s in sizes])), 1),
-            "mean_height": round(float(np.mean([s[1] for s in sizes])), 1)}
+    return {
+        "images": len(raw),
+        "mean_kB": round(float(np.mean([len(c["bytes"]) for c in raw])) / 1000, 2),
+        "mean_width": round(float(np.mean([s[0] for s in sizes])), 1),
+        "mean_height": round(float(np.mean([s[1] for s in sizes])), 1),
+    }
 
 
 def former_loop(dataset: datasets.Dataset) -> int:
@@ -125,7 +131,10 @@ def former_loop(dataset: datasets.Dataset) -> int:
 
 def cpu_seconds() -> float:
     """User + system time of this process and of its finished child processes."""
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
@@ -142,6 +151,7 @@ def variants(dataset: datasets.Dataset, num_procs: list[int]) -> dict[str, Calla
             with tempfile.TemporaryDirectory() as records:
                 result = check_images(dataset, num_proc=num_proc, record_dir=records)
                 assert result.ok and result.decoded == len(dataset), result
+
         return run
 
     runs: dict[str, Callable[[], object]] = {"former loop": lambda: former_loop(dataset)}
@@ -149,7 +159,9 @@ def variants(dataset: datasets.Dataset, num_procs: list[int]) -> dict[str, Calla
     return runs
 
 
-def measure(dataset: datasets.Dataset, num_procs: list[int], repeats: int) -> dict[str, dict[str, float]]:
+def measure(
+    dataset: datasets.Dataset, num_procs: list[int], repeats: int
+) -> dict[str, dict[str, float]]:
     """Median wall and CPU time of each variant, interleaved; then the recorded re-check."""
     runs = variants(dataset, num_procs)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
@@ -161,8 +173,12 @@ def measure(dataset: datasets.Dataset, num_procs: list[int], repeats: int) -> di
     for name, samples in times.items():
         wall = statistics.median(s[0] for s in samples)
         cpu = statistics.median(s[1] for s in samples)
-        rows[name] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "images_per_s": round(len(dataset) / wall, 1),
-                      "images_per_cpu_s": round(len(dataset) / cpu, 1)}
+        rows[name] = {
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "images_per_s": round(len(dataset) / wall, 1),
+            "images_per_cpu_s": round(len(dataset) / cpu, 1),
+        }
     with tempfile.TemporaryDirectory() as records:
         check_images(dataset, record_dir=records)
         wall, cpu = timed(lambda: check_images(dataset, record_dir=records))
@@ -173,14 +189,28 @@ def measure(dataset: datasets.Dataset, num_procs: list[int], repeats: int) -> di
 def projection(per_cpu_second: float) -> dict[str, float]:
     """ImageNet's check (1.28 M images) at the measured per-core rate."""
     cpu_hours = IMAGENET_TRAIN_IMAGES / per_cpu_second / 3600
-    return {"cpu_hours": round(cpu_hours, 2), **{f"hours_on_{n}_cores": round(cpu_hours / n, 3) for n in (8, 16, 32)}}
+    return {
+        "cpu_hours": round(cpu_hours, 2),
+        **{f"hours_on_{n}_cores": round(cpu_hours / n, 3) for n in (8, 16, 32)},
+    }
 
 
 def machine() -> dict[str, object]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cores_usable": len(os.sched_getaffinity(0)), "load_average": os.getloadavg(),
-            "pillow": Image.__version__, "datasets": datasets.__version__}
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": model,
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "load_average": os.getloadavg(),
+        "pillow": Image.__version__,
+        "datasets": datasets.__version__,
+    }
 
 
 def load(averages: tuple[float, ...]) -> str:
@@ -189,28 +219,51 @@ def load(averages: tuple[float, ...]) -> str:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# Image verification throughput (`benchmarks/verify_images.py`)", "",
-        (f"Machine: {report['machine']['cpu']}, {report['machine']['cores_usable']} usable cores; load "
-         f"average {load(report['load_before'])} before, {load(report['machine']['load_average'])} after "
-         "(1, 5, 15 min). Wall-clock rates depend on that load; images per CPU second (this process + its "
-         "workers) measure the per-core cost."), "",
+        "# Image verification throughput (`benchmarks/verify_images.py`)",
+        "",
+        (
+            f"Machine: {report['machine']['cpu']}, {report['machine']['cores_usable']} usable "
+            f"cores; load average {load(report['load_before'])} before, "
+            f"{load(report['machine']['load_average'])} after (1, 5, 15 min). Wall-clock rates "
+            "depend on that load; images per CPU second (this process + its workers) measure the "
+            "per-core cost."
+        ),
+        "",
     ]
     for name, data in report["datasets"].items():
         shape = data["shape"]
-        lines += [(f"## {name}: {shape['images']} images, mean {shape['mean_kB']} kB, "
-                   f"{shape['mean_width']:.0f}x{shape['mean_height']:.0f} px"), "",
-                  "| variant | wall s | images/s | CPU s | images per CPU s |", "|---|---|---|---|---|"]
+        lines += [
+            (
+                f"## {name}: {shape['images']} images, mean {shape['mean_kB']} kB, "
+                f"{shape['mean_width']:.0f}x{shape['mean_height']:.0f} px"
+            ),
+            "",
+            "| variant | wall s | images/s | CPU s | images per CPU s |",
+            "|---|---|---|---|---|",
+        ]
         for variant, row in data["runs"].items():
             if variant == "recorded":
                 continue
-            lines.append(f"| {variant} | {row['wall_s']} | {row['images_per_s']} | {row['cpu_s']} | "
-                         f"{row['images_per_cpu_s']} |")
-        lines += ["", f"Recorded re-check (same dataset version): {data['runs']['recorded']['wall_s']} s.", ""]
-    lines += ["## ImageNet (1,281,167 images) at the imagenet_like per-core rate", "",
-              "| variant | CPU hours | hours on 8 / 16 / 32 cores |", "|---|---|---|"]
+            lines.append(
+                f"| {variant} | {row['wall_s']} | {row['images_per_s']} | {row['cpu_s']} | "
+                f"{row['images_per_cpu_s']} |"
+            )
+        lines += [
+            "",
+            f"Recorded re-check (same dataset version): {data['runs']['recorded']['wall_s']} s.",
+            "",
+        ]
+    lines += [
+        "## ImageNet (1,281,167 images) at the imagenet_like per-core rate",
+        "",
+        "| variant | CPU hours | hours on 8 / 16 / 32 cores |",
+        "|---|---|---|",
+    ]
     for variant, row in report["imagenet_projection"].items():
-        lines.append(f"| {variant} | {row['cpu_hours']} | {row['hours_on_8_cores']} / {row['hours_on_16_cores']} / "
-                     f"{row['hours_on_32_cores']} |")
+        lines.append(
+            f"| {variant} | {row['cpu_hours']} | {row['hours_on_8_cores']} / "
+            f"{row['hours_on_16_cores']} / {row['hours_on_32_cores']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -218,15 +271,23 @@ def main() -> None:
     args = parse_args()
     datasets.disable_progress_bars()
     load_before = os.getloadavg()
-    report: dict = {"arguments": {k: str(v) for k, v in vars(args).items()}, "load_before": load_before,
-                    "datasets": {}}
+    report: dict = {
+        "arguments": {k: str(v) for k, v in vars(args).items()},
+        "load_before": load_before,
+        "datasets": {},
+    }
     with tempfile.TemporaryDirectory() as work:
         for name, dataset in saved_datasets(args, Path(work)).items():
-            report["datasets"][name] = {"shape": describe(dataset), "runs": measure(dataset, args.num_proc, args.repeats)}
+            report["datasets"][name] = {
+                "shape": describe(dataset),
+                "runs": measure(dataset, args.num_proc, args.repeats),
+            }
             print(name, json.dumps(report["datasets"][name], indent=1), flush=True)
     report["machine"] = machine()
     runs = report["datasets"]["imagenet_like"]["runs"]
-    report["imagenet_projection"] = {v: projection(r["images_per_cpu_s"]) for v, r in runs.items() if v != "recorded"}
+    report["imagenet_projection"] = {
+        v: projection(r["images_per_cpu_s"]) for v, r in runs.items() if v != "recorded"
+    }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "results.json").write_text(json.dumps(report, indent=1))
     (args.output_dir / "results.md").write_text(markdown(report))

@@ -310,11 +310,13 @@ def dataset_commit(repo_id: str, revision: str | None = None) -> str:
 
 
 def __getattr__(name: str) -> Any:
-    """``find_unreadable_images`` moved to :mod:`rela_hf.image_checks` (rela-hf 0.3); kept here until 0.4."""
+    """``find_unreadable_images`` moved to :mod:`rela_hf.image_checks` (rela-hf 0.3), kept
+    here until 0.4."""
     if name == "find_unreadable_images":
         warnings.warn(
-            "rela_hf.data.find_unreadable_images moved to rela_hf.image_checks.find_unreadable_images "
-            "(this name works until rela-hf 0.4); rela_hf.image_checks.check_images is the full check.",
+            "rela_hf.data.find_unreadable_images moved to "
+            "rela_hf.image_checks.find_unreadable_images (this name works until rela-hf 0.4); "
+            "rela_hf.image_checks.check_images is the full check.",
             FutureWarning, stacklevel=2,
         )
         return image_checks.find_unreadable_images

@@ -154,8 +154,12 @@ def _decode_error(value: dict[str, Any] | None) -> str | None:
         with Image.open(source) as image:
             image.load()  # the full decode: a header alone does not reveal a truncated file
     except UnidentifiedImageError:  # its message names a memory address; say what it means
-        empty = value.get("bytes") == b"" or (value.get("bytes") is None and _is_empty_file(value["path"]))
-        return f"{where}: " + ("empty (0 bytes)" if empty else "not an image format Pillow can read")
+        empty = value.get("bytes") == b"" or (
+            value.get("bytes") is None and _is_empty_file(value["path"])
+        )
+        return f"{where}: " + (
+            "empty (0 bytes)" if empty else "not an image format Pillow can read"
+        )
     except Exception as error:  # noqa: BLE001 - whatever the decoder raises, the row is unreadable
         return f"{where}: {type(error).__name__}: {error}"
     return None
@@ -183,15 +187,25 @@ def _decode_batch(images: list[dict[str, Any] | None], indices: list[int]) -> di
 def _decode_all(view: datasets.Dataset, image_column: str, num_proc: int) -> list[tuple[int, str]]:
     """Decode every image of ``view`` (positions in ``view``); nothing is written to disk."""
     found = view.map(
-        _decode_batch, with_indices=True, input_columns=[image_column], batched=True,
-        batch_size=_BATCH_SIZE, remove_columns=view.column_names, features=_FOUND,
-        keep_in_memory=True, load_from_cache_file=False, num_proc=num_proc if num_proc > 1 else None,
-        new_fingerprint=uuid.uuid4().hex, desc="Verifying images",
+        _decode_batch,
+        with_indices=True,
+        input_columns=[image_column],
+        batched=True,
+        batch_size=_BATCH_SIZE,
+        remove_columns=view.column_names,
+        features=_FOUND,
+        keep_in_memory=True,
+        load_from_cache_file=False,
+        num_proc=num_proc if num_proc > 1 else None,
+        new_fingerprint=uuid.uuid4().hex,
+        desc="Verifying images",
     )
     return sorted(zip(found["row"], found["reason"], strict=True))
 
 
-def _record_key(dataset: datasets.Dataset, image_column: str, sample: dict[str, int] | None) -> str | None:
+def _record_key(
+    dataset: datasets.Dataset, image_column: str, sample: dict[str, int] | None
+) -> str | None:
     """The record's name for this dataset version, column and sample (``None``: not recordable)."""
     if not dataset.cache_files or not datasets.is_caching_enabled():
         return None
@@ -200,8 +214,13 @@ def _record_key(dataset: datasets.Dataset, image_column: str, sample: dict[str, 
         stat = os.stat(cache_file["filename"])
         files.append([Path(cache_file["filename"]).name, stat.st_size, stat.st_mtime_ns])
     identity = {
-        "version": RECORD_VERSION, "pillow": PIL.__version__, "fingerprint": dataset._fingerprint,
-        "image_column": image_column, "num_rows": len(dataset), "sample": sample, "files": files,
+        "version": RECORD_VERSION,
+        "pillow": PIL.__version__,
+        "fingerprint": dataset._fingerprint,
+        "image_column": image_column,
+        "num_rows": len(dataset),
+        "sample": sample,
+        "files": files,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
@@ -222,21 +241,29 @@ def _write_record(path: Path, content: dict[str, Any]) -> Path | None:
         temporary.write_text(json.dumps(content, indent=1))
         os.replace(temporary, path)
     except OSError as error:
-        logger.warning(f"Could not record the image check in {path} ({error}); the next run checks again.")
+        logger.warning(
+            f"Could not record the image check in {path} ({error}); the next run checks again."
+        )
         temporary.unlink(missing_ok=True)
         return None
     return path
 
 
-def _recorded(dataset: datasets.Dataset, keys: list[str | None], record_dir: Path) -> ImageCheckResult | None:
+def _recorded(
+    dataset: datasets.Dataset, keys: list[str | None], record_dir: Path
+) -> ImageCheckResult | None:
     """A clean earlier check of this dataset version that covers the request, if recorded."""
     for key in keys:
         path = record_dir / f"{key}.json"
         record = _read_record(path) if key else None
         if record is not None:
-            logger.info(f"The images of this dataset version were verified before ({record['rows_checked']} "
-                        f"rows, record {path}): not decoding them again.")
-            return ImageCheckResult(len(dataset), int(record["rows_checked"]), [], decoded=0, record=path)
+            logger.info(
+                f"The images of this dataset version were verified before "
+                f"({record['rows_checked']} rows, record {path}): not decoding them again."
+            )
+            return ImageCheckResult(
+                len(dataset), int(record["rows_checked"]), [], decoded=0, record=path
+            )
     return None
 
 
@@ -275,29 +302,46 @@ def check_images(
         keys.append(_record_key(dataset, image_column, sample))
     if (recorded := _recorded(dataset, keys, record_dir)) is not None:
         return recorded
-    view = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    view = dataset.select_columns([image_column]).cast_column(
+        image_column, datasets.Image(decode=False)
+    )
     if rows is not None:
-        view = view.select(rows, keep_in_memory=True)  # in memory: no indices file in the data folder
+        view = view.select(
+            rows, keep_in_memory=True
+        )  # in memory: no indices file in the data folder
     num_proc = num_proc or default_num_proc(len(view))
     started = time.perf_counter()
     bad = _decode_all(view, image_column, num_proc)
     seconds = time.perf_counter() - started
     if rows is not None:
         bad = [(int(rows[position]), reason) for position, reason in bad]
-    logger.info(f"Decoded {len(view)} images in {seconds:.1f} s ({num_proc} processes): {len(bad)} unreadable.")
+    logger.info(
+        f"Decoded {len(view)} images in {seconds:.1f} s ({num_proc} processes): "
+        f"{len(bad)} unreadable."
+    )
     record = None
     if not bad and keys[-1] is not None:
-        record = _write_record(record_dir / f"{keys[-1]}.json", {
-            "fingerprint": dataset._fingerprint, "image_column": image_column, "num_rows": len(dataset),
-            "rows_checked": len(view), "sample": sample, "num_proc": num_proc,
-            "seconds": round(seconds, 3), "pillow": PIL.__version__, "record_version": RECORD_VERSION,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
+        record = _write_record(
+            record_dir / f"{keys[-1]}.json",
+            {
+                "fingerprint": dataset._fingerprint,
+                "image_column": image_column,
+                "num_rows": len(dataset),
+                "rows_checked": len(view),
+                "sample": sample,
+                "num_proc": num_proc,
+                "seconds": round(seconds, 3),
+                "pillow": PIL.__version__,
+                "record_version": RECORD_VERSION,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
     return ImageCheckResult(len(dataset), len(view), bad, decoded=len(view), record=record)
 
 
-def find_unreadable_images(dataset: datasets.Dataset, image_column: str = "image", *, limit: int = 10,
-                           **options: Any) -> list[tuple[int, str]]:
+def find_unreadable_images(
+    dataset: datasets.Dataset, image_column: str = "image", *, limit: int = 10, **options: Any
+) -> list[tuple[int, str]]:
     """The first ``limit`` rows whose image cannot be decoded, with the reason (empty: all decode).
 
     A shortcut of :func:`check_images` (``options`` are its keyword arguments).
@@ -305,14 +349,21 @@ def find_unreadable_images(dataset: datasets.Dataset, image_column: str = "image
     return check_images(dataset, image_column, **options).bad_rows[:limit]
 
 
-def unreadable_images_message(result: ImageCheckResult, dataset_label: str, *, limit: int = 10) -> str:
+def unreadable_images_message(
+    result: ImageCheckResult, dataset_label: str, *, limit: int = 10
+) -> str:
     """The error that refuses a dataset with unreadable images: how many, which, why, what to do."""
-    checked = (f"a random sample of {result.rows_checked} of its {result.num_rows} rows "
-               "(verify_images_max_samples)" if result.sampled else f"all {result.num_rows} rows")
+    checked = (
+        f"a random sample of {result.rows_checked} of its {result.num_rows} rows "
+        "(verify_images_max_samples)"
+        if result.sampled
+        else f"all {result.num_rows} rows"
+    )
     listed = "; ".join(f"row {row}: {reason}" for row, reason in result.bad_rows[:limit])
     more = len(result.bad_rows) - limit
     return (
-        f"{dataset_label}: {len(result.bad_rows)} images cannot be decoded (checked {checked}); rela-hf "
-        "never skips images silently. Fix or remove these rows (e.g. dataset.filter), then run again. "
+        f"{dataset_label}: {len(result.bad_rows)} images cannot be decoded (checked {checked}); "
+        "rela-hf never skips images silently. Fix or remove these rows (e.g. dataset.filter), then "
+        "run again. "
         f"{listed}" + (f"; and {more} more." if more > 0 else ".")
     )

@@ -46,9 +46,10 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "max_train_samples": ("Use at most this many images of the training split (quick runs).", None),
     "max_eval_samples": ("Use at most this many images of the evaluated split (a fixed random subset).", None),
     "verify_images": (
-        "Decode every training image before training and refuse unreadable ones, naming the rows "
-        "(rela-hf never skips images silently); a clean result is recorded in the datasets cache, so "
-        "a resumed run on the same data does not decode again; 'false' for huge, known-good datasets.",
+        ("Decode every training image before training and refuse unreadable ones, naming the rows "
+         "(rela-hf never skips images silently); a clean result is recorded in the datasets cache, "
+         "so a resumed run on the same data does not decode again; 'false' for huge, known-good "
+         "datasets."),
         True,
     ),
     "verify_images_max_samples": (

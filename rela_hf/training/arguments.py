@@ -44,7 +44,8 @@ RESUMABLE_OPTIONS = frozenset({
     "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
     "torch_compile", "channels_last", "ddp_timeout", "push_to_hub", "hub_model_id", "hub_private_repo",
     "hub_strategy", "verify_images", "eval_dataset_name", "eval_split", "eval_steps", "max_eval_samples",
-    "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples", "verify_images_num_proc",
+    "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples",
+    "verify_images_num_proc",
 })
 
 #: Options renamed in rela-hf 0.3 (the former names work, with a FutureWarning, until 0.4).
