@@ -253,10 +253,9 @@ def _recorded(
     dataset: datasets.Dataset, keys: list[str | None], record_dir: Path
 ) -> ImageCheckResult | None:
     """A clean earlier check of this dataset version that covers the request, if recorded."""
-    for key in keys:
+    for key in filter(None, keys):
         path = record_dir / f"{key}.json"
-        record = _read_record(path) if key else None
-        if record is not None:
+        if (record := _read_record(path)) is not None:
             logger.info(
                 f"The images of this dataset version were verified before "
                 f"({record['rows_checked']} rows, record {path}): not decoding them again."
@@ -305,10 +304,8 @@ def check_images(
     view = dataset.select_columns([image_column]).cast_column(
         image_column, datasets.Image(decode=False)
     )
-    if rows is not None:
-        view = view.select(
-            rows, keep_in_memory=True
-        )  # in memory: no indices file in the data folder
+    if rows is not None:  # in memory: no indices file is written into the data folder
+        view = view.select(rows, keep_in_memory=True)
     num_proc = num_proc or default_num_proc(len(view))
     started = time.perf_counter()
     bad = _decode_all(view, image_column, num_proc)
