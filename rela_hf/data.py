@@ -20,9 +20,9 @@ Examples:
 
 from __future__ import annotations
 
-import io
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,9 @@ import datasets
 import numpy as np
 import torch
 from huggingface_hub import HfApi
-from PIL import Image
 from torch.utils.data import Sampler
+
+from rela_hf import image_checks
 
 __all__ = ["DataRatioSampler", "load_image_dataset"]
 
@@ -308,31 +309,15 @@ def dataset_commit(repo_id: str, revision: str | None = None) -> str:
     return info.sha
 
 
-def find_unreadable_images(dataset: datasets.Dataset, image_column: str = "image", *,
-                           limit: int = 10) -> list[tuple[int, str]]:
-    """Rows whose image cannot be decoded (zero-byte, truncated or corrupt files), with the reason.
-
-    Every image is fully decoded once (PIL ``load``), from its bytes or path, without keeping
-    it. rela-hf never skips an image silently: the trainer calls this before training
-    (``--verify_images``, on by default) and refuses a dataset that has such rows, naming them.
-
-    Args:
-        limit: stop after this many bad rows (the message lists them; the rest are alike).
-
-    Returns:
-        ``[(row, "path or reason"), ...]``, empty when every image decodes.
-    """
-    raw = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
-    bad: list[tuple[int, str]] = []
-    for start in range(0, len(raw), 1000):
-        for offset, value in enumerate(raw[start : start + 1000][image_column]):
-            where = (value or {}).get("path") or "embedded bytes"
-            try:
-                source = io.BytesIO(value["bytes"]) if value and value.get("bytes") else value["path"]
-                with Image.open(source) as image:
-                    image.load()
-            except Exception as error:  # noqa: BLE001 - any failure makes the row unreadable
-                bad.append((start + offset, f"{where}: {type(error).__name__}: {error}"))
-                if len(bad) >= limit:
-                    return bad
-    return bad
+def __getattr__(name: str) -> Any:
+    """``find_unreadable_images`` moved to :mod:`rela_hf.image_checks` (rela-hf 0.3), kept
+    here until 0.4."""
+    if name == "find_unreadable_images":
+        warnings.warn(
+            "rela_hf.data.find_unreadable_images moved to "
+            "rela_hf.image_checks.find_unreadable_images (this name works until rela-hf 0.4); "
+            "rela_hf.image_checks.check_images is the full check.",
+            FutureWarning, stacklevel=2,
+        )
+        return image_checks.find_unreadable_images
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,9 +46,21 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "max_train_samples": ("Use at most this many images of the training split (quick runs).", None),
     "max_eval_samples": ("Use at most this many images of the evaluated split (a fixed random subset).", None),
     "verify_images": (
-        "Decode every training image before training and refuse unreadable ones, naming the rows "
-        "(rela-hf never skips images silently); 'false' for huge, known-good datasets.",
+        ("Decode every training image before training and refuse unreadable ones, naming the rows "
+         "(rela-hf never skips images silently); a clean result is recorded in the datasets cache, "
+         "so a resumed run on the same data does not decode again; 'false' for huge, known-good "
+         "datasets."),
         True,
+    ),
+    "verify_images_max_samples": (
+        ("Decode only this many training images for --verify_images, a random subset drawn with "
+         "--seed (default: all): a quick check of a huge dataset."),
+        None,
+    ),
+    "verify_images_num_proc": (
+        ("Processes that decode the images for --verify_images (default: one per CPU core, with at "
+         "least 2,000 images each)."),
+        None,
     ),
     # --- the prior and its targets (ReLA-D) --------------------------------------------------
     "prior": ("The prior model: a timm name, hf-hub:org/name, a Hub repo id or a local folder.", None),

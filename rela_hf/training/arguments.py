@@ -45,7 +45,8 @@ RESUMABLE_OPTIONS = frozenset({
     "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
     "torch_compile", "channels_last", "ddp_timeout", "push_to_hub", "hub_model_id", "hub_private_repo",
     "hub_strategy", "verify_images", "eval_dataset_name", "eval_split", "eval_steps", "max_eval_samples",
-    "eval_bank_max_samples", "trust_remote_code",
+    "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples",
+    "verify_images_num_proc",
 })
 
 #: Options renamed in rela-hf 0.3 (the former names work, with a FutureWarning, until 0.4).
@@ -75,6 +76,8 @@ class TrainingDataArguments(DatasetArguments):
     data_ratio: float = arg("data_ratio")
     dataloader_num_workers: int = arg("dataloader_num_workers")
     verify_images: bool = arg("verify_images")
+    verify_images_max_samples: int | None = arg("verify_images_max_samples")
+    verify_images_num_proc: int | None = arg("verify_images_num_proc")
 
 
 @dataclass
@@ -285,8 +288,9 @@ class ReLATrainingArguments(
             raise ConfigError("dataset_name is required (a Hub id, an image folder or a save_to_disk folder).")
         if not 0.0 < self.data_ratio <= 1.0:
             raise ConfigError(f"data_ratio must be in (0, 1], got {self.data_ratio}.")
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise ConfigError(f"max_train_samples must be >= 1, got {self.max_train_samples}.")
+        for name in ("max_train_samples", "verify_images_max_samples", "verify_images_num_proc"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (or none), got {getattr(self, name)}.")
         if self.eval_steps is not None and self.eval_steps < 0:
             raise ConfigError(f"eval_steps must be >= 0 (0: no monitor), got {self.eval_steps}.")
         if self.monitor_enabled and not self.eval_split:

@@ -17,9 +17,10 @@ import numpy as np
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 
-from rela_hf.data import DataRatioSampler, find_unreadable_images, load_image_dataset
+from rela_hf.data import DataRatioSampler, load_image_dataset
 from rela_hf.errors import ConfigError, DataError
 from rela_hf.evaluation import KNNMonitor
+from rela_hf.image_checks import check_images, unreadable_images_message
 from rela_hf.methods import method_class
 from rela_hf.training.best_model import ValidationSplit
 
@@ -62,21 +63,29 @@ class TrainingData:
 
 
 def load_training_split(args: ReLATrainingArguments, accelerator: Accelerator) -> datasets.Dataset:
-    """The training split (``max_train_samples`` applied), every image checked on the main process."""
+    """The training split (``max_train_samples`` applied), its images checked before any compute.
+
+    With ``verify_images`` the main process decodes the images (``verify_images_num_proc``
+    processes, all or a ``verify_images_max_samples`` sample drawn with ``seed``; a clean result
+    recorded for this dataset version answers again without decoding) while the other processes
+    wait for its verdict; every process then refuses a dataset with unreadable rows, naming them.
+    """
     dataset = load_image_dataset(
         args.dataset_name, split=args.train_split, config_name=args.dataset_config_name,
         revision=args.dataset_revision, image_column=args.image_column,
     )
     if args.max_train_samples is not None and args.max_train_samples < len(dataset):
         dataset = dataset.select(range(args.max_train_samples))
-    if args.verify_images:  # before any compute: one decode of every image, on the main process
-        found = find_unreadable_images(dataset, args.image_column) if accelerator.is_main_process else None
-        bad = broadcast_object_list([found])[0]
-        if bad:
-            raise DataError(
-                f"{args.dataset_name} ({args.train_split}) has images that cannot be decoded; rela-hf never "
-                f"skips images silently. Fix or remove these rows, then run again: {bad}"
-            )
+    if args.verify_images:
+        problem = None
+        if accelerator.is_main_process:
+            result = check_images(dataset, args.image_column, num_proc=args.verify_images_num_proc,
+                                  max_samples=args.verify_images_max_samples, seed=args.seed)
+            if not result.ok:
+                problem = unreadable_images_message(result, f"{args.dataset_name} ({args.train_split})")
+        problem = broadcast_object_list([problem])[0]  # the other processes wait here, decoding nothing
+        if problem:
+            raise DataError(problem)
     return dataset
 
 
