@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from rela_hf.errors import ConfigError
+from rela_hf.errors import ConfigError, DataError
 from rela_hf.checkpoint import CheckpointError
 from rela_hf.training import TrainingDiverged
 from tests.recipes.trainer import args, one_thread, recipe, reset_accelerate
@@ -52,7 +52,7 @@ def test_unreadable_images_are_refused_before_training(bad, fashion_mnist_slice,
     truncated = {"truncated.png": good[: len(good) // 2]}
     data = image_folder_with(tmp_path, fashion_mnist_slice, {**bad, **truncated})
     output_dir = tmp_path / "out"
-    with one_thread(), pytest.raises(ConfigError, match=r"cannot be decoded.*never skips.*(zero_bytes|corrupt)\.png"):
+    with one_thread(), pytest.raises(DataError, match=r"cannot be decoded.*never skips.*(zero_bytes|corrupt)\.png"):
         recipe.main(args(data, output_dir, "--use_rela", "false", "--label_column", "none"))
     reset_accelerate()
     assert not output_dir.exists()
