@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import pyarrow.compute as pc
 from accelerate.logging import get_logger
 from accelerate.utils import broadcast_object_list
 
@@ -51,6 +52,34 @@ def target_width(dataset: datasets.Dataset, column: str) -> int:
     if length is None or length < 0:
         length = len(dataset.select_columns([column])[0][column])
     return int(length)
+
+
+def check_target_rows(dataset: datasets.Dataset, column: str, width: int, *, batch_size: int = 65_536,
+                      limit: int = 10) -> None:
+    """Refuse target rows that are not finite or not ``width`` long, naming them, before any step.
+
+    Read in Arrow batches (bounded memory, no Python objects per value): a NaN target would
+    otherwise train until the loss diverges and the user is sent to the wrong knob.
+    """
+    offset, not_finite, wrong_width = 0, [], []
+    for table in dataset.select_columns([column]).with_format("arrow").iter(batch_size=batch_size):
+        values = table.column(column)
+        lengths = pc.list_value_length(values)
+        wrong_width += [offset + i for i in pc.indices_nonzero(pc.not_equal(lengths, width)).to_pylist()[:limit]]
+        bad = pc.invert(pc.is_finite(pc.list_flatten(values)))
+        rows = pc.unique(pc.filter(pc.list_parent_indices(values), bad)).to_pylist()
+        not_finite += [offset + int(row) for row in rows[:limit]]
+        offset += table.num_rows
+        if len(not_finite) >= limit or len(wrong_width) >= limit:
+            break
+    problems = [f"non-finite values (NaN or inf) in rows {not_finite[:limit]}" if not_finite else "",
+                f"not {width} values in rows {wrong_width[:limit]}" if wrong_width else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        raise DataError(
+            f"The target column {column!r} has {' and '.join(problems)}: training on them would diverge or fail "
+            "mid-run. Recompute the targets (rela-hf-targets), or drop these rows (dataset.filter) and train again."
+        )
 
 
 def targets_provenance(args: ReLATrainingArguments) -> dict[str, Any]:
@@ -163,9 +192,11 @@ def attach_targets(args: ReLATrainingArguments, accelerator: Accelerator, datase
                 f"target_dim {args.target_dim} does not match the {width}-d targets in column "
                 f"{args.target_column!r}; drop target_dim or use targets with k={args.target_dim}."
             )
+        check_target_rows(dataset, args.target_column, width)
         return dataset, width
     if args.targets_dataset_name:
         dataset = join_published_targets(args, dataset)
+        check_target_rows(dataset, args.target_column, target_width(dataset, args.target_column))
     else:
         dataset = compute_targets_cached(args, accelerator, dataset, student_width)
     return dataset, target_width(dataset, args.target_column)

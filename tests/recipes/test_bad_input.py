@@ -148,3 +148,26 @@ def test_unreadable_images_can_be_checked_off_for_known_good_data(fashion_mnist_
         recipe.main(args(bad, tmp_path / "out_bad", "--use_rela", "false", "--max_train_steps", "2",
                          "--verify_images", "false", "--label_column", "none", "--per_device_train_batch_size", "16"))
     reset_accelerate()
+
+
+def test_non_finite_target_rows_are_refused_before_training(rela_data, tmp_path):
+    """A NaN target would train until the loss diverges and blame the learning rate."""
+    data = datasets.load_from_disk(str(rela_data))
+
+    def spoil(row, index):
+        if index in (5, 9):
+            row["rela_target"] = [float("nan")] + row["rela_target"][1:]
+        return row
+
+    bad = tmp_path / "nan_targets"
+    data.map(spoil, with_indices=True, features=data.features).save_to_disk(str(bad))
+    with one_thread(), pytest.raises(DataError, match=r"non-finite values \(NaN or inf\) in rows \[5, 9\]"):
+        recipe.main(args(bad, tmp_path / "out"))
+    reset_accelerate()
+    assert not (tmp_path / "out" / "config.yaml").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused(rela_data, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="output_dir .* is a file"):
+        recipe.main(args(rela_data, tmp_path / "file"))
