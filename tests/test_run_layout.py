@@ -23,12 +23,16 @@ def test_layout_names_every_file_of_a_run(tmp_path):
 
 
 def test_summary_round_trip_and_partial_summaries(tmp_path):
-    summary = TrainingSummary(method="rela", switch_step=12, steps=30, final_metrics={"loss": 0.5})
+    summary = TrainingSummary(method="dino", use_rela=True, switch_step=12, steps=30, final_metrics={"loss": 0.5})
     path = summary.save(tmp_path / "training_summary.json")
     assert TrainingSummary.load(path) == summary
     assert set(json.loads(path.read_text())) == {f.name for f in dataclasses.fields(TrainingSummary)}
     assert TrainingSummary.from_dict({}) == TrainingSummary()  # nothing recorded: every field None
     assert TrainingSummary.from_dict({"wall_clock_s": 3.0}).wall_clock_seconds == 3.0  # early rela-hf
+    # rela-hf 0.2: method said whether ReLA ran, ssl_method named the method
+    former = TrainingSummary.from_dict({"method": "baseline", "ssl_method": "simclr"})
+    assert (former.method, former.use_rela) == ("simclr", False)
+    assert TrainingSummary.from_dict({"method": "rela"}).method == "byol"
 
 
 def test_unknown_summary_fields_are_an_error():

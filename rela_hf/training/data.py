@@ -100,9 +100,11 @@ def check_method_needs(args: ReLATrainingArguments, dataset: datasets.Dataset) -
         )
     method = method_class(args.method)
     if method.requires_labels and (args.labels is None or args.labels not in dataset.column_names):
+        where = ("label_column is turned off" if args.labels is None
+                 else f"{args.dataset_name} has no {args.label_column!r} column")
         raise ConfigError(
-            f"The {method.title} method trains on labels: {args.dataset_name} has no {args.label_column!r} "
-            f"column (columns: {dataset.column_names}). Pass label_column, or choose a self-supervised method."
+            f"The {method.title} method trains on labels, but {where} (columns: {dataset.column_names}). "
+            "Pass label_column, or choose a self-supervised method."
         )
 
 

@@ -74,7 +74,7 @@ def test_kill_and_resume_is_bitwise_exact(method, rela_data, tmp_path, monkeypat
         assert "method.criterion.center" in a and a["method.criterion.center"].abs().sum() > 0
         assert any(k.startswith("method.teacher_head.") for k in a)
     if method == "supervised":  # the classifier the method trained travels with the weights
-        assert a["method.classifier.weight"].shape == (10, 8)
+        assert a["method.classifier.weight"].shape[0] == 10  # one row per class
     optimizer_a = torch.load(tmp_path / "killed" / "checkpoint-20" / "optimizer.bin", weights_only=True)
     optimizer_b = torch.load(tmp_path / "uninterrupted" / "checkpoint-20" / "optimizer.bin", weights_only=True)
     for index, state in optimizer_a["state"].items():
@@ -94,7 +94,7 @@ def test_method_options_are_checked_before_any_compute(rela_data, tmp_path):
 
 
 def test_a_method_that_needs_labels_refuses_a_dataset_without_them(rela_data, tmp_path):
-    with pytest.raises(ConfigError, match="Supervised method trains on labels.*'none' column"):
+    with pytest.raises(ConfigError, match="Supervised method trains on labels, but label_column is turned off"):
         recipe.main(args(rela_data, tmp_path / "x", "--method", "supervised", "--label_column", "none"))
     assert not (tmp_path / "x" / "config.yaml").exists()
 
