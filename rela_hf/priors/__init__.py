@@ -60,7 +60,7 @@ __getattr__ = moved_names(
             "rela_hf.priors.transformers_loader:TransformersPooledFeatures"
         ),
         "LIBRARIES": Moved(
-            "rela_hf.priors.registry:prior_libraries",
+            "rela_hf.priors:prior_libraries",
             "prior_libraries() lists the registered loaders (a new loader module adds one) "
             "without 'auto'; the old constant is rebuilt as ('auto', *prior_libraries()).",
             value=lambda: ("auto", *prior_libraries()),
