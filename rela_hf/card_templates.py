@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rela_hf._deprecation import Moved, moved_names
+
 __all__ = ["RELA_CITATION", "TEMPLATE_DIR", "template_path"]
 
 # model_cards/ at the top of a source checkout; rela_hf/model_cards inside an installed wheel
@@ -34,3 +36,16 @@ RELA_CITATION = """@inproceedings{sun2024efficiency,
   eprint    = {2405.14669},
   archivePrefix = {arXiv}
 }"""
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "BYOL_CITATION": Moved(
+            "rela_hf.methods.byol:BYOL_CITATION",
+            "every method carries its own: rela_hf.methods.method_class(name).citation.",
+        ),
+    },
+)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rela_hf._deprecation import Moved, moved_names
+
 __all__ = ["TransferHead", "rela_loss"]
 
 
@@ -91,3 +93,26 @@ def rela_loss(pred1: Tensor, pred2: Tensor, target: Tensor) -> Tensor:
     loss1 = (1.0 - F.cosine_similarity(pred1.float(), y, dim=-1)).mean()
     loss2 = (1.0 - F.cosine_similarity(pred2.float(), y, dim=-1)).mean()
     return 0.5 * (loss1 + loss2)
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+_SSL_PHASE_NOTE = (
+    "the switch rules moved to rela_hf.switch; the phase after the switch is now 'ssl' "
+    "(rela_hf.switch.PHASE_SSL), not 'byol', since any SSL method can follow ReLA."
+)
+__getattr__ = moved_names(
+    __name__,
+    {
+        "AdaptiveSwitch": Moved("rela_hf.switch:AdaptiveSwitch", _SSL_PHASE_NOTE),
+        "StaticSwitch": Moved("rela_hf.switch:StaticSwitch", _SSL_PHASE_NOTE),
+        "build_switch": Moved("rela_hf.switch:build_switch", _SSL_PHASE_NOTE),
+        "FAST_LOSS_DECAY": "rela_hf.switch:FAST_LOSS_DECAY",
+        "FAST_LOSS_INIT": "rela_hf.switch:FAST_LOSS_INIT",
+        "SLOW_LOSS_DECAY": "rela_hf.switch:SLOW_LOSS_DECAY",
+        "SLOW_LOSS_INIT": "rela_hf.switch:SLOW_LOSS_INIT",
+        "SWITCH_THRESHOLD": "rela_hf.switch:SWITCH_THRESHOLD",
+        "PHASE_RELA": "rela_hf.switch:PHASE_RELA",
+        "PHASE_BYOL": Moved("rela_hf.switch:PHASE_SSL", _SSL_PHASE_NOTE),
+    },
+)

@@ -20,6 +20,8 @@ import math
 import warnings
 from typing import Any
 
+from rela_hf._deprecation import Moved, moved_names
+
 __all__ = [
     "FAST_LOSS_DECAY",
     "FAST_LOSS_INIT",
@@ -275,3 +277,15 @@ def build_switch(
             )
         return StaticSwitch(fraction, total_steps)
     raise ValueError(f"Unknown ReLA switch rule {rule!r}; choose 'adaptive' or 'static'.")
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+_SSL_PHASE_NOTE = (
+    "its value is now 'ssl', not 'byol': the phase after the switch runs whichever SSL "
+    "method the run chose."
+)
+__getattr__ = moved_names(
+    __name__,
+    {"PHASE_BYOL": Moved("rela_hf.switch:PHASE_SSL", _SSL_PHASE_NOTE)},
+)

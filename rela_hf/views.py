@@ -33,6 +33,7 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 from torchvision.transforms import v2
 
+from rela_hf._deprecation import Moved, moved_names
 from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, ConvertImageMode
 
 __all__ = [
@@ -282,3 +283,22 @@ class TwoViews(MultiView):
     def __call__(self, image: Image.Image) -> tuple[Tensor, Tensor]:
         view1, view2 = super().__call__(image)
         return view1, view2
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ConvertRGB": Moved(
+            "rela_hf.preprocessing:ConvertImageMode",
+            "ConvertImageMode() converts to RGB like ConvertRGB() did; ConvertImageMode('L') "
+            "gives grey images.",
+        ),
+        "eval_transform": Moved(
+            "rela_hf.preprocessing:eval_transform",
+            "it takes an image size or a timm data config; pass mean=, std= and crop_pct= "
+            "as keywords (they were positional).",
+        ),
+    },
+)

@@ -6,12 +6,15 @@ import subprocess
 import sys
 
 import pytest
+from packaging.version import Version
 
 import rela_hf
 
 
-def test_version_is_a_release_string():
-    assert rela_hf.__version__.count(".") == 2
+def test_version_is_a_pep440_version():
+    """A release (``0.2.0``) or a development version of the next one (``0.3.0.dev0``)."""
+    version = Version(rela_hf.__version__)
+    assert len(version.release) == 3 and str(version) == rela_hf.__version__
 
 
 @pytest.mark.parametrize("name", [n for n in rela_hf.__all__ if n != "__version__"])

@@ -10,6 +10,7 @@
 Everything is computed in torch, so it works offline.
 """
 
+from rela_hf._deprecation import Moved, moved_names
 from rela_hf.evaluation.features import encoder_data_config, extract_features, load_encoder
 from rela_hf.evaluation.knn import KNN_K, KNN_TEMPERATURE, knn_accuracy, knn_predict
 from rela_hf.evaluation.linear_probe import (
@@ -43,3 +44,19 @@ __all__ = [
     "read_eval_results",
     "write_eval_results",
 ]
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "EVAL_RESULTS_FORMAT_VERSION": "rela_hf.evaluation.results:EVAL_RESULTS_FORMAT_VERSION",
+        "EVAL_RESULTS_NAME": "rela_hf.run_layout:RunLayout.EVAL_RESULTS",
+        "eval_transform_for": Moved(
+            "rela_hf.preprocessing:eval_transform",
+            "eval_transform(data_config) is eval_transform_for(data_config); it also takes an "
+            "image size.",
+        ),
+    },
+)

@@ -12,6 +12,7 @@ Examples:
     >>> push_training_output("out", "me/rela-byol-resnet18-cifar10")  # doctest: +SKIP
 """
 
+from rela_hf._deprecation import Moved, moved_names
 from rela_hf.hub.export import (
     DEFAULT_PRETRAINED_CFG,
     ExportError,
@@ -52,3 +53,42 @@ __all__ = [
     "read_training_history",
     "render_model_card",
 ]
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "BYOL_CITATION": "rela_hf.methods.byol:BYOL_CITATION",
+        "BYOL_PAPER_ID": Moved(
+            "rela_hf.methods.byol:BYOL.paper",
+            "every method carries its own: rela_hf.methods.method_class(name).paper.",
+        ),
+        "CARD_TAGS": Moved(
+            "rela_hf.hub.model_card:CARD_TAGS",
+            "'byol' is no longer among them: the card adds the run's method as a tag.",
+        ),
+        "CONFIG_NAME": "rela_hf.hub.export:CONFIG_NAME",
+        "DATA_CONFIG_KEYS": "rela_hf.preprocessing:DATA_CONFIG_KEYS",
+        "DEFAULT_COMMIT_MESSAGE": "rela_hf.hub.push:DEFAULT_COMMIT_MESSAGE",
+        "EXPORT_FILES": "rela_hf.hub.export:EXPORT_FILES",
+        "HISTORY_NAME": "rela_hf.run_layout:RunLayout.HISTORY",
+        "INHERITED_PROVENANCE_KEYS": "rela_hf.hub.export:INHERITED_PROVENANCE_KEYS",
+        "PLOT_NAME": "rela_hf.hub.push:PLOT_NAME",
+        "PROTOCOL_TITLES": "rela_hf.hub.model_card:PROTOCOL_TITLES",
+        "README_NAME": "rela_hf.hub.push:README_NAME",
+        "RELA_PAPER_ID": "rela_hf.hub.export:RELA_PAPER_ID",
+        "RETRYABLE_STATUS": "rela_hf.hub.push:RETRYABLE_STATUS",
+        "SUMMARY_NAME": "rela_hf.run_layout:RunLayout.SUMMARY",
+        "TRAINING_CONFIG_NAME": "rela_hf.run_layout:RunLayout.CONFIG",
+        "TRAINING_STATE_DIR": "rela_hf.hub.push:TRAINING_STATE_DIR",
+        "UNSAFE_STATE_PATTERNS": "rela_hf.hub.push:UNSAFE_STATE_PATTERNS",
+        "WEIGHTS_NAME": "rela_hf.hub.export:WEIGHTS_NAME",
+        "training_data_config": Moved(
+            "rela_hf.preprocessing:official_data_config",
+            "same arguments and result; it now rejects a non-positive image_size or a crop_pct "
+            "outside (0, 1].",
+        ),
+    },
+)

@@ -20,6 +20,7 @@ Examples:
     ('timm', 96)
 """
 
+from rela_hf._deprecation import Moved, moved_names
 from rela_hf.priors import timm_loader, transformers_loader  # noqa: F401  register the loaders
 from rela_hf.priors.load import PREPROCESSING_MODES, load_prior
 from rela_hf.priors.prior import (
@@ -42,3 +43,27 @@ __all__ = [
     "prior_libraries",
     "register_prior_loader",
 ]
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ConvertRGB": Moved(
+            "rela_hf.preprocessing:ConvertImageMode",
+            "ConvertImageMode() converts to RGB like ConvertRGB() did.",
+        ),
+        "ImageProcessorTransform": "rela_hf.priors.image_processors:ImageProcessorTransform",
+        "TimmPooledFeatures": "rela_hf.priors.timm_loader:TimmPooledFeatures",
+        "TransformersPooledFeatures": (
+            "rela_hf.priors.transformers_loader:TransformersPooledFeatures"
+        ),
+        "LIBRARIES": Moved(
+            "rela_hf.priors:prior_libraries",
+            "prior_libraries() lists the registered loaders (a new loader module adds one) "
+            "without 'auto'; the old constant is rebuilt as ('auto', *prior_libraries()).",
+            value=lambda: ("auto", *prior_libraries()),
+        ),
+    },
+)

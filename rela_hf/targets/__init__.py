@@ -15,6 +15,7 @@ and publishes those targets:
 - ``card.py``: the dataset card.
 """
 
+from rela_hf._deprecation import moved_names
 from rela_hf.targets.add import add_rela_targets, whiten_new_images
 from rela_hf.targets.card import render_dataset_card
 from rela_hf.targets.embedding import resolve_n_components
@@ -62,3 +63,14 @@ __all__ = [
     "whiten_new_images",
     "with_rela_targets_info",
 ]
+
+
+# Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
+# new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+__getattr__ = moved_names(
+    __name__,
+    {
+        "PCAWhitening": "rela_hf.whitening:PCAWhitening",
+        "RELA_CITATION": "rela_hf.card_templates:RELA_CITATION",
+    },
+)
