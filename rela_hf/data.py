@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import torch
 from huggingface_hub import HfApi
 from torch.utils.data import Sampler
 
-from rela_hf import image_checks
+from rela_hf._deprecation import Moved, moved_names
 
 __all__ = ["DataRatioSampler", "load_image_dataset"]
 
@@ -309,15 +308,7 @@ def dataset_commit(repo_id: str, revision: str | None = None) -> str:
     return info.sha
 
 
-def __getattr__(name: str) -> Any:
-    """``find_unreadable_images`` moved to :mod:`rela_hf.image_checks` (rela-hf 0.3), kept
-    here until 0.4."""
-    if name == "find_unreadable_images":
-        warnings.warn(
-            "rela_hf.data.find_unreadable_images moved to "
-            "rela_hf.image_checks.find_unreadable_images (this name works until rela-hf 0.4); "
-            "rela_hf.image_checks.check_images is the full check.",
-            FutureWarning, stacklevel=2,
-        )
-        return image_checks.find_unreadable_images
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {
+    "find_unreadable_images": Moved("rela_hf.image_checks:find_unreadable_images",
+                                    "rela_hf.image_checks.check_images is the full check (parallel, recorded, sampled)."),
+})

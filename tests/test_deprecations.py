@@ -88,6 +88,12 @@ MOVED = [
     ("rela_hf.targets", "RELA_CITATION", "rela_hf.card_templates:RELA_CITATION"),
     ("rela_hf.views", "ConvertRGB", "rela_hf.preprocessing:ConvertImageMode"),
     ("rela_hf.views", "eval_transform", "rela_hf.preprocessing:eval_transform"),
+    # moved or renamed in 0.3
+    ("rela_hf.training", "ViewPairDataset", "rela_hf.training:ViewDataset"),
+    ("rela_hf.training", "ViewPairCollator", "rela_hf.training:ViewCollator"),
+    ("rela_hf.methods", "SSLMethod", "rela_hf.methods.base:Method"),
+    ("rela_hf.methods.base", "SSLMethod", "rela_hf.methods.base:Method"),
+    ("rela_hf.data", "find_unreadable_images", "rela_hf.image_checks:find_unreadable_images"),
 ]
 # Old names with no exact new object: the shim rebuilds the 0.1 value from its replacement.
 REBUILT = [

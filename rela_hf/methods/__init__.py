@@ -14,19 +14,15 @@ Examples:
     ('SimCLR', False, 2)
 """
 
-import warnings
-from typing import Any
-
 from rela_hf.methods import byol, dino, simclr, supervised  # noqa: F401  register the shipped methods
+from rela_hf._deprecation import Moved, moved_names
 from rela_hf.methods.base import Method, MethodBatch
 from rela_hf.methods.registry import build_method, method_class, method_names, register_method
 
 __all__ = ["Method", "MethodBatch", "build_method", "method_class", "method_names", "register_method"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SSLMethod":  # rela-hf 0.2's name, before supervised methods existed
-        warnings.warn("rela_hf.methods.SSLMethod is renamed rela_hf.methods.Method (rela-hf 0.3); "
-                      "the old name works until rela-hf 0.4.", FutureWarning, stacklevel=2)
-        return Method
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {
+    "SSLMethod": Moved("rela_hf.methods.base:Method", "a method now also covers supervised training; forward() "
+                       "takes one MethodBatch (features, views, labels, step) instead of (features, views, step=)."),
+})

@@ -26,13 +26,14 @@ one import line in ``rela_hf/methods/__init__.py``.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
+
+from rela_hf._deprecation import Moved, moved_names
 
 __all__ = ["Method", "MethodBatch", "parse_options"]
 
@@ -161,9 +162,7 @@ class Method(nn.Module):
         raise NotImplementedError
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SSLMethod":  # rela-hf 0.2's name, before supervised methods existed
-        warnings.warn("rela_hf.methods.base.SSLMethod is renamed rela_hf.methods.base.Method (rela-hf 0.3); "
-                      "the old name works until rela-hf 0.4.", FutureWarning, stacklevel=2)
-        return Method
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {
+    "SSLMethod": Moved("rela_hf.methods.base:Method", "a method now also covers supervised training; forward() "
+                       "takes one MethodBatch (features, views, labels, step) instead of (features, views, step=)."),
+})

@@ -21,6 +21,7 @@ this package; a notebook, a sweep or a test trains the same way::
 | ``views_dataset.py``, ``divergence.py`` | seeded per-sample views; stopping before non-finite weights are saved |
 """
 
+from rela_hf._deprecation import Moved, moved_names
 from rela_hf.training.arguments import RESUMABLE_OPTIONS, ReLATrainingArguments
 from rela_hf.training.divergence import TrainingDiverged, check_finite_loss, check_finite_weights
 from rela_hf.training.state import RunState
@@ -45,3 +46,12 @@ __all__ = [
     "train",
     "training_step",
 ]
+
+__getattr__ = moved_names(__name__, {
+    "ViewPairDataset": Moved(
+        "rela_hf.training:ViewDataset",
+        "it takes ssl_views=[view1, view2] instead of byol_views=(view1, view2); its phases are 'rela' and "
+        "'ssl' (was 'byol'); items hold 'views': [v1, v2] instead of 'view1'/'view2'.",
+    ),
+    "ViewPairCollator": Moved("rela_hf.training:ViewCollator", "batches hold 'views': [v1, v2] instead of 'view1'/'view2'."),
+})
