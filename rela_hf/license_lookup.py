@@ -43,7 +43,8 @@ def _from_card_data(data: Any, source: str) -> License:
     value = getattr(data, "license", None)
     name, link = getattr(data, "license_name", None), getattr(data, "license_link", None)
     if isinstance(value, (list, tuple)):
-        parts = [LicenseInput("part", str(v), parse_license(v, name=name, link=link)) for v in value]
+        parts = [LicenseInput("part", str(v), parse_license(v, name=name, link=link))
+                 for v in value]
         if not parts:
             return _unknown(f"{source} names no licence")
         combined = derive_license(parts).license
@@ -82,7 +83,8 @@ def _local_dataset_license(folder: Path, name: str) -> License:
             except (OSError, ValueError):
                 continue
             if license_text:
-                return parse_license(license_text, source=f"the DatasetInfo of the local folder `{name}`")
+                return parse_license(
+                    license_text, source=f"the DatasetInfo of the local folder `{name}`")
     return _unknown(f"the local folder `{name}` records no licence")
 
 
@@ -137,7 +139,7 @@ def model_license(model: str | None, *, revision: str | None = None) -> License:
         return _unknown("the model is not recorded")
     public = public_name(model)
     if public.local and public.hub_id is None:
-        folder = Path(model.split(":", 1)[-1] if model.startswith("local-dir:") else model).expanduser()
+        folder = Path(model.removeprefix("local-dir:")).expanduser()
         if not folder.is_dir():
             return _unknown(f"the local folder `{public.name}` is not on this machine")
         source = f"the local folder `{public.name}`"

@@ -59,9 +59,10 @@ _TIER = {license_id: tier for tier, ids in _TIERS.items() for license_id in ids}
 _PERMISSIVE_TIERS = (0, 1, 2, 3)
 _NO_DERIVATIVES = ("cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0")
 #: use-restricted or custom licences: rela-hf cannot rank them against others
-_CUSTOM = ("openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
-           "bigcode-openrail-m", "openrail++", "c-uda", "cc", "deepfloyd-if-license", "llama2",
-           "llama3", "llama3.1", "llama3.2", "llama3.3", "gemma", "other")
+_CUSTOM = ("openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+           "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "openrail++", "c-uda", "cc",
+           "deepfloyd-if-license", "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "gemma",
+           "other")
 #: the licence identifiers the Hub accepts in a card's ``license:`` field
 HUB_LICENSES = frozenset([*_TIER, *_NO_DERIVATIVES, *_CUSTOM, "unknown"])
 
@@ -223,8 +224,8 @@ def derive_license(inputs: Iterable[LicenseInput], *, explicit: str | License | 
             clash = [*custom, *restrictive]
             return DerivedLicense(UNKNOWN_LICENSE, " and ".join(map(_describe, clash))
                                   + " cannot be combined by rela-hf's rule", inputs)
-        return DerivedLicense(_as_derived(custom[0].license), f"inherited from {_describe(custom[0])}",
-                              inputs)
+        return DerivedLicense(_as_derived(custom[0].license),
+                              f"inherited from {_describe(custom[0])}", inputs)
     license, reason = _most_restrictive(ranked)
     return DerivedLicense(_as_derived(license), reason, inputs)
 

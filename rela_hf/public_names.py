@@ -77,7 +77,8 @@ def _strip_prefix(name: str) -> str:
 
 
 def _parts(path: str) -> tuple[str, ...]:
-    pure = PureWindowsPath(path) if ("\\" in path or _WINDOWS_DRIVE.match(path)) else PurePosixPath(path)
+    windows = "\\" in path or _WINDOWS_DRIVE.match(path)
+    pure = PureWindowsPath(path) if windows else PurePosixPath(path)
     return tuple(part for part in pure.parts if part not in ("/", "\\", ".", "..", "~")
                  and not _WINDOWS_DRIVE.match(part + "\\"))
 
@@ -101,7 +102,9 @@ def _public_value(value: Any) -> Any:
     if isinstance(value, str) and (_has_path_form(value) or (
             ("/" in value or "\\" in value) and is_local_path(value))):
         public = public_name(value)
-        return f"<local copy of {public.hub_id}>" if public.hub_id else f"<local path {public.name}>"
+        if public.hub_id:
+            return f"<local copy of {public.hub_id}>"
+        return f"<local path {public.name}>"
     if isinstance(value, Mapping):
         return {key: _public_value(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

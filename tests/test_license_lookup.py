@@ -1,4 +1,4 @@
-"""Tests for rela_hf.license_lookup: licences read from Hub cards (the test Hub), timm and folders."""
+"""Tests for rela_hf.license_lookup: licences from Hub cards (the test Hub), timm and folders."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def test_local_dataset_folders(tmp_path, fashion_mnist_slice):
     datasets.DatasetDict(train=images).save_to_disk(str(tmp_path / "splits"))
     assert dataset_license(str(tmp_path / "splits")).id == "mit"
     fashion_mnist_slice.save_to_disk(str(tmp_path / "no_info"))  # built in memory: no licence
-    assert dataset_license(str(tmp_path / "no_info")).source == "the local folder `no_info` records no licence"
+    silent = dataset_license(str(tmp_path / "no_info"))
+    assert silent.source == "the local folder `no_info` records no licence"
     (tmp_path / "carded").mkdir()
     (tmp_path / "carded" / "README.md").write_bytes(card("license: cc-by-sa-4.0"))
     assert dataset_license(str(tmp_path / "carded")).id == "cc-by-sa-4.0"
@@ -75,7 +76,8 @@ def test_model_licences_from_timm_the_hub_and_folders(hub, hub_namespace, tmp_pa
     assert model_license(f"hf-hub:{carded}").id == "cc-by-nc-4.0"
 
     backbone = timm.create_model("test_resnet", num_classes=0)
-    export = export_backbone(backbone, tmp_path / "prior", pretrained_cfg={"license": "bsd-3-clause"})
+    export = export_backbone(backbone, tmp_path / "prior",
+                             pretrained_cfg={"license": "bsd-3-clause"})
     local = model_license(str(export))
     assert local.id == "bsd-3-clause" and "local folder `prior`" in local.source
     assert model_license(f"local-dir:{export}").id == "bsd-3-clause"

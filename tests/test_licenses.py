@@ -84,7 +84,8 @@ def test_derive_license_takes_the_most_restrictive_input(data_license, prior_lic
     ("llama2", "cc-by-nc-4.0", "cannot be combined"),
 ])
 def test_derive_license_never_guesses(data_license, prior_license, why):
-    derived = derive_license([data(parse_license(data_license)), prior(parse_license(prior_license))])
+    derived = derive_license([data(parse_license(data_license)),
+                              prior(parse_license(prior_license))])
     assert derived.license.id == "unknown" and not derived.known
     assert why in derived.reason
 
@@ -98,7 +99,8 @@ def test_derive_license_keeps_the_name_and_link_of_an_other_licence():
 
 def test_an_explicit_licence_wins_and_no_input_is_unknown():
     derived = derive_license([data("cc-by-nc-4.0")], explicit="MIT")
-    assert derived.license.id == "mit" and derived.explicit and derived.reason == "set by the uploader"
+    assert derived.license.id == "mit" and derived.explicit
+    assert derived.reason == "set by the uploader"
     assert derived.inputs[0].license.id == "cc-by-nc-4.0"  # still listed in the card
     nothing = derive_license([])
     assert nothing.license.id == "unknown" and "nothing records" in nothing.reason

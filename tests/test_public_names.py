@@ -35,7 +35,8 @@ def test_a_hugging_face_cache_copy_names_the_repo_and_commit(tmp_path):
     sha = "0123456789abcdef0123456789abcdef01234567"
     copy = tmp_path / "hub" / "datasets--uoft-cs--cifar10" / "snapshots" / sha
     public = public_name(str(copy))
-    assert public == PublicName("uoft-cs/cifar10", local=True, hub_id="uoft-cs/cifar10", revision=sha)
+    expected = PublicName("uoft-cs/cifar10", local=True, hub_id="uoft-cs/cifar10", revision=sha)
+    assert public == expected
     model = public_name(str(tmp_path / "models--timm--resnet18.a1_in1k" / "snapshots" / sha / "x"))
     assert model.hub_id == "timm/resnet18.a1_in1k" and model.revision == sha
 
