@@ -52,6 +52,8 @@ def _from_card_data(data: Any, source: str) -> License:
             f"{source} lists licences rela-hf cannot combine ({', '.join(map(str, value))})")
     if not value:
         return _unknown(f"{source} names no licence")
+    if value == "unknown":
+        return _unknown(f"{source} says `unknown`")
     return parse_license(value, name=name, link=link, source=source)
 
 
@@ -71,10 +73,11 @@ def _hub_file(repo_id: str, filename: str, repo_type: str, revision: str | None)
 
 
 def _local_dataset_license(folder: Path, name: str) -> License:
+    card = _unknown(f"the local folder `{name}` records no licence")
     if (folder / _CARD).is_file():
-        found = _read_card(folder / _CARD, DatasetCard, f"the card of the local folder `{name}`")
-        if found.known:
-            return found
+        card = _read_card(folder / _CARD, DatasetCard, f"the card of the local folder `{name}`")
+        if card.known:
+            return card
     # save_to_disk: dataset_info.json in the folder (Dataset) or in each split's (DatasetDict)
     for info_file in [folder / "dataset_info.json", *sorted(folder.glob("*/dataset_info.json"))]:
         if info_file.is_file():
@@ -85,7 +88,7 @@ def _local_dataset_license(folder: Path, name: str) -> License:
             if license_text:
                 return parse_license(
                     license_text, source=f"the DatasetInfo of the local folder `{name}`")
-    return _unknown(f"the local folder `{name}` records no licence")
+    return card
 
 
 def dataset_license(dataset: str | None, *, revision: str | None = None) -> License:
