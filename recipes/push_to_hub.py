@@ -11,6 +11,10 @@
   pushed with a card from its config and any ``--eval_results`` files;
 - a folder that already has its ``README.md``: pushed as is.
 
+The licence of the weights is derived from the training data's and the prior's
+(``rela_hf.licenses``); when it comes out unknown the card says so and this command warns: set
+it with ``--license``.
+
 The repo then loads with ``timm.create_model("hf-hub:<repo_id>", pretrained=True)`` and
 ``transformers.AutoModel.from_pretrained("<repo_id>")``. The run's files are never modified; a
 failed push is retried with backoff and then fails naming the repo. The token comes from

@@ -153,7 +153,7 @@ def model_license(model: str | None, *, revision: str | None = None) -> License:
         return _timm_config_license(folder / "config.json", source)
     if public.hub_id is None:
         return _registry_license(model.removeprefix("timm:"))
-    revision = revision or public.revision or (model.split("@", 1)[1] if "@" in model else None)
+    revision = revision or public.revision
     card = _hub_file(public.hub_id, _CARD, "model", revision)
     if card is not None:
         found = _read_card(card, ModelCard, f"the Hub model card of `{public.hub_id}`")

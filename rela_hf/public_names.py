@@ -86,8 +86,10 @@ def _parts(path: str) -> tuple[str, ...]:
 def public_name(name: str) -> PublicName:
     """The :class:`PublicName` of a dataset or model name (see the module docstring)."""
     if not is_local_path(name):
-        hub_id = name.removeprefix("hf-hub:").split("@")[0]
-        return PublicName(name, local=False, hub_id=hub_id if hub_id.count("/") == 1 else None)
+        bare, _, revision = name.removeprefix("hf-hub:").partition("@")
+        if bare.count("/") == 1:  # a Hub repo: its id, the revision apart
+            return PublicName(bare, local=False, hub_id=bare, revision=revision or None)
+        return PublicName(name, local=False)
     parts = _parts(_strip_prefix(name).rstrip("/\\"))
     for index, part in enumerate(parts):
         cached = _CACHE_REPO.match(part)

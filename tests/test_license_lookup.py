@@ -64,7 +64,8 @@ def test_local_dataset_folders(tmp_path, fashion_mnist_slice):
     (tmp_path / "undecided").mkdir()  # e.g. efficient data whose own sources were unknown
     (tmp_path / "undecided" / "README.md").write_bytes(card("license: unknown"))
     undecided = dataset_license(str(tmp_path / "undecided"))
-    assert undecided.id == "unknown" and "local folder `undecided` says `unknown`" in undecided.source
+    assert undecided.id == "unknown"
+    assert "local folder `undecided` says `unknown`" in undecided.source
     gone = dataset_license(str(tmp_path / "moved" / "fmnist"))
     assert gone.id == "unknown" and str(tmp_path) not in gone.source
 

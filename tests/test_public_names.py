@@ -26,9 +26,10 @@ def test_a_relative_path_is_local_only_when_it_exists(tmp_path, monkeypatch):
                                   "timm/resnet18.a1_in1k@main"])
 def test_hub_ids_are_kept(name):
     public = public_name(name)
-    assert not public.local and public.name == name
-    assert public.hub_id == name.removeprefix("hf-hub:").split("@")[0]
-    assert public_name("resnet18").hub_id is None  # a timm registry name
+    repo_id = name.removeprefix("hf-hub:").split("@")[0]
+    assert not public.local and public.name == public.hub_id == repo_id
+    assert public.revision == ("main" if "@" in name else None)
+    assert public_name("resnet18") == PublicName("resnet18", local=False)  # a timm registry name
 
 
 def test_a_hugging_face_cache_copy_names_the_repo_and_commit(tmp_path):

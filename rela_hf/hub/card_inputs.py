@@ -101,7 +101,7 @@ def derive_model_license(
     if run.recorded or run.dataset:
         inputs.append(LicenseInput("training data", neutral_name(run.dataset),
                                    dataset_license(run.dataset, revision=run.dataset_revision)))
-    if run.use_rela and run.recorded and not run.prior_random:
+    if run.use_rela and (run.recorded or run.prior) and not run.prior_random:
         inputs.append(LicenseInput("prior", neutral_name(run.prior),
                                    model_license(run.prior, revision=run.prior_revision)))
     if run.initial_weights:
@@ -111,6 +111,7 @@ def derive_model_license(
 
 
 def neutral_name(name: str | None) -> str:
+    """How the card names a dataset or model (:func:`~rela_hf.public_names.public_name`)."""
     return public_name(str(name)).name if name else "not recorded"
 
 

@@ -133,12 +133,17 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
+def _method_short(method: type[Method]) -> str:
+    """``BYOL``, ``DINO``, ``SimCLR``; ``supervised training`` for a method that uses labels."""
+    return method.title if method.self_supervised else f"{method.title.lower()} training"
+
+
 def _switch_line(summary: TrainingSummary, run: RunInputs, switch_rule: str) -> str:
     if summary.switch_step is None:
         return ("never: the whole run was the ReLA phase (distillation of the prior's targets)"
                 if run.recorded else "not recorded")
     return (f"after optimizer step {summary.switch_step} ({switch_rule} rule); "
-            f"{run.method.title} from step {summary.switch_step + 1}")
+            f"{_method_short(run.method)} from step {summary.switch_step + 1}")
 
 
 def _license_values(derived: DerivedLicense) -> dict[str, Any]:
@@ -203,7 +208,7 @@ def _export_license(pretrained_cfg: Mapping[str, Any]) -> str | None:
 
 def _method_values(run: RunInputs) -> dict[str, Any]:
     method = run.method
-    short = method.title if method.self_supervised else f"{method.title.lower()} training"
+    short = _method_short(method)
     link = f"[{short}](https://arxiv.org/abs/{method.paper.removeprefix('arXiv:')})"
     if not method.self_supervised:
         link += " (cross-entropy on the labels)"

@@ -150,7 +150,7 @@ def test_initial_weights_are_the_base_model_and_a_licence_input(hub, hub_namespa
     summary = {**summary_of(training_run), "backbone": f"hf-hub:{start}"}
     card = render_model_card(training_run / "backbone", repo_id="org/x", training_summary=summary)
     assert card.data.base_model == start
-    assert {"role": "initial weights", "name": f"hf-hub:{start}", "license": "mit"} in \
+    assert {"role": "initial weights", "name": start, "license": "mit"} in \
         card.data.rela_hf["license_inputs"]
 
 
@@ -246,6 +246,7 @@ def test_card_names_the_method_and_tags_it(training_run, method, title, arxiv, u
     assert ("ReLA-accelerated" in card.text) is use_rela
     assert (f"pretrained with ReLA-accelerated {title}" in card.text) is use_rela
     assert (f"| ReLA → {title} switch |" in card.text) is use_rela
+    assert (f"; {title} from step 613 |" in card.text) is use_rela
     assert ("prior (made the targets)" in card.text) is use_rela
     assert ("self-supervised (no labels)" in card.text) is self_supervised
     if method != "byol":
