@@ -11,6 +11,10 @@
   pushed with a card from its config and any ``--eval_results`` files;
 - a folder that already has its ``README.md``: pushed as is.
 
+The licence of the weights is derived from the training data's and the prior's
+(``rela_hf.licenses``); when it comes out unknown the card says so and this command warns: set
+it with ``--license``.
+
 The repo then loads with ``timm.create_model("hf-hub:<repo_id>", pretrained=True)`` and
 ``transformers.AutoModel.from_pretrained("<repo_id>")``. The run's files are never modified; a
 failed push is retried with backoff and then fails naming the repo. The token comes from
@@ -30,6 +34,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import ModelCard
 
 from rela_hf.arguments import Rename, arg, parse_command_line
 from rela_hf.errors import ConfigError, run_command
@@ -87,6 +93,24 @@ def folder_kind(folder: Path) -> str:
     )
 
 
+def warn_if_license_unknown(folder: Path) -> bool:
+    """Warn, naming why and what to do, when the card in ``folder`` declares no known licence.
+
+    Returns:
+        Whether it warned.
+    """
+    data = ModelCard.load(folder / README_NAME, ignore_metadata_errors=True).data
+    if data.license not in (None, "unknown"):
+        return False
+    reason = (getattr(data, "rela_hf", None) or {}).get("license_rule") or "the card declares none"
+    logger.warning(
+        "The licence of these weights is unknown (%s); the card says so. Find out the terms of "
+        "the training data and the prior, then push again with --license <Hub licence id>.",
+        reason,
+    )
+    return True
+
+
 def main(argv: list[str] | None = None) -> Any:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -101,6 +125,7 @@ def main(argv: list[str] | None = None) -> Any:
         if args.dry_run:
             print(f"{folder} is ready to push as is (it has its README.md).")
             return None
+        warn_if_license_unknown(folder)
         commit = push_encoder(folder, args.hub_model_id, **push)
     else:
         build = {"repo_id": args.hub_model_id, "eval_results": eval_results, "license": args.license,
@@ -108,12 +133,14 @@ def main(argv: list[str] | None = None) -> Any:
                  "backbone_dir": folder if kind == "export" else None}
         if args.dry_run:
             out = build_hub_folder(folder, args.dry_run, **build)
+            warn_if_license_unknown(out)
             print(f"Built the repo contents in {out} (not pushed):")
             for path in sorted(p for p in out.rglob("*") if p.is_file()):
                 print(f"  {path.relative_to(out)}")
             return None
         with tempfile.TemporaryDirectory(prefix="rela_hf_push_") as staging:
             out = build_hub_folder(folder, Path(staging) / "repo", **build)
+            warn_if_license_unknown(out)
             commit = push_encoder(out, args.hub_model_id, **push)
     print(f"Pushed {args.hub_model_id}: {commit.commit_url}" + (f" (PR {commit.pr_url})" if commit.pr_url else ""))
     return commit

@@ -1,10 +1,12 @@
 """The model card of a trained encoder, rendered from ``model_cards/encoder.md``.
 
 :func:`render_model_card` fills the project's template with ``ModelCard.from_template``: metadata
-(``library_name: timm``, ``pipeline_tag: image-feature-extraction``, tags, licence, dataset,
-``model-index`` from ``eval_results.json``), training data and prior with their revisions, the ReLA
-switch step, the compute, the training config, the training-curve plot and loading snippets. What
-the run did comes from its :class:`~rela_hf.run_layout.TrainingSummary`.
+(``library_name: timm``, ``pipeline_tag: image-feature-extraction``, the method's tags, the
+licence derived from the data and the prior, the training datasets, ``model-index`` from
+``eval_results.json``), training data and prior with their revisions, the ReLA switch step, the
+compute, uses and limitations, the training config, the training-curve plot and loading
+snippets. What the run did comes from its :class:`~rela_hf.run_layout.TrainingSummary`. Local
+folders appear by a neutral name only (:mod:`rela_hf.public_names`).
 """
 
 from __future__ import annotations
@@ -16,142 +18,50 @@ from typing import Any
 
 import timm
 import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 from safetensors import safe_open
 from timm.models import model_entrypoint
 
-from rela_hf.card_templates import RELA_CITATION
+from rela_hf.card_templates import RELA_CITATION, benchmark_reference
 from rela_hf.card_templates import template_path as template_path_of
-from rela_hf.hub.export import WEIGHTS_NAME, read_export_config
-from rela_hf.methods import method_class
-from rela_hf.model_names import ModelNameError, parse_model_name, safe_model_name
+from rela_hf.hub.card_inputs import (
+    RunInputs,
+    as_summary,
+    derive_model_license,
+    hub_id,
+    neutral_name,
+    source_line,
+)
+from rela_hf.hub.card_results import eval_results_to_model_index, eval_rows, evaluation_scope
+from rela_hf.hub.export import DEFAULT_PRETRAINED_CFG, WEIGHTS_NAME, read_export_config
+from rela_hf.licenses import DerivedLicense
+from rela_hf.methods import Method
+from rela_hf.public_names import public_config, public_name
 from rela_hf.run_layout import TrainingSummary
 
 __all__ = [
     "CARD_TAGS",
     "as_summary",
+    "card_tags",
     "compute_summary",
+    "derive_model_license",
     "eval_results_to_model_index",
     "render_model_card",
 ]
 
-CARD_TAGS = ("self-supervised", "rela", "image-feature-extraction", "timm", "rela-hf")
-#: One sentence of measured results per method, from rela-hf's benchmark (benchmarks/results).
-METHOD_RESULTS = {
-    "byol": (
-        "On rela-hf's own benchmark (Fashion-MNIST, a small ResNet-18 on CPU, two seeds), ReLA at "
-        "half of BYOL's optimizer-step budget scored about 7 points above BYOL at the full budget "
-        "on kNN and linear probe (80.8 vs 73.4 % kNN); see `benchmarks/results/README.md` in rela-hf."
-    ),
-}
-
-
-def as_summary(summary: TrainingSummary | Mapping[str, Any] | None) -> TrainingSummary:
-    """A :class:`TrainingSummary` from itself, its dict (``training_summary.json``) or nothing."""
-    if isinstance(summary, TrainingSummary):
-        return summary
-    return TrainingSummary.from_dict(summary or {})
-
-
-PROTOCOL_TITLES = {"knn": "kNN", "linear_probe": "linear probe"}
+#: tags of every encoder card; :func:`card_tags` adds the method's
+CARD_TAGS = ("image-feature-extraction", "timm", "rela-hf")
 _ACCELERATOR_DEVICE_TYPES = ("cuda", "xpu", "npu", "mlu", "musa", "hpu", "mps", "xla")
 
 
-def _protocol_title(entry: Mapping[str, Any]) -> str:
-    args = entry.get("args") or {}
-    if entry["protocol"] == "knn":
-        return f"kNN (k={args.get('k', '?')}, T={args.get('temperature', '?')})"
-    if entry["protocol"] == "linear_probe":
-        return f"linear probe ({args.get('epochs', '?')} epochs, Adam lr {args.get('lr', '?')})"
-    return str(entry["protocol"])
-
-
-def _as_list(eval_results: Any) -> list[Mapping[str, Any]]:
-    if eval_results is None:
-        return []
-    if isinstance(eval_results, Mapping):
-        return [eval_results]
-    return list(eval_results)
-
-
-def eval_results_to_model_index(
-    eval_results: Mapping[str, Any] | list[Mapping[str, Any]] | None,
-) -> list[Any]:
-    """``EvalResult`` entries (the card's ``model-index``) of one or more eval_results.json dicts."""
-    entries = []
-    for report in _as_list(eval_results):
-        dataset = report["dataset"]
-        name = dataset.get("name") or dataset.get("id") or "unnamed dataset"
-        for result in report["results"]:
-            args = {k: v for k, v in (result.get("args") or {}).items() if v is not None}
-            entries.append(EvalResult(
-                task_type="image-classification",
-                # huggingface_hub merges results sharing task type + dataset into one entry and
-                # keeps the first task name, so the protocol goes into the metric name.
-                task_name="Image classification on frozen features",
-                dataset_type=_dataset_type(dataset.get("id"), name),
-                dataset_name=name,
-                dataset_config=dataset.get("config"),
-                dataset_split=dataset.get("split"),
-                dataset_revision=dataset.get("revision"),
-                metric_type=result["metric"],
-                metric_name=f"{_protocol_title(result)} top-1 accuracy",
-                metric_value=float(result["value"]),
-                metric_args=args or None,
-            ))
-    return entries
-
-
-def _dataset_type(dataset_id: str | None, name: str) -> str:
-    """The model-index ``dataset.type``: a Hub dataset id, never a local path (its name then)."""
-    if dataset_id and not _is_local_path(dataset_id):
-        try:
-            if parse_model_name(dataset_id).kind == "hub":
-                return dataset_id
-        except ModelNameError:
-            pass
-    return safe_model_name(name if name != dataset_id else str(dataset_id), default="dataset")
-
-
-def _eval_rows(eval_results: Any) -> list[dict[str, Any]]:
-    rows = []
-    for report in _as_list(eval_results):
-        dataset = report["dataset"]
-        name = dataset.get("name") or dataset.get("id") or "unnamed dataset"
-        if dataset.get("id") and dataset.get("id") != name and _dataset_type(dataset["id"], name) == dataset["id"]:
-            name = f"{name} (`{dataset['id']}`)"  # a Hub id, never a local path
-        for result in report["results"]:
-            value = f"{100 * result['value']:.2f}"
-            if result.get("std") is not None:
-                value += f" ± {100 * result['std']:.2f}"
-            rows.append({
-                "dataset": name,
-                "train_split": dataset.get("train_split", "train"),
-                "split": dataset.get("split", "test"),
-                "protocol": _protocol_title(result),
-                "value": value,
-                "num_train": dataset.get("num_train_samples", "?"),
-                "num_eval": dataset.get("num_samples", "?"),
-            })
-    return rows
-
-
-def _is_local_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~", "local-dir:", "offline:")) or Path(name).exists()
-
-
-def _source_line(name: Any, revision: Any, extra: str = "") -> str:
-    """``name`` with its revision, or why there is none (a local folder has no Hub revision)."""
-    if not name:
-        return "not recorded"
-    if revision:
-        where = f"revision `{revision}`"
-    elif _is_local_path(str(name)):
-        name = Path(str(name).split(":", 1)[-1]).name or name  # its name, not the machine's path
-        where = "a local folder (no Hub revision)"
-    else:
-        where = "revision not pinned (latest at training time)"
-    return f"`{name}`{extra}, {where}"
+def card_tags(method: type[Method], use_rela: bool) -> list[str]:
+    """The method's name, ``self-supervised`` for a self-supervised one, ``rela`` if it ran."""
+    tags = [method.name]
+    if method.self_supervised:
+        tags.append("self-supervised")
+    if use_rela:
+        tags.append("rela")
+    return [*tags, *CARD_TAGS]
 
 
 def _format_duration(seconds: float) -> str:
@@ -170,12 +80,11 @@ def compute_summary(summary: TrainingSummary | Mapping[str, Any]) -> dict[str, A
     wall = summary.wall_clock_seconds
     processes = int(summary.num_processes or 1)
     device = str(summary.device or "unknown")
-    device_name = summary.device_name
     is_accelerator = device.split(":")[0] in _ACCELERATOR_DEVICE_TYPES
     unit = "GPU-hours" if is_accelerator else "CPU process-hours"
     hours = None if wall is None else float(wall) * processes / 3600
     return {"wall_clock_seconds": wall, "num_processes": processes, "device": device,
-            "device_name": device_name, "hours": hours, "unit": unit}
+            "device_name": summary.device_name, "hours": hours, "unit": unit}
 
 
 def _compute_line(summary: TrainingSummary) -> str:
@@ -213,8 +122,7 @@ def _count_parameters(folder: Path) -> int:
         for key in weights.keys():  # noqa: SIM118 - safe_open is not a dict
             if key.endswith(("running_mean", "running_var", "num_batches_tracked")):
                 continue
-            shape = weights.get_slice(key).get_shape()
-            total += math.prod(shape)
+            total += math.prod(weights.get_slice(key).get_shape())
     return total
 
 
@@ -225,18 +133,126 @@ def _human_count(n: int) -> str:
     return str(n)
 
 
-def _method_of(summary: TrainingSummary, train_config: dict[str, Any]) -> tuple[bool, str]:
-    """(whether ReLA ran, the method's name) from the summary, else the run's config.
+def _method_short(method: type[Method]) -> str:
+    """``BYOL``, ``DINO``, ``SimCLR``; ``supervised training`` for a method that uses labels."""
+    return method.title if method.self_supervised else f"{method.title.lower()} training"
 
-    rela-hf 0.2 configs said ``method: rela | baseline`` (``byol``: baseline) and named the method
-    in ``ssl_method``.
+
+def _switch_line(summary: TrainingSummary, run: RunInputs, switch_rule: str) -> str:
+    if summary.switch_step is None:
+        return ("never: the whole run was the ReLA phase (distillation of the prior's targets)"
+                if run.recorded else "not recorded")
+    return (f"after optimizer step {summary.switch_step} ({switch_rule} rule); "
+            f"{_method_short(run.method)} from step {summary.switch_step + 1}")
+
+
+def _license_values(derived: DerivedLicense) -> dict[str, Any]:
+    inputs = [{"role": item.role, "name": item.name, "license": item.license.label,
+               "source": item.license.source or "given"} for item in derived.inputs]
+    return {"license_label": derived.license.label, "license_known": derived.known,
+            "license_reason": derived.reason, "license_inputs": inputs}
+
+
+def _metadata(config: Mapping[str, Any], summary: TrainingSummary, run: RunInputs,
+              train_config: Mapping[str, Any], derived: DerivedLicense) -> dict[str, Any]:
+    """The card's ReLA provenance (``rela_hf``): public names only.
+
+    The prior made the targets; it is not a base model of the encoder, so it is recorded here,
+    not in ``base_model``.
     """
-    if summary.method is not None:
-        return summary.use_rela is not False, summary.method
-    name = train_config.get("method") or "byol"
-    if "ssl_method" in train_config or name in ("rela", "baseline"):
-        return name == "rela", train_config.get("ssl_method") or "byol"
-    return bool(train_config.get("use_rela", True)), name
+    dataset = public_name(str(run.dataset)) if run.dataset else None
+    prior = public_name(str(run.prior)) if run.use_rela and run.prior else None
+    values = {
+        "method": run.method.name, "use_rela": run.use_rela, "architecture": config["architecture"],
+        "dataset": dataset.name if dataset else None,
+        "dataset_local": True if dataset and dataset.local else None,
+        "dataset_revision": run.dataset_revision or (dataset.revision if dataset else None),
+        "targets_dataset": hub_id(train_config.get("targets_dataset_name")),
+        "prior": prior.name if prior else None,
+        "prior_local": True if prior and prior.local else None,
+        "prior_revision": (run.prior_revision or prior.revision) if prior else None,
+        "prior_pretrained": False if prior and run.prior_random else None,
+        "switch_step": summary.switch_step, "steps": summary.steps,
+        "images_seen": summary.images_seen,
+        "license_rule": derived.reason,
+        "license_inputs": [{"role": item.role, "name": item.name, "license": item.license.label}
+                           for item in derived.inputs] or None,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _card_data(model_name: str, config: Mapping[str, Any], summary: TrainingSummary,
+               run: RunInputs, train_config: Mapping[str, Any], derived: DerivedLicense,
+               eval_results: Any) -> ModelCardData:
+    datasets = [d for d in (hub_id(run.dataset), hub_id(train_config.get("targets_dataset_name")))
+                if d]
+    base_model = hub_id(run.initial_weights)
+    return ModelCardData(
+        model_name=model_name,
+        library_name="timm",
+        pipeline_tag="image-feature-extraction",
+        tags=card_tags(run.method, run.use_rela),
+        **derived.license.metadata(),
+        datasets=datasets or None,
+        base_model=base_model,  # the checkpoint the student started from; never the prior
+        eval_results=eval_results_to_model_index(eval_results) or None,
+        rela_hf=_metadata(config, summary, run, train_config, derived),
+    )
+
+
+def _export_license(pretrained_cfg: Mapping[str, Any]) -> str | None:
+    """An export's own licence, unless it is the placeholder :func:`export_backbone` writes."""
+    license = pretrained_cfg.get("license")
+    return None if license in (None, DEFAULT_PRETRAINED_CFG["license"]) else license
+
+
+def _method_values(run: RunInputs) -> dict[str, Any]:
+    method = run.method
+    short = _method_short(method)
+    link = f"[{short}](https://arxiv.org/abs/{method.paper.removeprefix('arXiv:')})"
+    if not method.self_supervised:
+        link += " (cross-entropy on the labels)"
+    return {"method_title": f"ReLA-accelerated {short}" if run.use_rela else short,
+            "method_short": short, "method_link": link, "self_supervised": method.self_supervised,
+            "has_teacher": method.has_teacher, "use_rela": run.use_rela,
+            "citation": f"{RELA_CITATION}\n\n{method.citation}"}
+
+
+def _training_values(summary: TrainingSummary, run: RunInputs,
+                     train_config: Mapping[str, Any]) -> dict[str, Any]:
+    if summary.switch_rule == "static" or train_config.get("switch_rule") == "static":
+        switch_rule = "static"
+    else:
+        switch_rule = summary.switch_rule or train_config.get("switch_rule") or "adaptive"
+    dataset_extra = f" (config `{run.dataset_config}`)" if run.dataset_config else ""
+    if run.train_split:
+        dataset_extra += f", split `{run.train_split}`"
+    final = ", ".join(f"{k} {v:.4g}" for k, v in (summary.final_metrics or {}).items()
+                      if isinstance(v, (int, float)))
+    recorded = run.recorded
+    return {
+        "switch_rule": switch_rule, "switch_step": summary.switch_step,
+        "switch_line": _switch_line(summary, run, switch_rule),
+        "dataset_line": source_line(run.dataset, run.dataset_revision, dataset_extra),
+        "dataset_name": f"`{neutral_name(run.dataset)}`" if run.dataset else "its training data",
+        "prior_line": source_line(
+            run.prior, run.prior_revision,
+            " with **randomly initialised** weights" if run.prior_random else ""),
+        "prior_name": f"`{neutral_name(run.prior)}`" if run.prior else "(not recorded)",
+        "prior_random": run.prior_random,
+        "initial_weights_line": (source_line(run.initial_weights, None)
+                                 if run.initial_weights else None),
+        "steps": summary.steps if recorded else "not recorded",
+        "total_steps": summary.total_steps,
+        "epochs": None if summary.epochs is None else f"{summary.epochs:.3g}",
+        "data_ratio": summary.data_ratio,
+        "images_seen": summary.images_seen if recorded else "not recorded",
+        "global_batch_size": summary.global_batch_size,
+        "compute_line": _compute_line(summary) if recorded else "not recorded",
+        "final_metrics": final,
+        "config_yaml": (yaml.safe_dump(public_config(train_config), sort_keys=True).strip()
+                        if train_config else "# not recorded"),
+    }
 
 
 def render_model_card(
@@ -251,17 +267,20 @@ def render_model_card(
     has_training_state: bool = False,
     knn_monitor: bool = False,
     template_path: str | Path | None = None,
-) -> Any:
+) -> ModelCard:
     """The model card of an exported encoder (``huggingface_hub.ModelCard``).
 
     Rendered from the project's template ``model_cards/encoder.md`` with
     ``ModelCard.from_template``. The metadata says ``library_name: timm``,
-    ``pipeline_tag: image-feature-extraction``, the tags, the licence, the training dataset,
-    and the evaluation results as ``model-index`` entries (one ``EvalResult`` per dataset and
-    protocol; ``model_name`` is set, which ``model-index`` requires). The body states the
-    method, training data and prior with their revisions, the ReLA switch step, the compute
-    (steps, images seen, wall-clock, GPU- or CPU-hours and device), the full training config as
-    YAML, the training-curve plot, timm and transformers loading snippets and the citations.
+    ``pipeline_tag: image-feature-extraction``, the method's tags (:func:`card_tags`), the
+    licence (:func:`derive_model_license`), the training datasets (Hub ids), the checkpoint the
+    student started from as ``base_model`` (never the prior, which only made the targets), the
+    evaluation results as ``model-index`` entries (accuracy fractions, as in the text) and the
+    ReLA provenance under ``rela_hf``. The body states the method, training data and prior with
+    their revisions, the ReLA switch step, the compute, uses, limitations (biases of the data and
+    the prior, the evaluation's scope), the licence and its inputs, the training config as YAML,
+    the training-curve plot, loading snippets, a link to rela-hf's benchmark and the citations.
+    No local path appears: folders are named by :func:`rela_hf.public_names.public_name`.
 
     Args:
         export_dir: the timm-format export (``config.json`` + ``model.safetensors``).
@@ -270,7 +289,9 @@ def render_model_card(
         training_config: the run's resolved config (``config.yaml``).
         eval_results: one or a list of ``eval_results.json`` dicts.
         plot_file: repo-relative path of the training-curve PNG, if any.
-        license: default: the export's ``pretrained_cfg['license']``.
+        license: the weights' licence, set by the uploader; default: derived from the training
+            data, the prior and the initial weights (``unknown`` when one of them is), or the
+            export's own ``pretrained_cfg['license']`` when it is not rela-hf's placeholder.
         has_training_state: the repo also holds ``training_state/``.
         knn_monitor: the curves include the online kNN accuracy (``--eval_steps``).
         template_path: another Jinja template.
@@ -279,102 +300,34 @@ def render_model_card(
     config = read_export_config(export_dir)
     pretrained_cfg = config["pretrained_cfg"]
     summary = as_summary(training_summary)
-    recorded = summary != TrainingSummary()
     train_config = dict(training_config or {})
-    use_rela, method_name = _method_of(summary, train_config)
-    method = "rela" if use_rela else "baseline"  # the template's two cases
-    ssl = method_class(method_name)
-    method_title = f"ReLA-accelerated {ssl.title}" if method == "rela" else ssl.title
+    run = RunInputs.of(summary, train_config)
     model_name = repo_id.split("/")[-1]
-
-    dataset_id = summary.dataset or train_config.get("dataset_name")
-    dataset_revision = summary.dataset_revision or train_config.get("dataset_revision")
-    dataset_config = summary.dataset_config or train_config.get("dataset_config_name")
-    prior_id = summary.prior or train_config.get("prior")
-    prior_revision = summary.prior_revision or train_config.get("prior_revision")
-    prior_random = summary.prior_pretrained is False  # a random prior must not read as a pretrained one
-    switch_step = summary.switch_step
-    if summary.switch_rule == "static" or train_config.get("switch_rule") == "static":
-        switch_rule = "static"
-    else:
-        switch_rule = summary.switch_rule or train_config.get("switch_rule") or "adaptive"
-    if switch_step is None:
-        switch_line = ("never: the whole run was the ReLA phase (distillation of the prior's targets)"
-                       if recorded else "not recorded")
-    else:
-        switch_line = f"after optimizer step {switch_step} ({switch_rule} rule); {ssl.title} from step {switch_step + 1}"
-    dataset_extra = f" (config `{dataset_config}`)" if dataset_config else ""
-    if summary.train_split or train_config.get("train_split"):
-        dataset_extra += f", split `{summary.train_split or train_config.get('train_split')}`"
-
-    final_metrics = summary.final_metrics or {}
-    final_text = ", ".join(
-        f"{k} {v:.4g}" for k, v in final_metrics.items() if isinstance(v, (int, float))
-    )
-    license = license or pretrained_cfg.get("license") or "apache-2.0"
-    datasets = [dataset_id] if dataset_id and not _is_local_path(str(dataset_id)) else None
-
-    card_data = ModelCardData(
-        model_name=model_name,
-        library_name="timm",
-        pipeline_tag="image-feature-extraction",
-        tags=[CARD_TAGS[0], ssl.name, *CARD_TAGS[1:]],
-        license=license,
-        datasets=datasets,
-        eval_results=eval_results_to_model_index(eval_results) or None,
-        # ReLA provenance, machine-readable (the prior made the targets; it is not a base model)
-        rela_hf={k: v for k, v in {
-            "method": method, "ssl_method": ssl.name, "architecture": config["architecture"],
-            "dataset": dataset_id, "dataset_revision": dataset_revision,
-            "prior": prior_id if method == "rela" else None,
-            "prior_revision": prior_revision if method == "rela" else None,
-            "prior_pretrained": False if method == "rela" and prior_random else None,
-            "switch_step": switch_step, "steps": summary.steps,
-            "images_seen": summary.images_seen,
-        }.items() if v is not None},
-    )
+    derived = derive_model_license(summary, train_config,
+                                   license=license or _export_license(pretrained_cfg))
     template = Path(template_path) if template_path is not None else template_path_of("encoder.md")
     if not template.is_file():
         raise FileNotFoundError(
             f"Model card template {template} not found (it ships in the repository's "
             "model_cards/ folder); pass template_path=."
         )
-    epochs = summary.epochs
     return ModelCard.from_template(
-        card_data,
+        _card_data(model_name, config, summary, run, train_config, derived, eval_results),
         template_path=str(template),
         repo_id=repo_id,
         model_name=model_name,
-        method=method,
-        method_title=method_title,
-        ssl_title=ssl.title,
-        ssl_arxiv=ssl.paper.removeprefix("arXiv:"),
-        ssl_has_teacher=ssl.has_teacher,
-        ssl_result=METHOD_RESULTS.get(ssl.name),
         architecture=config["architecture"],
         num_features=config.get("num_features", "?"),
         num_params=_human_count(_count_parameters(export_dir)),
-        eval_rows=_eval_rows(eval_results),
-        switch_rule=switch_rule,
-        switch_step=switch_step,
-        switch_line=switch_line,
-        dataset_line=_source_line(dataset_id, dataset_revision, dataset_extra),
-        prior_line=_source_line(prior_id, prior_revision,
-                                " with **randomly initialised** weights" if prior_random else ""),
-        steps=summary.steps if recorded else "not recorded",
-        total_steps=summary.total_steps,
-        epochs=None if epochs is None else f"{epochs:.3g}",
-        data_ratio=summary.data_ratio,
-        images_seen=summary.images_seen if recorded else "not recorded",
-        global_batch_size=summary.global_batch_size,
-        compute_line=_compute_line(summary) if recorded else "not recorded",
+        eval_rows=eval_rows(eval_results),
+        evaluation_scope=evaluation_scope(eval_results),
         input_line=_input_line(pretrained_cfg),
-        final_metrics=final_text,
         plot_file=plot_file,
-        config_yaml=(yaml.safe_dump(train_config, sort_keys=True).strip()
-                     if train_config else "# not recorded"),
         needs_rela_hf=_needs_rela_hf(config["architecture"]),
         has_training_state=has_training_state,
         knn_monitor=knn_monitor,
-        citation=f"{RELA_CITATION}\n\n{ssl.citation}",
+        benchmark=benchmark_reference(),
+        **_method_values(run),
+        **_training_values(summary, run, train_config),
+        **_license_values(derived),
     )
