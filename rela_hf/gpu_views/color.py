@@ -131,11 +131,10 @@ def color_jitter(images: Tensor, order: Tensor, factors: Tensor, hue: bool = Tru
     data-dependent indexing, so no host synchronisation on a GPU.
     """
     # the three blend adjustments in each image's order, and how many come before its hue
-    blend_order = order.gather(1, torch.argsort((order == HUE).to(torch.int8), dim=1, stable=True))[
-        :, :3
-    ]
+    is_hue = (order == HUE).to(torch.int32)
+    blend_order = order.gather(1, torch.argsort(is_hue, dim=1, stable=True))[:, :3]
     blend_factors = factors.gather(1, blend_order)
-    before_hue = (order == HUE).to(torch.int8).argmax(dim=1)
+    before_hue = is_hue.argmax(dim=1)
     identity = torch.ones_like(blend_factors[:, 0])
     for slot in range(3):
         factor = torch.where(slot < before_hue, blend_factors[:, slot], identity)
