@@ -29,6 +29,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,7 @@ def report(runs: list[dict], args: argparse.Namespace, test_size: int) -> str:
         f"t=0.1 "
         f"on {test_size} test images (bank: the training subset). Device {args.device}, "
         f"{args.threads} thread(s); load average before: {runs[0]['load_before']:.1f}.\n",
+        f"Command: `python benchmarks/gpu_views_quality.py {' '.join(sys.argv[1:])}`.\n",
         "| pipeline | seed | steps | final loss | kNN % | train s | of which views s |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import rela_hf.gpu_views.decode
 from rela_hf.assets import foolbox_image_files
@@ -27,10 +28,8 @@ def test_jpeg_and_png_decode_like_pil(cifar10_images):
     grey_png = io.BytesIO()
     cifar10_images["image"][0].convert("L").save(grey_png, "PNG")
     decoded = decode_images([jpeg, png.getvalue(), grey_png.getvalue()], "cpu")
-    from PIL import Image
-
     for image, data in zip(decoded, (jpeg, png.getvalue(), grey_png.getvalue())):
-        pil = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        pil = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
         assert image.dtype == torch.uint8 and image.shape == (3, *pil.shape[:2])
         assert (
             image.permute(1, 2, 0).int() - torch.from_numpy(pil).int()

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import doctest
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageFilter, ImageOps
+from torchvision.transforms.v2 import functional as TF
 
 import rela_hf.gpu_views.pipeline
 from rela_hf.gpu_views.batching import image_to_uint8, stack_images
-from rela_hf.gpu_views.pipeline import make_views, views_for_batch
+from rela_hf.gpu_views.pipeline import apply_recipe, make_views, views_for_batch
 from rela_hf.gpu_views.recipe import (
     ViewRecipe,
     method_view_recipes,
     recipe_from_pipeline,
     rela_view_recipes,
 )
+from rela_hf.gpu_views.sampling import row_uniforms, sample_view_params
 from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from rela_hf.views import byol_view_transforms, rela_view_transform
 from tests.gpu_views.statistics import assert_rate, assert_same_distribution
@@ -74,6 +78,40 @@ def test_same_view_distribution_as_the_pil_views(cifar10_images, name):
     ours = view_statistics(batched_views(recipe_from_pipeline(pipeline), images))
     for statistic in reference:
         assert_same_distribution(ours[statistic], reference[statistic], f"{name}: {statistic}")
+
+
+def pil_view_with(image: Image.Image, params, i: int, recipe: ViewRecipe) -> torch.Tensor:
+    """The PIL views' steps (torchvision on PIL, PIL's blur and solarise) with given parameters."""
+    image = image.convert("RGB")
+    left, top, right, bottom = params.boxes[i].int().tolist()
+    image = TF.resized_crop(image, top, left, bottom - top, right - left, list(recipe.size))
+    image = TF.hflip(image) if params.flip[i] else image
+    names, identity = ("brightness", "contrast", "saturation", "hue"), (1.0, 1.0, 1.0, 0.0)
+    for index in params.jitter_order[i].tolist():
+        factor = float(params.jitter_factors[i, index])
+        if factor != identity[index]:  # PIL's ops round even an identity factor to 8 bits
+            image = getattr(TF, f"adjust_{names[index]}")(image, factor)
+    image = TF.rgb_to_grayscale(image, 3) if params.grayscale[i] else image
+    sigma = float(params.blur_sigma[i])
+    image = image.filter(ImageFilter.GaussianBlur(radius=sigma)) if sigma > 0 else image
+    image = ImageOps.solarize(image, 128) if params.solarize[i] else image
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+@pytest.mark.parametrize("images_name", ["cifar10_images", "fashion_mnist_slice"])
+def test_same_parameters_give_the_pil_views(images_name, request):
+    """Paired: each image's drawn parameters, applied by the PIL ops one after the other, give
+    the batched view to within PIL's 8-bit rounding (its blends truncate: ~0.5 level per op)."""
+    images = list(request.getfixturevalue(images_name)["image"][:20])
+    canvas, sizes = stack_images([image_to_uint8(image) for image in images])
+    for view, recipe in enumerate(method_view_recipes("byol", 40)):
+        uniforms = row_uniforms(torch.arange(20) + 77, num_views=2)[:, view]
+        ours = unnormalise(apply_recipe(canvas.float() / 255, sizes, uniforms, recipe))
+        params = sample_view_params(uniforms, sizes, recipe)
+        pil = [pil_view_with(image, params, i, recipe) for i, image in enumerate(images)]
+        reference = torch.stack(pil)
+        levels = ((ours - reference).abs() * 255).mean(dim=(1, 2, 3))
+        assert levels.mean() < 1.5 and levels.max() < 2.5, (view, levels)
 
 
 def flat(rgb: tuple[int, int, int], n: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
