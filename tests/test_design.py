@@ -10,6 +10,7 @@ run_layout.py alone.
 from __future__ import annotations
 
 import ast
+import configparser
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,12 @@ def test_run_folder_names_live_in_run_layout(literal):
                if name != "rela_hf.run_layout" and any(isinstance(n, ast.Constant) and n.value == literal
                                                        for n in ast.walk(ast.parse(path.read_text())))]
     assert not spelled, f"{literal!r} is spelled outside run_layout.py: {spelled}"
+
+
+def test_every_package_ships_in_the_wheel():
+    """setup.cfg lists its packages by name: a new package left out would be missing from wheels."""
+    config = configparser.ConfigParser()
+    config.read(PACKAGE.parent / "setup.cfg")
+    listed = set(config["options"]["packages"].split())
+    packages = {module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    assert packages <= listed, f"not in setup.cfg [options] packages: {sorted(packages - listed)}"

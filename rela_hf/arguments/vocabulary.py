@@ -45,6 +45,12 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "label_column": ("The dataset's column of class labels ('none': no labels).", "label"),
     "max_train_samples": ("Use at most this many images of the training split (quick runs).", None),
     "max_eval_samples": ("Use at most this many images of the evaluated split (a fixed random subset).", None),
+    "view_pipeline": (
+        "Where the training views are made: pil (PIL transforms per image in the DataLoader workers) or "
+        "batched (per-image random views made in batches on the training device, rela_hf.gpu_views: the "
+        "same distributions, a fraction of the CPU work).",
+        "pil",
+    ),
     "verify_images": (
         ("Decode every training image before training and refuse unreadable ones, naming the rows "
          "(rela-hf never skips images silently); a clean result is recorded in the datasets cache, "

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset, default_collate
 
 from rela_hf.gpu_views.recipe import ViewRecipe
 from rela_hf.preprocessing import ConvertImageMode
-from rela_hf.training import sample_seed
+from rela_hf.seeds import sample_seed
 
 __all__ = [
     "ImageCollator",

@@ -75,6 +75,7 @@ class TrainingDataArguments(DatasetArguments):
     image_size: int = arg("image_size")
     data_ratio: float = arg("data_ratio")
     dataloader_num_workers: int = arg("dataloader_num_workers")
+    view_pipeline: Literal["pil", "batched"] = arg("view_pipeline")
     verify_images: bool = arg("verify_images")
     verify_images_max_samples: int | None = arg("verify_images_max_samples")
     verify_images_num_proc: int | None = arg("verify_images_num_proc")

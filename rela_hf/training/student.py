@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from rela_hf.backbones import create_backbone
 from rela_hf.data import DataRatioSampler
+from rela_hf.gpu_views import ImageCollator, ImageRowsDataset, ViewRecipe, method_view_recipes, rela_view_recipes
 from rela_hf.model import ReLAStudent
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
 from rela_hf.training.views_dataset import ViewCollator, ViewDataset
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
     from rela_hf.training.arguments import ReLATrainingArguments
 
-__all__ = ["build_backbone", "build_student", "build_train_loader"]
+__all__ = ["build_backbone", "build_student", "build_train_loader", "view_recipes"]
 
 logger = get_logger(__name__)
 
@@ -58,16 +59,34 @@ def build_student(args: ReLATrainingArguments, accelerator: Accelerator, backbon
     return model
 
 
+def view_recipes(args: ReLATrainingArguments, model: ReLAStudent) -> dict[str, list[ViewRecipe]] | None:
+    """``view_pipeline batched``: each phase's view recipes for the device; ``None`` for PIL views."""
+    if args.view_pipeline != "batched":
+        return None
+    recipes = {PHASE_SSL: method_view_recipes(args.method, args.image_size, model.method.options)}
+    if args.use_rela:
+        recipes[PHASE_RELA] = rela_view_recipes(args.image_size)
+    return recipes
+
+
 def build_train_loader(args: ReLATrainingArguments, model: ReLAStudent, dataset: datasets.Dataset, *,
                        sampler: DataRatioSampler, label_column: str | None) -> DataLoader:
-    """The (unprepared) DataLoader of the views; its dataset is a :class:`ViewDataset`."""
+    """The (unprepared) DataLoader: of views (:class:`ViewDataset`, PIL in the workers), or of
+    8-bit images the device turns into views (``view_pipeline batched``: :class:`ImageRowsDataset`)."""
+    target_column = args.target_column if args.use_rela else None
+    if args.view_pipeline == "batched":
+        rows = ImageRowsDataset(dataset, image_column=args.image_column, target_column=target_column,
+                                label_column=label_column, seed=args.seed)
+        return DataLoader(rows, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
+                          num_workers=args.dataloader_num_workers, collate_fn=ImageCollator(),
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
     # Views are seeded per (seed, epoch, row): independent of workers, processes and resumes.
     views = ViewDataset(
         dataset,
         rela_views=rela_view_transform(args.image_size) if args.use_rela else None,
         ssl_views=model.method.view_transforms(args.image_size, model.method.options),
         image_column=args.image_column,
-        target_column=args.target_column if args.use_rela else None,
+        target_column=target_column,
         label_column=label_column,
         seed=args.seed,
         phase=PHASE_RELA if args.use_rela else PHASE_SSL,

@@ -32,6 +32,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
+from rela_hf.gpu_views import views_for_batch
 from rela_hf.run_layout import RunLayout, TrainingSummary
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
 from rela_hf.training.arguments import ReLATrainingArguments
@@ -56,9 +57,10 @@ from rela_hf.training.publishing import build_summary, export_run, publish_check
 from rela_hf.training.run_log import RunLog
 from rela_hf.training.state import RunState
 from rela_hf.training.step import MetricMeans, training_step
-from rela_hf.training.student import build_backbone, build_student, build_train_loader
+from rela_hf.training.student import build_backbone, build_student, build_train_loader, view_recipes
 from rela_hf.training.targets import attach_targets, targets_provenance
-from rela_hf.training.views_dataset import forward_seed
+from rela_hf.seeds import forward_seed
+from rela_hf.training.views_dataset import ViewDataset
 
 __all__ = ["ReLATrainer", "train"]
 
@@ -127,7 +129,8 @@ class ReLATrainer:
         optimizer = build_optimizer(args, model)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, loader)
         self.unwrapped = accelerator.unwrap_model(self.model)  # the ReLAStudent: hooks and EMA live there
-        self.views = loader.dataset
+        self.views = loader.dataset  # ViewDataset (PIL views) or ImageRowsDataset (batched views)
+        self.recipes = view_recipes(args, model)  # batched views: made on the device, per phase
         self.monitor = data.monitor
         self.validator = ValidationEvaluator(args, train_rows, validation_rows) if validation_rows is not None else None
         self.handover = args.handover_rule()
@@ -167,7 +170,8 @@ class ReLATrainer:
         """
         state = self.state
         state.phase = self.switch.phase if self.switch is not None else PHASE_SSL
-        self.views.set_phase(state.phase)
+        if isinstance(self.views, ViewDataset):  # PIL views: the workers' copies pick the phase's
+            self.views.set_phase(state.phase)
         loader = self.train_loader
         if state.batch_in_epoch:
             loader = self.accelerator.skip_first_batches(self.train_loader, state.batch_in_epoch)
@@ -188,6 +192,9 @@ class ReLATrainer:
         args, state = self.args, self.state
         # dropout / stochastic depth: seeded by the data position, so a resume repeats them
         torch.manual_seed(forward_seed(args.seed, state.epoch, state.batch_in_epoch, self.accelerator.process_index))
+        if self.recipes is not None:  # batched views, made here on the training device
+            batch = views_for_batch(batch, self.recipes[state.phase], self.accelerator.device,
+                                    channels_last=args.channels_last)
         switch_step = self.switch.switch_step if self.switch is not None else None
         out = training_step(
             self.accelerator, self.model, self.optimizer, batch, phase=state.phase,

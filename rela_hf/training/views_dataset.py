@@ -13,7 +13,6 @@ ReLA: arXiv:2405.14669; the methods' views: rela_hf.methods.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,36 +21,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
+from rela_hf.seeds import forward_seed, sample_seed
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
 
 if TYPE_CHECKING:
     import datasets
 
 __all__ = ["ViewCollator", "ViewDataset", "forward_seed", "sample_seed"]
-
-_SEED_MODULUS = 2**63 - 1
-
-
-def _derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed that depends on every part (stable across Python runs, unlike ``hash``)."""
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % _SEED_MODULUS
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """Seed of the augmentations of dataset row ``index`` in ``epoch`` (same on every process)."""
-    return _derive_seed("views", seed, epoch, index)
-
-
-def forward_seed(seed: int, epoch: int, batch_index: int, process_index: int) -> int:
-    """Seed of the forward pass (dropout, stochastic depth) of one micro-batch on one process.
-
-    It depends on the data position (epoch, per-process batch index) only, so a run resumed at
-    any checkpoint draws the same masks as an uninterrupted one; each process gets its own
-    stream (independent masks across replicas, as with ``set_seed(device_specific=True)``).
-    """
-    return _derive_seed("forward", seed, epoch, batch_index, process_index)
-
 
 class ViewDataset(Dataset):
     """Augmented views of every image, with its ReLA target and label when present.

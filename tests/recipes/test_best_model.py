@@ -58,3 +58,14 @@ def test_soft_hand_overs_keep_the_rela_loss_after_the_switch(handover, extra, re
     rela_after = [r["step"] for r in history if r["step"] > 6 and "train/rela_loss" in r]
     # fade over 4 steps: steps 7-10 have weight 1, 0.75, 0.5, 0.25; then 0 (no ReLA loss computed)
     assert rela_after == (list(range(7, 11)) if handover == "fade" else list(range(7, 21)))
+
+
+def test_batched_views_train_through_the_trainer_and_resume_the_same(rela_data, tmp_path):
+    """view_pipeline batched: 8-bit images from the workers, the views made on the device, both
+    phases; seeded per row, so the same run twice gives the same weights."""
+    runs = [recipe.main(args(rela_data, tmp_path / name, "--view_pipeline", "batched", "--max_train_steps", "8"))
+            for name in ("a", "b")]
+    assert all(run.switch_step == 2 and run.steps == 8 for run in runs)
+    a = load_file(tmp_path / "a" / "checkpoint-8" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoint-8" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
