@@ -3,9 +3,9 @@
 #   make test   installs everything and runs the test suite (`make test PYTEST_ARGS="-x tests/hub"`)
 #
 # Both install into one virtual environment, never into the interpreter on PATH: Debian's python3
-# refuses `pip install` (PEP 668, "externally managed"), and a user's own torch or transformers
-# must not be swapped for the pins. The environment is
-#   - the activated one, if there is one ($VIRTUAL_ENV), else
+# refuses `pip install` (PEP 668, "externally managed"), and the torch or transformers a user has
+# there must not be swapped for the pins. The environment is
+#   - the activated one, if there is one ($VIRTUAL_ENV; it gets the pins of constraints.txt), else
 #   - the checkout's .venv, made on first use with $(PYTHON) (default python3; `make test
 #     PYTHON=/usr/bin/python3.11` picks another; on Debian it needs the python3-venv package).
 # `make VENV=path` names another one. Installs are remembered by stamp files in the environment:
@@ -38,7 +38,8 @@ test: install assets
 # A failed `venv` (Debian without python3-venv) leaves bin/python behind; removing it makes the
 # next `make` try again instead of using an environment without pip.
 $(VENV_PYTHON):
-	$(PYTHON) -m venv "$(VENV_DIR)" || { rm -f "$(VENV_PYTHON)"; \
+	@echo '$(PYTHON) -m venv "$(VENV_DIR)"'
+	@$(PYTHON) -m venv "$(VENV_DIR)" || { rm -f "$(VENV_PYTHON)"; \
 	    echo "Could not make a virtual environment with $(PYTHON) in $(VENV_DIR): on Debian/Ubuntu" \
 	         "install python3-venv (apt-get install python3-venv), or name another Python:" \
 	         "make PYTHON=python3.11 ..." >&2; exit 1; }
