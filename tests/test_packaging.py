@@ -1,13 +1,15 @@
 """The wheel, as a user gets it: ``pip install`` (not editable) into a fresh virtual environment,
 then the console commands run the demo's pipeline end to end on real images, offline.
 
-The venv sees the system's site-packages (torch, timm, datasets... are not reinstalled); rela-hf
-itself comes from the wheel only, and the commands run outside the repository."""
+The venv sees the running environment's site-packages after its own (torch, timm, datasets... are
+not reinstalled); rela-hf itself comes from the wheel only, and the commands run outside the
+repository."""
 
 from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import zipfile
@@ -26,6 +28,25 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) 
     return result.stdout
 
 
+def venv_seeing_this_environment(venv: Path, env: dict[str, str]) -> Path:
+    """A fresh venv whose own site-packages comes first, then this interpreter's site directories.
+
+    ``python -m venv --system-site-packages`` run from inside a venv gives the *base* interpreter's
+    packages, not the running venv's (and Debian's base has none of the stack). A ``.pth`` line that
+    calls ``site.addsitedir`` on this environment's site directories works from any interpreter and
+    follows their own ``.pth`` files (chained environments, editable installs); pip comes from there
+    too, so the venv needs no ensurepip. Returns the venv's ``bin`` folder.
+    """
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=venv.parent, env=env)
+    bin_dir = venv / "bin"
+    own = run([str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+              cwd=venv.parent, env=env).strip()
+    ours = [path for path in site.getsitepackages() if Path(path).is_dir()]
+    calls = "; ".join(f"site.addsitedir({path!r})" for path in ours)
+    (Path(own) / "running_environment.pth").write_text(f"import site; {calls}\n")
+    return bin_dir
+
+
 @pytest.fixture(scope="module")
 def installed_wheel(tmp_path_factory):
     """A fresh venv with the rela-hf wheel installed; returns (bin folder, wheel path, env)."""
@@ -35,9 +56,10 @@ def installed_wheel(tmp_path_factory):
     run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
          "-w", str(root / "dist")], cwd=root, env=env)
     wheel = next((root / "dist").glob("rela_hf-*.whl"))
-    run([sys.executable, "-m", "venv", "--system-site-packages", str(root / "venv")], cwd=root, env=env)
-    bin_dir = root / "venv" / "bin"
-    run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], cwd=root, env=env)
+    bin_dir = venv_seeing_this_environment(root / "venv", env)
+    # --ignore-installed: the checkout's editable rela-hf, seen through the .pth, stays where it is
+    run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)],
+        cwd=root, env=env)
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     return bin_dir, wheel, env
 
@@ -50,6 +72,7 @@ def test_the_wheel_ships_the_recipes_presets_and_templates(installed_wheel):
                      "rela_hf/recipes/configs/cifar10_resnet18_dino.yaml", "rela_hf/model_cards/encoder.md",
                      "rela_hf/methods/dino.py", "rela_hf/priors/timm_loader.py"):
         assert expected in names, expected
+    assert any(n.endswith(".dist-info/LICENSE") or "/licenses/LICENSE" in n for n in names), names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     declared = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert all(f"{command} = rela_hf.recipes." in declared for command in COMMANDS)
