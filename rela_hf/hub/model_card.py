@@ -271,7 +271,7 @@ def render_model_card(
         eval_results: one or a list of ``eval_results.json`` dicts.
         plot_file: repo-relative path of the training-curve PNG, if any.
         license: default: the export's ``pretrained_cfg['license']``.
-        has_training_state: the repo also holds ``training_state/``.
+        has_training_state: the repo also holds ``last-checkpoint/``.
         knn_monitor: the curves include the online kNN accuracy (``--eval_steps``).
         template_path: another Jinja template.
     """
