@@ -1110,11 +1110,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--strict-auth", action="store_true", help="accept only the token in $HF_TOKEN"
     )
+    parser.add_argument(
+        "--request-delay", type=float, default=0.0, help="seconds each request waits (a slow link)"
+    )
+    parser.add_argument(
+        "--delayed-paths", default="", help="delay only requests whose path contains this"
+    )
     args = parser.parse_args(argv)
     if args.strict_auth and not os.environ.get("HF_TOKEN"):
         parser.error("--strict-auth needs HF_TOKEN set in the environment")
     hub = FakeHub(args.host, args.port).start()
     hub.set_strict_auth(os.environ["HF_TOKEN"] if args.strict_auth else None)
+    hub.request_delay, hub.delayed_paths = args.request_delay, args.delayed_paths
     print(f"Fake Hub serving at {hub.url}", flush=True)
     print(f"  export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_dummy", flush=True)
     print("  (keep HF_HUB_OFFLINE unset; Ctrl-C stops the server)", flush=True)
