@@ -136,6 +136,13 @@ class RunPusher:
         uploading or ``always_push``); callers skip preparing the export when not."""
         return self.strategy != "end" and (self.always_push or not self.in_flight)
 
+    def log_skipped(self, step: int) -> None:
+        """Say why the save at ``step`` is not pushed (a push still uploading)."""
+        if self.strategy != "end":
+            uploading = ", ".join(str(push.step) for push in self.in_flight)
+            logger.info("Step %d not pushed: the push of step %s is still uploading "
+                        "(hub_always_push queues every save).", step, uploading)
+
     def push_save(self, checkpoint: Path, step: int) -> Future | None:
         """Stage the run at this save and push it in the background; ``None`` when skipped.
 
@@ -143,10 +150,7 @@ class RunPusher:
         Returns at once: the future holds the ``CommitInfo`` (or the :class:`PushError`).
         """
         if not self.will_push_at_save():
-            if self.strategy != "end":
-                uploading = ", ".join(str(push.step) for push in self.in_flight)
-                logger.info("Step %d not pushed: the push of step %s is still uploading "
-                            "(hub_always_push queues every save).", step, uploading)
+            self.log_skipped(step)
             return None
         snapshot = stage_snapshot(self.output_dir, checkpoint if self.strategy == "checkpoint" else None)
         future = self.api.run_as_future(self._push_in_background, snapshot, checkpoint.name, step)

@@ -86,19 +86,28 @@ class HubPublisher:
     At a save the main process stages a snapshot and goes on; the upload runs in the background
     (:class:`~rela_hf.hub.RunPusher`). The other processes never touch the network, so no process
     waits for it. The final push waits for the ones in flight, after the last collective.
+
+    Args:
+        args: the run's options (``output_dir`` and the hub group).
+        accelerator: the run's Accelerator (only its main process pushes).
     """
 
     def __init__(self, args: ReLATrainingArguments, accelerator: Accelerator) -> None:
-        self.pusher = None
+        self.pusher: RunPusher | None = None
         if args.push_to_hub and accelerator.is_main_process:
             self.pusher = RunPusher(args.output_dir, args.hub_model_id, strategy=args.hub_strategy,
                                     always_push=args.hub_always_push, private=args.hub_private_repo or None)
 
-    def pushes_this_save(self) -> bool:
-        """Whether this process pushes at this save (so the trainer exports the backbone first):
-        the main process, a strategy that pushes at saves, and no push uploading (unless
-        ``hub_always_push``)."""
-        return self.pusher is not None and self.pusher.will_push_at_save()
+    def pushes_this_save(self, step: int) -> bool:
+        """Whether this process pushes at the save of ``step`` (so the trainer exports the backbone
+        first): the main process, a strategy that pushes at saves, and no push uploading (unless
+        ``hub_always_push``; a skipped save is logged)."""
+        if self.pusher is None:
+            return False
+        if self.pusher.will_push_at_save():
+            return True
+        self.pusher.log_skipped(step)
+        return False
 
     def push_save(self, checkpoint: Path, step: int) -> None:
         """Start the push of this save in the background (after the save's export)."""

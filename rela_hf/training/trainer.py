@@ -268,7 +268,7 @@ class ReLATrainer:
             return
         self._pause_clock()
         checkpoint = self.save_checkpoint()
-        if self.publisher.pushes_this_save():  # hub_strategy every_save / checkpoint
+        if self.publisher.pushes_this_save(step):  # hub_strategy every_save / checkpoint
             export_run(self.args, self.accelerator, self.model, self.summary(checkpoint))
             self.publisher.push_save(checkpoint, step)
         self._tick = time.perf_counter()

@@ -66,14 +66,16 @@ def test_a_push_at_a_save_returns_before_the_upload_and_pushes_a_snapshot(hub, h
     assert not list(training_run.glob(f"{STAGING_PREFIX}*"))  # the snapshot is gone once pushed
 
 
-def test_saves_during_an_upload_are_skipped_and_the_final_push_waits(hub, hub_namespace, training_run):
+def test_saves_during_an_upload_are_skipped_and_the_final_push_waits(hub, hub_namespace, training_run, caplog):
     repo_id = f"{hub_namespace}/skipping"
+    caplog.set_level(logging.INFO, logger="rela_hf.hub.run_pusher")
     pusher = RunPusher(training_run, repo_id, strategy="every_save")
     with hub.slowed(COMMIT_DELAY, "/commit/"):
         first = pusher.push_save(training_run / "checkpoint-1000", 1000)
         _next_save(training_run, 1500, export=False)
         assert not pusher.will_push_at_save()
         assert pusher.push_save(training_run / "checkpoint-1500", 1500) is None  # still uploading
+        assert "Step 1500 not pushed: the push of step 1000 is still uploading" in caplog.text
         _next_save(training_run, 2000, export=False)
         pusher.push_final(training_run / "checkpoint-2000")  # waits for step 1000's upload first
     assert first.done() and first.exception() is None
