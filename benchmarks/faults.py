@@ -9,7 +9,8 @@ What the test suite checks case by case, this script checks in long loops and re
    answers each request after ``--request_delay`` s, so kills often land mid-push) is SIGKILLed at random
    moments, at least ``--kills`` times, and restarted with ``--resume_from_checkpoint latest`` each
    time. Each kill is classified: during a checkpoint write (a ``checkpoint-*.tmp`` folder was
-   left), during a push (the Hub saw more upload preparations than commits), or else. The final
+   left), during a push (a push's snapshot ``.hub-push-*`` was left, or the Hub saw more upload
+   preparations than commits), or else. The final
    weights and optimizer state must be bitwise those of an uninterrupted run, and the Hub's copy
    those of the last checkpoint.
 2. **make_targets killed mid-map**: ``recipes/make_targets.py`` SIGKILLed at random moments, then
@@ -175,7 +176,8 @@ def kill_loop(hub: Any, data: Path, work: Path, env: dict[str, str], kills: int,
         commits = len(hub.find_requests(contains="/commit/", since=requests_before))
         records.append({"after_step": latest_step(output_dir), "from_step": before,
                         "mid_checkpoint_write": any(output_dir.glob("checkpoint-*.tmp")),
-                        "mid_push": preparations > commits})
+                        # a push staged (its snapshot not yet removed) or uploading
+                        "mid_push": preparations > commits or any(output_dir.glob(".hub-push-*"))})
     final = output_dir / "checkpoint-40"
     hub_weights = work / "hub_final.safetensors"
     hub_weights.write_bytes(hub.files(repo_id)["last-checkpoint/model.safetensors"])
@@ -338,7 +340,7 @@ def load(work: Path, env: dict[str, str], images: int) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     kl, mt, dv, sc, ld = (report.get(k) for k in ("kill_loop", "make_targets", "divergence", "secrets", "load"))
     rows = [] if kl is None else [
-        ("trainer SIGKILLs (checkpoint every step, every_save pushes)", (f"{kl['kills']} kills over {kl['lives']} lives: "
+        ("trainer SIGKILLs (checkpoint every step, background checkpoint pushes)", (f"{kl['kills']} kills over {kl['lives']} lives: "
          f"{kl['mid_checkpoint_write']} during a checkpoint write, {kl['mid_push']} during a push, "
          f"{kl['before_first_checkpoint_of_the_life']} before the life's first checkpoint")),
         ("final weights / optimizer vs an uninterrupted run", f"bitwise equal: {kl['weights_bitwise_equal']} / {kl['optimizer_bitwise_equal']}"),
