@@ -85,6 +85,7 @@ def hub_environment(url: str, hf_home: Path) -> None:
 
 def run_mode(mode: str, repeat: int, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One training run in ``mode``; its step times and what reached the Hub."""
+    # imported here, after hub_environment(): the HF libraries read HF_ENDPOINT once, at import
     from accelerate.state import AcceleratorState, GradientState
     from huggingface_hub import HfApi
 
