@@ -6,7 +6,7 @@
 - a training run's ``output_dir`` (``recipes/byol_rela.py``): its ``backbone/`` export is pushed
   with a model card rendered from ``training_summary.json``, ``config.yaml``, ``history.jsonl``
   (training-curve plot) and ``eval_results.json`` (``recipes/evaluate_encoder.py``); with
-  ``--include_training_state`` the final checkpoint goes to ``training_state/``;
+  ``--include_training_state`` the final checkpoint goes to ``last-checkpoint/``;
 - a bare export (``config.json`` + ``model.safetensors`` from ``rela_hf.hub.export_backbone``):
   pushed with a card from its config and any ``--eval_results`` files;
 - a folder that already has its ``README.md``: pushed as is.
@@ -17,7 +17,7 @@ it with ``--license``.
 
 The repo then loads with ``timm.create_model("hf-hub:<repo_id>", pretrained=True)`` and
 ``transformers.AutoModel.from_pretrained("<repo_id>")``. The run's files are never modified; a
-failed push is retried with backoff and then fails naming the repo. The token comes from
+failed transfer is retried by huggingface_hub (backoff) and then fails naming the repo. The token comes from
 ``HF_TOKEN`` or ``huggingface-cli login`` (never from the command line, never printed).
 
 Examples:
@@ -61,7 +61,7 @@ class PushArguments:
     include_training_state: bool = arg("include_training_state")
     eval_results: list[str] | None = arg("eval_results")
     license: str | None = arg("license")
-    max_retries: int = arg("max_retries")
+    max_retries: int | None = arg("max_retries")  # deprecated: push_encoder warns, ignores it
     dry_run: str | None = arg("dry_run")
 
     def __post_init__(self) -> None:

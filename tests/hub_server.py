@@ -13,7 +13,9 @@ client flows §5, gotchas §6). The server holds, in memory:
 * a blob store keyed by sha256; files arrive inline ("regular") or through the Git LFS batch API;
 * a request log (:attr:`FakeHub.requests`) for assertions such as "push_to_hub used LFS";
 * optional strict auth (:meth:`FakeHub.set_strict_auth`) that rejects a wrong token the way the
-  real Hub does.
+  real Hub does;
+* an optional per-request delay (:attr:`FakeHub.request_delay`, :meth:`FakeHub.slowed`): a slow
+  link, for tests and benchmarks of code that must not wait for the network.
 
 Standard library only, and it must never import a Hugging Face library: the test configuration
 starts it *before* those libraries are imported, because they read ``HF_ENDPOINT`` at import.
@@ -41,6 +43,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
@@ -469,6 +472,7 @@ class _Handler(BaseHTTPRequestHandler):
         error_code = None
         try:
             self.body = self._read_body()
+            hub._delay(split.path)
             segments = [unquote(s) for s in split.path.split("/")[1:]]  # split first: refs%2Fpr%2F1
             status, headers, payload = hub._route(self, self.command, segments)
         except HubError as e:
@@ -560,6 +564,11 @@ class FakeHub:
         self._requests: list[RequestRecord] = []
         self._strict_token: str | None = None
         self._upload_key = secrets.token_bytes(16)  # signs LFS upload URLs (sent without a token)
+        #: seconds every request waits (body read, nothing handled yet) before it is served: a
+        #: slow link. Tests set it (or use :meth:`slowed`); 0 turns it off.
+        self.request_delay = 0.0
+        #: only requests whose (raw) path contains this are delayed; "" delays every request
+        self.delayed_paths = ""
 
     # -- lifecycle --
 
@@ -629,6 +638,16 @@ class FakeHub:
         """``with hub.strict_auth(token): ...`` turns strict auth on for a block."""
         return _StrictAuth(self, token)
 
+    @contextmanager
+    def slowed(self, seconds: float, contains: str = "") -> Iterator[FakeHub]:
+        """``with hub.slowed(0.5, "/commit/"): ...``: those requests wait ``seconds`` first."""
+        previous = self.request_delay, self.delayed_paths
+        self.request_delay, self.delayed_paths = seconds, contains
+        try:
+            yield self
+        finally:
+            self.request_delay, self.delayed_paths = previous
+
     def files(self, repo_id: str, repo_type: str = "model", revision: str = "main") -> dict:
         """The server's view of a repo at a revision: ``{path: bytes}``, bypassing the clients."""
         with self.store.lock:
@@ -690,6 +709,11 @@ class FakeHub:
             self._requests.append(record)
         if "xet" in split.path:  # xet must be off (HF_HUB_DISABLE_XET=1): there is no fallback
             print(f"fake hub: unexpected xet request {split.path}", file=sys.stderr)
+
+    def _delay(self, path: str) -> None:
+        delay = self.request_delay
+        if delay > 0 and self.delayed_paths in path:
+            time.sleep(delay)
 
     def _upload_signature(self, repo: Repo, sha256: str) -> str:
         message = f"{repo.repo_type}/{repo.repo_id}/{sha256}".encode()
@@ -1086,11 +1110,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--strict-auth", action="store_true", help="accept only the token in $HF_TOKEN"
     )
+    parser.add_argument(
+        "--request-delay", type=float, default=0.0, help="seconds each request waits (a slow link)"
+    )
+    parser.add_argument(
+        "--delayed-paths", default="", help="delay only requests whose path contains this"
+    )
     args = parser.parse_args(argv)
     if args.strict_auth and not os.environ.get("HF_TOKEN"):
         parser.error("--strict-auth needs HF_TOKEN set in the environment")
     hub = FakeHub(args.host, args.port).start()
     hub.set_strict_auth(os.environ["HF_TOKEN"] if args.strict_auth else None)
+    hub.request_delay, hub.delayed_paths = args.request_delay, args.delayed_paths
     print(f"Fake Hub serving at {hub.url}", flush=True)
     print(f"  export HF_ENDPOINT={hub.url} HF_HUB_DISABLE_XET=1 HF_TOKEN=hf_dummy", flush=True)
     print("  (keep HF_HUB_OFFLINE unset; Ctrl-C stops the server)", flush=True)

@@ -157,7 +157,7 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "checkpoints_total_limit": ("Keep at most N checkpoints (the best one is always kept).", 2),
     "resume_from_checkpoint": (
         "'latest' (the newest checkpoint in --output_dir, or a fresh start), a checkpoint folder, or "
-        "'hub' (the training_state/ pushed to --hub_model_id).",
+        "'hub' (the last-checkpoint/ pushed to --hub_model_id with --hub_strategy checkpoint).",
         None,
     ),
     # --- keeping the best model ---------------------------------------------------------------
@@ -197,16 +197,25 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "hub_private_repo": ("Create the Hub repo private (an existing repo keeps its visibility).", None),
     "hub_revision": ("The Hub branch to push to (created if missing).", None),
     "hub_strategy": (
-        "When to push: end (once); every_save (backbone, card, curves and checkpoint at every save); "
-        "checkpoint (only training_state/ at every save, the rest at the end).",
+        "When to push (the HF Trainer's strategies): end (once, at the end); every_save (the backbone, "
+        "card and curves at every save, in the background); checkpoint (as every_save, plus the "
+        "checkpoint in last-checkpoint/, to resume from with --resume_from_checkpoint hub).",
         "end",
+    ),
+    "hub_always_push": (
+        "Push at every save even while the previous push is still uploading (pushes queue); "
+        "default: that save is not pushed.",
+        False,
     ),
     "create_pr": ("Open a pull request instead of committing to the branch.", False),
     "commit_message": ("The Hub commit message.", None),
-    "include_training_state": ("Also push the final checkpoint under training_state/.", False),
+    "include_training_state": ("Also push the final checkpoint under last-checkpoint/.", False),
     "eval_results": ("eval_results.json files to put in the card (default: the run's own).", None),
     "license": ("The licence of the pushed weights (default: inherited from the data and the prior; asked for when unknown).", None),
-    "max_retries": ("Attempts of a failed Hub transfer before the command gives up.", 3),
+    "max_retries": (
+        "Deprecated and ignored: huggingface_hub retries every transfer itself (removed in rela-hf 0.4).",
+        None,
+    ),
     "dry_run": ("Only build the repo contents into this folder (inspect the card; nothing is pushed).", None),
 }
 

@@ -5,7 +5,9 @@
 - ``history.py``: the run's logged metrics and their plot;
 - ``model_card.py``: :func:`render_model_card` from ``model_cards/encoder.md``;
 - ``push.py``: :func:`build_hub_folder`, :func:`push_encoder`, :func:`push_training_output`,
-  :func:`push_training_state`; ``resume.py``: :func:`download_training_state` (resume from the Hub).
+  :func:`push_training_state`; ``run_pusher.py``: :class:`RunPusher` (a training run's pushes at
+  its saves, in the background, as the HF Trainer's ``hub_strategy``); ``resume.py``:
+  :func:`download_training_state` (resume from the Hub).
 
 Examples:
     >>> export_backbone(backbone, "out/backbone", data_config=official_data_config(32))  # doctest: +SKIP
@@ -34,11 +36,14 @@ from rela_hf.hub.push import (
     push_training_state,
 )
 from rela_hf.hub.resume import download_training_state
+from rela_hf.hub.run_pusher import HUB_STRATEGIES, RunPusher
 
 __all__ = [
     "DEFAULT_PRETRAINED_CFG",
+    "HUB_STRATEGIES",
     "ExportError",
     "PushError",
+    "RunPusher",
     "build_hub_folder",
     "check_hub_folder",
     "compute_summary",

@@ -292,7 +292,7 @@ def render_model_card(
         license: the weights' licence, set by the uploader; default: derived from the training
             data, the prior and the initial weights (``unknown`` when one of them is), or the
             export's own ``pretrained_cfg['license']`` when it is not rela-hf's placeholder.
-        has_training_state: the repo also holds ``training_state/``.
+        has_training_state: the repo also holds ``last-checkpoint/``.
         knn_monitor: the curves include the online kNN accuracy (``--eval_steps``).
         template_path: another Jinja template.
     """

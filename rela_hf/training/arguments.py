@@ -44,8 +44,8 @@ RESUMABLE_OPTIONS = frozenset({
     "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_steps",
     "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
     "torch_compile", "channels_last", "ddp_timeout", "push_to_hub", "hub_model_id", "hub_private_repo",
-    "hub_strategy", "verify_images", "eval_dataset_name", "eval_split", "eval_steps", "max_eval_samples",
-    "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples",
+    "hub_strategy", "hub_always_push", "verify_images", "eval_dataset_name", "eval_split", "eval_steps",
+    "max_eval_samples", "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples",
     "verify_images_num_proc",
 })
 
@@ -171,6 +171,7 @@ class HubArguments:
     hub_model_id: str | None = arg("hub_model_id")
     hub_private_repo: bool | None = arg("hub_private_repo")
     hub_strategy: Literal["end", "every_save", "checkpoint"] = arg("hub_strategy")
+    hub_always_push: bool = arg("hub_always_push")
 
 
 @dataclass

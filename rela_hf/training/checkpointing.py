@@ -58,7 +58,7 @@ class RunComponents:
 def find_resume_checkpoint(args: ReLATrainingArguments, accelerator: Accelerator) -> tuple[Path | None, RunState | None]:
     """The checkpoint to resume (``None``: a fresh start) and its state, checked against this run.
 
-    ``resume_from_checkpoint hub`` first downloads the ``training_state/`` the run pushed, then
+    ``resume_from_checkpoint hub`` first downloads the ``last-checkpoint/`` the run pushed, then
     resumes it as ``latest``.
     """
     output_dir = Path(args.output_dir)

@@ -2,9 +2,10 @@
 
 The backbone is exported in timm format (``backbone/``: loads with ``timm.create_model(
 "local-dir:...")`` and ``transformers.AutoModel``) next to a :class:`~rela_hf.run_layout.TrainingSummary`
-of the run. With ``push_to_hub`` the run is published when ``hub_strategy`` says: at the end, or
-at every checkpoint (``every_save``: backbone, card, curves and ``training_state/``;
-``checkpoint``: ``training_state/`` only).
+of the run. With ``push_to_hub`` the run is published when ``hub_strategy`` says, as the HF
+Trainer does: at the end, or also at every save in the background (``every_save``: backbone, card,
+curves; ``checkpoint``: the same plus ``last-checkpoint/``), by the main process only
+(:class:`HubPublisher` over :class:`~rela_hf.hub.RunPusher`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from accelerate.logging import get_logger
 
 import rela_hf
-from rela_hf.hub import PushError, export_backbone, push_training_output, push_training_state
+from rela_hf.hub import RunPusher, export_backbone
 from rela_hf.preprocessing import official_data_config
 from rela_hf.run_layout import RunLayout, TrainingSummary
 from rela_hf.switch import PHASE_RELA
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from rela_hf.training.optimization import Budget
     from rela_hf.training.state import RunState
 
-__all__ = ["build_summary", "export_run", "publish_checkpoint", "push_final"]
+__all__ = ["HubPublisher", "build_summary", "export_run"]
 
 logger = get_logger(__name__)
 
@@ -85,33 +86,47 @@ def export_run(args: ReLATrainingArguments, accelerator: Accelerator, model: tor
     summary.save(layout.summary_file)
 
 
-def publish_checkpoint(args: ReLATrainingArguments, accelerator: Accelerator, checkpoint: Path, step: int) -> None:
-    """``hub_strategy`` every_save / checkpoint: the latest progress on the Hub after a save.
+class HubPublisher:
+    """The run's pushes (``push_to_hub``, ``hub_strategy``, ``hub_always_push``): main process only.
 
-    Call after :func:`export_run` for every_save (the pushed card describes that export). A
-    failed push does not stop the run: the next save pushes again.
+    At a save the main process stages a snapshot and goes on; the upload runs in the background
+    (:class:`~rela_hf.hub.RunPusher`). The other processes never touch the network, so no process
+    waits for it. The final push waits for the ones in flight, after the last collective.
+
+    Args:
+        args: the run's options (``output_dir`` and the hub group).
+        accelerator: the run's Accelerator (only its main process pushes).
     """
-    if not accelerator.is_main_process:
-        return
-    every_save = args.hub_strategy == "every_save"
-    push = push_training_output if every_save else push_training_state
-    kwargs = {"include_training_state": True} if every_save else {}
-    try:
-        commit = push(Path(args.output_dir), args.hub_model_id, checkpoint=checkpoint,
-                      private=args.hub_private_repo or None, **kwargs)
-        logger.info(f"Pushed step {step} to the Hub ({args.hub_strategy}): {commit.commit_url}")
-    except PushError as error:  # the run goes on; the next save pushes again
-        logger.warning(f"Push of step {step} to {args.hub_model_id} failed, training continues: {error}")
 
+    def __init__(self, args: ReLATrainingArguments, accelerator: Accelerator) -> None:
+        self.pusher: RunPusher | None = None
+        if args.push_to_hub and accelerator.is_main_process:
+            self.pusher = RunPusher(args.output_dir, args.hub_model_id, strategy=args.hub_strategy,
+                                    always_push=args.hub_always_push, private=args.hub_private_repo or None)
 
-def push_final(args: ReLATrainingArguments, accelerator: Accelerator, checkpoint: Path) -> None:
-    """The final push (main process, after the last collective).
+    def pushes_this_save(self, step: int) -> bool:
+        """Whether this process pushes at the save of ``step`` (so the trainer exports the backbone
+        first): the main process, a strategy that pushes at saves, and no push uploading (unless
+        ``hub_always_push``; a skipped save is logged)."""
+        if self.pusher is None:
+            return False
+        if self.pusher.will_push_at_save():
+            return True
+        self.pusher.log_skipped(step)
+        return False
 
-    A failed push (PushError, after retries) ends the main process loudly without leaving the
-    others waiting; re-push with ``rela-hf-push``.
-    """
-    if not (args.push_to_hub and accelerator.is_main_process):
-        return
-    commit = push_training_output(Path(args.output_dir), args.hub_model_id, private=args.hub_private_repo or None,
-                                  include_training_state=args.hub_strategy != "end", checkpoint=checkpoint)
-    logger.info(f"Pushed to the Hub: {commit.commit_url}", main_process_only=True)
+    def push_save(self, checkpoint: Path, step: int) -> None:
+        """Start the push of this save in the background (after the save's export)."""
+        if self.pusher is not None:
+            self.pusher.push_save(checkpoint, step)
+
+    def push_final(self, checkpoint: Path) -> None:
+        """Wait for the pushes in flight, then the final push (main process, after the last collective).
+
+        A failed push (PushError, after huggingface_hub's retries) ends the main process loudly
+        without leaving the others waiting; re-push with ``rela-hf-push``.
+        """
+        if self.pusher is None:
+            return
+        commit = self.pusher.push_final(checkpoint)
+        logger.info(f"Pushed to the Hub: {commit.commit_url}", main_process_only=True)

@@ -53,7 +53,7 @@ from rela_hf.training.optimization import (
     build_training_switch,
     momentum_at,
 )
-from rela_hf.training.publishing import build_summary, export_run, publish_checkpoint, push_final
+from rela_hf.training.publishing import HubPublisher, build_summary, export_run
 from rela_hf.training.run_log import RunLog
 from rela_hf.training.state import RunState
 from rela_hf.training.step import MetricMeans, training_step
@@ -141,6 +141,7 @@ class ReLATrainer:
             scheduler=build_scheduler(args, self.optimizer.optimizer, self.budget.total_steps),
         )
         self._restore_or_start(resume_dir, resumed_state)
+        self.publisher = HubPublisher(args, accelerator)  # pushes in the background, main process only
 
     def _restore_or_start(self, resume_dir: Path | None, resumed_state: RunState | None) -> None:
         args, accelerator = self.args, self.accelerator
@@ -281,10 +282,9 @@ class ReLATrainer:
         self._pause_clock()
         self.evaluate_best()
         checkpoint = self.save_checkpoint()
-        if self.args.push_to_hub and self.args.hub_strategy != "end":
-            if self.args.hub_strategy == "every_save":
-                export_run(self.args, self.accelerator, self.model, self.summary(checkpoint))
-            publish_checkpoint(self.args, self.accelerator, checkpoint, step)
+        if self.publisher.pushes_this_save(step):  # hub_strategy every_save / checkpoint
+            export_run(self.args, self.accelerator, self.model, self.summary(checkpoint))
+            self.publisher.push_save(checkpoint, step)
         self._tick = time.perf_counter()
 
     def evaluate_best(self) -> None:
@@ -336,7 +336,7 @@ class ReLATrainer:
         self.log.close()
         accelerator.wait_for_everyone()
         accelerator.end_training()
-        push_final(self.args, accelerator, checkpoint)  # after the last collective
+        self.publisher.push_final(checkpoint)  # after the last collective; waits for pushes in flight
         return summary
 
     def _pause_clock(self) -> None:

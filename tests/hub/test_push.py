@@ -26,6 +26,7 @@ from rela_hf.hub import (
     export_backbone,
     push_encoder,
     push_training_output,
+    push_training_state,
 )
 from rela_hf.preprocessing import official_data_config
 from tests.hub import timm_pixels
@@ -123,8 +124,8 @@ def test_build_hub_folder_keeps_the_run_untouched_and_the_state_safe(training_ru
     assert _tree_digest(training_run) == before
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert [f for f in files if f.endswith("config.json")] == ["config.json"]  # one, at the root
-    assert "training_state/model.safetensors" in files and "training_state/run_state.json" in files
-    assert "training_state/config.yaml" in files and "training_state/history.jsonl" in files
+    assert "last-checkpoint/model.safetensors" in files and "last-checkpoint/run_state.json" in files
+    assert "last-checkpoint/config.yaml" in files and "last-checkpoint/history.jsonl" in files
     assert not [f for f in files if f.endswith(".pkl")]  # Accelerate's RNG pickles stay home
     assert {"README.md", "model.safetensors", "training_curves.png", "eval_results.json"} <= set(files)
     with pytest.raises(FileExistsError, match="not empty"):
@@ -182,7 +183,7 @@ def test_pushed_encoder_loads_in_a_fresh_process_with_timm_and_transformers(
 
     files = hub.files(repo_id)
     assert {"config.json", "model.safetensors", "README.md", "training_curves.png",
-            "eval_results.json", "training_state/model.safetensors"} <= set(files)
+            "eval_results.json", "last-checkpoint/model.safetensors"} <= set(files)
     assert [p for p in files if p.endswith("config.json")] == ["config.json"]
     assert not [p for p in files if p.endswith(".pkl")]
     # one commit on top of the repo's initial one: the Hub never saw a partial upload
@@ -241,23 +242,21 @@ def test_push_with_a_wrong_token_fails_at_once_naming_the_repo(hub, hub_namespac
     repo_id = f"{hub_namespace}/denied"
     with hub.strict_auth("hf_the_right_token"):
         start = hub.request_count
-        with pytest.raises(PushError, match=rf"{repo_id}.*not retryable"):
-            push_encoder(folder, repo_id, token="hf_a_wrong_token", retry_backoff=0.01)
-        assert len(hub.find_requests("POST", "/api/repos/create", since=start)) == 1
+        with pytest.raises(PushError, match=rf"(?s){repo_id}.*Invalid credentials") as raised:
+            push_encoder(folder, repo_id, token="hf_a_wrong_token")
+        assert len(hub.find_requests("POST", "/api/repos/create", since=start)) == 1  # a 401 is final
+    assert "hf_a_wrong_token" not in str(raised.value)
 
 
-def test_push_to_a_failing_hub_retries_then_raises_and_keeps_the_folder(tiny_backbone, tmp_path):
+def test_a_hub_that_is_down_fails_naming_the_repo_and_keeps_the_folder(tiny_backbone, tmp_path):
     folder = export_backbone(tiny_backbone, tmp_path / "bb")
     before = _tree_digest(folder)
     down = _ScriptedServer(upstream=None, status=503)
     try:
-        with pytest.raises(PushError, match=r"'org/unlucky' after 3 attempts") as raised:
-            push_encoder(folder, "org/unlucky", endpoint=down.url, max_retries=2, retry_backoff=0.01)
+        with pytest.raises(PushError, match=r"(?s)'org/unlucky'.*503"):
+            push_encoder(folder, "org/unlucky", endpoint=down.url)
     finally:
         down.close()
-    assert "503" in str(raised.value)
-    creates = [s for s in down.seen if "/api/repos/create" in s[1]]
-    assert len(creates) == 3  # 1 try + 2 retries
     assert _tree_digest(folder) == before
 
 
@@ -268,36 +267,64 @@ def test_push_to_an_unreachable_endpoint_raises_naming_the_repo(tiny_backbone, t
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(PushError, match=r"'org/nowhere' after 2 attempts.*ConnectError"):
-        push_encoder(folder, "org/nowhere", endpoint=f"http://127.0.0.1:{port}", max_retries=1,
-                     retry_backoff=0.01)
+    with pytest.raises(PushError, match=r"(?s)'org/nowhere'.*ConnectError"):
+        push_encoder(folder, "org/nowhere", endpoint=f"http://127.0.0.1:{port}")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
 
 
-def test_a_commit_failing_mid_push_is_retried_or_leaves_the_hub_unchanged(
-    hub, hub_namespace, tiny_backbone, tmp_path
-):
+def test_transfers_failing_for_a_while_are_retried_by_huggingface_hub(hub, hub_namespace, tiny_backbone, tmp_path):
+    """503 on the preupload and 500 on the LFS upload: huggingface_hub's own backoff retries both
+    (no retry loop in rela-hf), and the push lands as one commit."""
+    folder = export_backbone(tiny_backbone, tmp_path / "bb")
+    repo_id = f"{hub_namespace}/flaky-transfers"
+    proxy = _ScriptedServer(upstream=hub.url)
+    try:
+        proxy.fail("/preupload/", times=2, status=503)
+        proxy.fail("/_lfs/", times=1, status=500)
+        commit = push_encoder(folder, repo_id, endpoint=proxy.url)
+    finally:
+        proxy.close()
+    preuploads = [status for _, path, status in proxy.seen if "/preupload/" in path]
+    uploads = [status for method, path, status in proxy.seen if method == "PUT" and "/_lfs/" in path]
+    assert preuploads == [503, 503, 200] and uploads == [500, 200]
+    assert hub.commits(repo_id)[0].oid == commit.oid and len(hub.commits(repo_id)) == 2
+    assert hub.files(repo_id)["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_a_commit_failing_mid_push_leaves_the_hub_unchanged(hub, hub_namespace, tiny_backbone, tmp_path):
     folder = export_backbone(tiny_backbone, tmp_path / "bb")
     repo_id = f"{hub_namespace}/flaky"
     proxy = _ScriptedServer(upstream=hub.url)
     try:
-        # files are uploaded, then the commit call fails twice: the third try lands
-        proxy.fail("/commit/", times=2, status=500)
-        commit = push_encoder(folder, repo_id, endpoint=proxy.url, max_retries=3, retry_backoff=0.01)
-        assert hub.commits(repo_id)[0].oid == commit.oid
-        assert len(hub.commits(repo_id)) == 2
-        assert len([s for s in proxy.seen if "/commit/" in s[1]]) == 3
-
-        # a second version whose commit never gets through: main keeps the first version
+        commit = push_encoder(folder, repo_id, endpoint=proxy.url)
+        # a second version whose files are uploaded but whose commit is refused: main keeps the first
         export_backbone(timm.create_model("test_resnet", num_classes=0), folder,
                         pretrained_cfg={"tag": "second"})
         proxy.fail("/commit/", times=10, status=502)
-        with pytest.raises(PushError, match=rf"{repo_id}"):
-            push_encoder(folder, repo_id, endpoint=proxy.url, max_retries=1, retry_backoff=0.01)
+        with pytest.raises(PushError, match=rf"(?s){repo_id}.*502"):
+            push_encoder(folder, repo_id, endpoint=proxy.url)
     finally:
         proxy.close()
-    assert hub.commits(repo_id)[0].oid == commit.oid
+    assert hub.commits(repo_id)[0].oid == commit.oid and len(hub.commits(repo_id)) == 2
     assert b'"second"' not in hub.files(repo_id)["config.json"]
+
+
+def test_former_retry_options_warn_and_are_ignored(hub, hub_namespace, tiny_backbone, tmp_path):
+    folder = export_backbone(tiny_backbone, tmp_path / "bb")
+    with pytest.warns(FutureWarning, match="max_retries / retry_backoff are ignored"):
+        commit = push_encoder(folder, f"{hub_namespace}/former", max_retries=2, retry_backoff=0.01)
+    assert hub.commits(f"{hub_namespace}/former")[0].oid == commit.oid
+
+
+def test_a_new_checkpoint_replaces_the_repos_last_checkpoint(hub, hub_namespace, training_run):
+    """Files of an older last-checkpoint/ that the new one lacks go in the same commit."""
+    repo_id = f"{hub_namespace}/replaced"
+    hub.put_files(repo_id, {"last-checkpoint/stale.bin": b"\0old", "notes.txt": b"kept"})
+    push_training_state(training_run, repo_id)
+    files = hub.files(repo_id)
+    assert "last-checkpoint/stale.bin" not in files and files["notes.txt"] == b"kept"
+    assert b'"step": 1000' in files["last-checkpoint/run_state.json"]
+    assert not [name for name in files if name.endswith(".pkl")]
 
 
 def test_push_refuses_a_folder_that_is_not_a_timm_export(tmp_path):

@@ -22,7 +22,7 @@ def test_push_to_hub_recipe_dry_run_then_push(hub, hub_namespace, training_run, 
 
     commit = recipe.main(["--folder_path", str(training_run), "--hub_model_id", repo_id, "--include_training_state"])
     assert hub.commits(repo_id)[0].oid == commit.oid
-    assert "training_state/run_state.json" in hub.files(repo_id)
+    assert "last-checkpoint/run_state.json" in hub.files(repo_id)
     assert repo_id in capsys.readouterr().out
 
     bare = export_backbone(timm.create_model("test_resnet", num_classes=0), tmp_path / "bare")
