@@ -146,6 +146,28 @@ def _switch_line(summary: TrainingSummary, run: RunInputs, switch_rule: str) -> 
             f"{_method_short(run.method)} from step {summary.switch_step + 1}")
 
 
+def _handover_line(summary: TrainingSummary) -> str | None:
+    """How ReLA handed over at the switch (``None``: the official hard switch, or not recorded)."""
+    handover = summary.handover or {}
+    if handover.get("kind") == "fade":
+        return f"fade: the ReLA loss's weight fell from 1 to 0 over {handover['steps']} steps after the switch"
+    if handover.get("kind") == "regularize":
+        return f"regularize: the ReLA loss stayed after the switch with weight {handover['weight']}"
+    return None
+
+
+def _exported_line(summary: TrainingSummary) -> str | None:
+    """Which step's weights the repo holds, and why (``load_best_model_at_end``)."""
+    if summary.metric_for_best_model is None or summary.best_step is None:
+        return None
+    value = summary.best_metric_value
+    why = (f"the best checkpoint by validation `{summary.metric_for_best_model}` "
+           f"({value:.4f} on a split held out from the training data, never trained on)")
+    if summary.exported_step is not None and summary.exported_step != summary.steps:
+        return f"step {summary.exported_step}: {why}; the last step ({summary.steps}) scored lower"
+    return f"step {summary.exported_step}, the last step, which was also {why}"
+
+
 def _license_values(derived: DerivedLicense) -> dict[str, Any]:
     inputs = [{"role": item.role, "name": item.name, "license": item.license.label,
                "source": item.license.source or "given"} for item in derived.inputs]
@@ -233,6 +255,8 @@ def _training_values(summary: TrainingSummary, run: RunInputs,
     return {
         "switch_rule": switch_rule, "switch_step": summary.switch_step,
         "switch_line": _switch_line(summary, run, switch_rule),
+        "handover_line": _handover_line(summary),
+        "exported_line": _exported_line(summary),
         "dataset_line": source_line(run.dataset, run.dataset_revision, dataset_extra),
         "dataset_name": f"`{neutral_name(run.dataset)}`" if run.dataset else "its training data",
         "prior_line": source_line(

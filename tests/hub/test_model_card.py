@@ -265,3 +265,15 @@ def test_model_index_never_publishes_a_local_path(training_run, tmp_path):
     results["dataset"]["id"] = "zalando-datasets/fashion_mnist"  # a Hub id is kept
     card = render_model_card(training_run / "backbone", repo_id="org/x", eval_results=results)
     assert card.data.eval_results[0].dataset_type == "zalando-datasets/fashion_mnist"
+
+
+def test_card_says_which_step_was_exported_and_why(training_run):
+    """load_best_model_at_end: the repo holds the best checkpoint's weights; the card says so."""
+    summary = json.loads((training_run / "training_summary.json").read_text())
+    summary.update(metric_for_best_model="knn_accuracy", best_step=600, best_metric_value=0.8361,
+                   exported_step=600, handover={"kind": "regularize", "steps": 0, "weight": 0.1})
+    card = render_model_card(training_run / "backbone", repo_id="org/best", training_summary=summary)
+    text = str(card)
+    assert "| weights in this repo | step 600: the best checkpoint by validation `knn_accuracy` (0.8361" in text
+    assert "the last step (1000) scored lower" in text
+    assert "regularize: the ReLA loss stayed after the switch with weight 0.1" in text
