@@ -57,13 +57,12 @@ MOVED = [
     ("rela_hf.hub", "HISTORY_NAME", "rela_hf.run_layout:RunLayout.HISTORY"),
     ("rela_hf.hub", "INHERITED_PROVENANCE_KEYS", "rela_hf.hub.export:INHERITED_PROVENANCE_KEYS"),
     ("rela_hf.hub", "PLOT_NAME", "rela_hf.hub.push:PLOT_NAME"),
-    ("rela_hf.hub", "PROTOCOL_TITLES", "rela_hf.hub.model_card:PROTOCOL_TITLES"),
+    ("rela_hf.hub", "PROTOCOL_TITLES", "rela_hf.hub.card_results:PROTOCOL_TITLES"),
     ("rela_hf.hub", "README_NAME", "rela_hf.hub.push:README_NAME"),
     ("rela_hf.hub", "RELA_PAPER_ID", "rela_hf.hub.export:RELA_PAPER_ID"),
-    ("rela_hf.hub", "RETRYABLE_STATUS", "rela_hf.hub.push:RETRYABLE_STATUS"),
     ("rela_hf.hub", "SUMMARY_NAME", "rela_hf.run_layout:RunLayout.SUMMARY"),
     ("rela_hf.hub", "TRAINING_CONFIG_NAME", "rela_hf.run_layout:RunLayout.CONFIG"),
-    ("rela_hf.hub", "TRAINING_STATE_DIR", "rela_hf.hub.push:TRAINING_STATE_DIR"),
+    ("rela_hf.hub", "TRAINING_STATE_DIR", "rela_hf.hub.push:LEGACY_STATE_DIR"),
     ("rela_hf.hub", "UNSAFE_STATE_PATTERNS", "rela_hf.hub.push:UNSAFE_STATE_PATTERNS"),
     ("rela_hf.hub", "WEIGHTS_NAME", "rela_hf.hub.export:WEIGHTS_NAME"),
     ("rela_hf.hub", "training_data_config", "rela_hf.preprocessing:official_data_config"),
@@ -99,6 +98,8 @@ MOVED = [
 REBUILT = [
     ("rela_hf.priors", "LIBRARIES", "rela_hf.priors:prior_libraries",
      ("auto", "timm", "transformers")),
+    ("rela_hf.hub", "RETRYABLE_STATUS", "huggingface_hub.utils:http_backoff",
+     frozenset({408, 429, 500, 502, 503, 504})),
 ]
 SHIM_MODULES = ["rela_hf.byol", "rela_hf.cards", "rela_hf.constants"]
 

@@ -85,9 +85,9 @@ def test_console_commands_run_the_demo_pipeline(installed_wheel, tmp_path):
     bin_dir, _, env = installed_wheel
     work = tmp_path / "user"  # anywhere but the repository
     work.mkdir()
-    run(["rela-hf-assets", "--output_dir", "offline", "--train_limit", "200", "--test_limit", "60"], work, env)
-    run(["rela-hf-targets", "--dataset", "offline/fashion_mnist", "--prior", "offline/efficientnet_lite0",
-         "--image_size", "32", "--k", "16", "--output_dir", "rela_data"], work, env)
+    run(["rela-hf-assets", "--output_dir", "offline", "--max_train_samples", "200", "--max_eval_samples", "60"], work, env)
+    run(["rela-hf-targets", "--dataset_name", "offline/fashion_mnist", "--prior", "offline/efficientnet_lite0",
+         "--prior_image_size", "32", "--target_dim", "16", "--output_dir", "rela_data"], work, env)
     # the README's form, `accelerate launch -m rela_hf.recipes.byol_rela`, run by the venv's Python so
     # that the launched trainer imports the wheel's copy (a pyenv shim cannot be launched by path)
     run([str(bin_dir / "python"), "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
@@ -96,16 +96,16 @@ def test_console_commands_run_the_demo_pipeline(installed_wheel, tmp_path):
          "--backbone_kwargs", "{}", "--max_train_steps", "4", "--per_device_train_batch_size", "16",
          "--switch_fraction", "0.5", "--checkpointing_steps", "2", "--logging_steps", "1",
          "--dataloader_num_workers", "0", "--report_to", "none", "--eval_dataset_name", "offline/fashion_mnist",
-         "--eval_steps", "2", "--eval_max_samples", "30", "--eval_bank_max_samples", "60"], work, env)
+         "--eval_steps", "2", "--max_eval_samples", "30", "--eval_bank_max_samples", "60"], work, env)
     summary = json.loads((work / "run" / "training_summary.json").read_text())
-    assert summary["steps"] == 4 and summary["switch_step"] == 2 and summary["ssl_method"] == "byol"
-    run(["rela-hf-evaluate", "--encoder", "run", "--dataset", "offline/fashion_mnist", "--max_train_samples", "60",
-         "--max_test_samples", "30", "--epochs", "3"], work, env)
+    assert summary["steps"] == 4 and summary["switch_step"] == 2 and summary["method"] == "byol"
+    run(["rela-hf-evaluate", "--model_name_or_path", "run", "--dataset_name", "offline/fashion_mnist",
+         "--max_train_samples", "60", "--max_eval_samples", "30", "--probe_epochs", "3"], work, env)
     assert (work / "run" / "eval_results.json").is_file()
-    run(["rela-hf-push", "--folder", "run", "--repo_id", "org/demo", "--dry_run", "hub_repo"], work, env)
+    run(["rela-hf-push", "--folder_path", "run", "--hub_model_id", "org/demo", "--dry_run", "hub_repo"], work, env)
     card = (work / "hub_repo" / "README.md").read_text()
     assert "ReLA-accelerated BYOL" in card and "online kNN accuracy" in card
     assert (work / "hub_repo" / "model.safetensors").is_file()
     # and the console command itself
     help_text = run(["rela-hf-train", "--help"], work, env)
-    assert "--ssl_method" in help_text
+    assert "--method" in help_text and "--use_rela" in help_text

@@ -81,13 +81,22 @@ __getattr__ = moved_names(
         "HISTORY_NAME": "rela_hf.run_layout:RunLayout.HISTORY",
         "INHERITED_PROVENANCE_KEYS": "rela_hf.hub.export:INHERITED_PROVENANCE_KEYS",
         "PLOT_NAME": "rela_hf.hub.push:PLOT_NAME",
-        "PROTOCOL_TITLES": "rela_hf.hub.model_card:PROTOCOL_TITLES",
+        "PROTOCOL_TITLES": "rela_hf.hub.card_results:PROTOCOL_TITLES",
         "README_NAME": "rela_hf.hub.push:README_NAME",
         "RELA_PAPER_ID": "rela_hf.hub.export:RELA_PAPER_ID",
-        "RETRYABLE_STATUS": "rela_hf.hub.push:RETRYABLE_STATUS",
+        "RETRYABLE_STATUS": Moved(
+            "huggingface_hub.utils:http_backoff",
+            "rela-hf no longer classifies errors itself: huggingface_hub retries its transfers. "
+            "The old value (HTTP statuses rela-hf retried) is still returned.",
+            value=lambda: frozenset({408, 429, 500, 502, 503, 504}),
+        ),
         "SUMMARY_NAME": "rela_hf.run_layout:RunLayout.SUMMARY",
         "TRAINING_CONFIG_NAME": "rela_hf.run_layout:RunLayout.CONFIG",
-        "TRAINING_STATE_DIR": "rela_hf.hub.push:TRAINING_STATE_DIR",
+        "TRAINING_STATE_DIR": Moved(
+            "rela_hf.hub.push:LEGACY_STATE_DIR",
+            "pushes now keep the training state in last-checkpoint/ (rela_hf.hub.push."
+            "CHECKPOINT_DIR_IN_REPO), as the HF Trainer does; training_state/ is still read on resume.",
+        ),
         "UNSAFE_STATE_PATTERNS": "rela_hf.hub.push:UNSAFE_STATE_PATTERNS",
         "WEIGHTS_NAME": "rela_hf.hub.export:WEIGHTS_NAME",
         "training_data_config": Moved(

@@ -103,5 +103,5 @@ def test_a_method_that_needs_labels_says_so():
 def test_the_former_name_warns():
     import rela_hf.methods as methods
 
-    with pytest.warns(FutureWarning, match="rela_hf.methods.Method"):
+    with pytest.warns(FutureWarning, match=r"rela_hf\.methods\.base\.Method"):
         assert methods.SSLMethod is Method
