@@ -36,7 +36,7 @@ from rela_hf.handover import Handover
 from rela_hf.methods import method_class, method_names
 from rela_hf.methods.byol import BYOLOptions
 
-__all__ = ["RENAMED_OPTIONS", "RESUMABLE_OPTIONS", "ReLATrainingArguments"]
+__all__ = ["ADDED_OPTIONS", "RENAMED_OPTIONS", "RESUMABLE_OPTIONS", "ReLATrainingArguments"]
 
 #: Options that may change when a run is resumed; all others are the run's identity (its
 #: fingerprint), and a checkpoint made with another value refuses to load.
@@ -48,6 +48,12 @@ RESUMABLE_OPTIONS = frozenset({
     "max_eval_samples", "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples",
     "verify_images_num_proc",
 })
+
+#: Options added after runs were already being checkpointed, with the value that reproduces what
+#: runs did before the option existed. At that value an option stays out of the fingerprint, so a
+#: run checkpointed by an older rela-hf still resumes after an upgrade; any other value is part of
+#: the run's identity as usual.
+ADDED_OPTIONS: dict[str, Any] = {"view_pipeline": "pil"}
 
 #: Options renamed in rela-hf 0.3 (the former names work, with a FutureWarning, until 0.4).
 RENAMED_OPTIONS = (
@@ -248,8 +254,10 @@ class ReLATrainingArguments(
         return dataclasses.asdict(self)
 
     def run_config(self) -> dict[str, Any]:
-        """The options that define the run (its fingerprint): all but :data:`RESUMABLE_OPTIONS`."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OPTIONS}
+        """The options that define the run (its fingerprint): all but :data:`RESUMABLE_OPTIONS`,
+        and :data:`ADDED_OPTIONS` left at the value runs had before them."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RESUMABLE_OPTIONS and not (k in ADDED_OPTIONS and ADDED_OPTIONS[k] == v)}
 
     def method_options_object(self) -> Any:
         """The method's ``Options``: ``method_options`` (+ the BYOL flags, for BYOL)."""
