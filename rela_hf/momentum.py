@@ -19,6 +19,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 __all__ = ["cosine_momentum", "make_target_network", "update_momentum"]
 
@@ -59,7 +60,10 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
     This is a deliberate choice between lightly's ``update_momentum`` (parameters only; target
     buffers evolve on their own) and timm's ``ModelEmaV3`` (EMA of buffers too).
 
-    Call once per *optimizer* step (after gradient accumulation), on unwrapped modules.
+    Call once per *optimizer* step (after gradient accumulation), on unwrapped modules. Under
+    FSDP2 (``fully_shard``) the parameters are DTensor shards; when the target is sharded like
+    the online network (same modules, same mesh) each process updates its own shards, with no
+    communication.
 
     Args:
         online: The online module.
@@ -85,6 +89,7 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
             f"{len(online_buffers)} vs {len(target_buffers)} buffers); build the target with "
             "make_target_network(online)."
         )
+    _check_same_sharding(online_params, target_params)
     pairs = zip(online_params, target_params, strict=True)
     online_values = [o.detach().to(t.dtype) for o, t in pairs]
     # t = m * t + (1 - m) * o, as fused multi-tensor ops over the whole list
@@ -92,6 +97,21 @@ def update_momentum(online: nn.Module, target: nn.Module, momentum: float) -> No
     torch._foreach_add_(target_params, online_values, alpha=1.0 - momentum)
     for target_buffer, online_buffer in zip(target_buffers, online_buffers, strict=True):
         target_buffer.copy_(online_buffer)
+
+
+def _check_same_sharding(online: list[Tensor], target: list[Tensor]) -> None:
+    """Refuse a sharded network paired with an unsharded copy (before anything is modified)."""
+    online_sharded = [isinstance(p, DTensor) for p in online]
+    target_sharded = [isinstance(p, DTensor) for p in target]
+    if online_sharded != target_sharded:
+        index = next(i for i, (o, t) in enumerate(zip(online_sharded, target_sharded)) if o != t)
+        kinds = ["a plain tensor", "a DTensor (sharded)"]
+        raise ValueError(
+            f"update_momentum: parameter {index} is {kinds[online_sharded[index]]} in the online "
+            f"network but {kinds[target_sharded[index]]} in the target: with FSDP the target must "
+            "be sharded like the online network (fully_shard applied to the module holding both, "
+            "the target not excluded with ignored_params)."
+        )
 
 
 def cosine_momentum(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:

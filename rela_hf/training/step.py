@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor
 
+from rela_hf.training.fsdp import average_buffers_, is_sharded
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
@@ -47,7 +49,9 @@ def training_step(
     (:meth:`~rela_hf.methods.Method.before_optimizer_step`, ``after_optimizer_step``). The EMA update of the method's teacher happens on
     that same micro-batch, *once per optimizer step* (updating it per micro-batch is a recurring
     bug: lightly-ai/lightly-train#968), and on the unwrapped model, whose ``update_teacher`` DDP
-    does not expose.
+    does not expose. A student sharded with FSDP2 has its BatchNorm statistics averaged over
+    the processes on that step too (:func:`~rela_hf.training.fsdp.average_buffers_`: FSDP never
+    synchronises buffers; DDP broadcasts rank 0's at every forward).
 
     Args:
         accelerator: The run's accelerator.
@@ -85,6 +89,8 @@ def training_step(
         optimizer.zero_grad(set_to_none=True)
     if accelerator.sync_gradients:
         unwrapped.after_optimizer_step(step)
+        if is_sharded(unwrapped):
+            average_buffers_(unwrapped)  # before the teacher copies the online statistics
         unwrapped.update_teacher(momentum)
     return out
 
