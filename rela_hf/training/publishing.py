@@ -22,6 +22,8 @@ from rela_hf.hub import RunPusher, export_backbone
 from rela_hf.preprocessing import official_data_config
 from rela_hf.run_layout import RunLayout, TrainingSummary
 from rela_hf.switch import PHASE_RELA
+from rela_hf.training.fsdp import gather_full_state, is_sharded
+from rela_hf.training.student import build_backbone
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -71,19 +73,36 @@ def build_summary(args: ReLATrainingArguments, accelerator: Accelerator, state: 
 
 def export_run(args: ReLATrainingArguments, accelerator: Accelerator, model: torch.nn.Module,
                summary: TrainingSummary) -> None:
-    """The backbone in timm format and ``training_summary.json``, written by the main process."""
+    """The backbone in timm format and ``training_summary.json``, written by the main process.
+
+    Every process calls it: a sharded (FSDP) student's backbone is gathered first.
+    """
+    student = accelerator.unwrap_model(model, keep_torch_compile=False)
+    backbone = _full_backbone(args, student)
     if not accelerator.is_main_process:
         return
     layout = RunLayout(args.output_dir)
-    method = accelerator.unwrap_model(model, keep_torch_compile=False).method
+    method = student.method
     export_backbone(
-        accelerator.unwrap_model(model, keep_torch_compile=False).backbone, layout.backbone_dir,
+        backbone, layout.backbone_dir,
         data_config=official_data_config(args.image_size),
         pretrained_cfg={"tag": f"rela_{method.name}" if args.use_rela else method.name,
                         "description": f"{'ReLA-accelerated ' if args.use_rela else ''}{method.title}-"
                                        "pretrained backbone (rela-hf)."},
     )
     summary.save(layout.summary_file)
+
+
+def _full_backbone(args: ReLATrainingArguments, student: ReLAStudent) -> torch.nn.Module | None:
+    """The student's backbone with its full weights (on the main process; ``None`` elsewhere)."""
+    if not is_sharded(student):
+        return student.backbone
+    state = gather_full_state(student.backbone)  # a collective: every process takes part
+    if state is None:
+        return None
+    backbone = build_backbone(args)
+    backbone.load_state_dict(state, strict=True)
+    return backbone
 
 
 class HubPublisher:

@@ -49,8 +49,8 @@ def build_student(args: ReLATrainingArguments, accelerator: Accelerator, backbon
     )
     if args.sync_batchnorm:
         # Accelerate does not convert BatchNorm (accelerate#791); do it before prepare(), on
-        # multi-GPU runs only (SyncBatchNorm needs a GPU process group).
-        if accelerator.distributed_type == DistributedType.MULTI_GPU:
+        # multi-GPU runs only, DDP or FSDP (SyncBatchNorm needs a GPU process group).
+        if accelerator.distributed_type in (DistributedType.MULTI_GPU, DistributedType.FSDP):
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
             logger.warning("sync_batchnorm ignored: it needs a multi-GPU run.")

@@ -30,6 +30,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, ProjectConfiguration, set_seed
+from accelerate.utils.fsdp_utils import load_fsdp_model
 from tqdm.auto import tqdm
 
 from rela_hf.gpu_views import views_for_batch
@@ -46,6 +47,7 @@ from rela_hf.training.checkpointing import (
 )
 from rela_hf.training.data import prepare_data
 from rela_hf.training.divergence import check_finite_loss, check_finite_weights
+from rela_hf.training.fsdp import check_sharded_student, configure_fsdp
 from rela_hf.training.optimization import (
     Budget,
     build_optimizer,
@@ -118,6 +120,7 @@ class ReLATrainer:
         if not accelerator.is_local_main_process:
             datasets.utils.logging.set_verbosity_error()
         set_seed(args.seed)  # same initial weights on every process (DDP also broadcasts rank 0's)
+        configure_fsdp(args, accelerator)  # FSDP2 only: Hub options, rank-0 loading off
         resume_dir, resumed_state = find_resume_checkpoint(args, accelerator)
         data = prepare_data(args, accelerator)
         backbone = build_backbone(args)  # an unknown backbone fails here, before targets are computed
@@ -129,6 +132,7 @@ class ReLATrainer:
         optimizer = build_optimizer(args, model)
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, loader)
         self.unwrapped = accelerator.unwrap_model(self.model)  # the ReLAStudent: hooks and EMA live there
+        check_sharded_student(self.unwrapped)  # under FSDP: the backbone a unit, the teacher sharded
         self.views = loader.dataset  # ViewDataset (PIL views) or ImageRowsDataset (batched views)
         self.recipes = view_recipes(args, model)  # batched views: made on the device, per phase
         self.monitor = data.monitor
@@ -318,7 +322,11 @@ class ReLATrainer:
         best = BestModel.from_state(self.state.best)
         if not self.args.load_best_model_at_end or best is None or best.step == self.state.step:
             return self.state.step
-        load_model_weights(self.unwrapped, self.layout.root / best.checkpoint)
+        if self.accelerator.is_fsdp2:  # a sharded checkpoint: Accelerate reads it back into the shards
+            load_fsdp_model(self.accelerator.state.fsdp_plugin, self.accelerator, self.model,
+                            self.layout.root / best.checkpoint)
+        else:
+            load_model_weights(self.unwrapped, self.layout.root / best.checkpoint)
         logger.info(f"Loaded the best model (step {best.step}, validation {self.validator.metric} {best.value:.4f}); "
                     f"the last checkpoint (step {self.state.step}) keeps the final training state.")
         return best.step
