@@ -16,7 +16,8 @@ Most of the trainer then works unchanged:
 
 What this module adds:
 
-- :func:`configure_fsdp`: before ``prepare``, the Hub options are checked and Accelerate's
+- :func:`configure_fsdp`: before ``prepare``, FSDP1 is refused (:func:`check_fsdp_version`:
+  ``--use_fsdp`` alone means FSDP1 in Accelerate 1.15), the Hub options are checked and Accelerate's
   ``cpu_ram_efficient_loading`` (``accelerate launch``'s default) is switched off: every process
   builds the student itself from the seed, and Accelerate 1.15's rank-0 broadcast of the weights
   (``fsdp2_load_full_state_dict``) fails on the first plain-tensor entry of the state dict, a
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.distributed as dist
 from accelerate.logging import get_logger
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch import Tensor, nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "average_buffers_",
+    "check_fsdp_version",
     "check_hub_options",
     "check_sharded_student",
     "configure_fsdp",
@@ -140,16 +143,39 @@ def average_buffers_(model: nn.Module) -> None:
 
 
 def configure_fsdp(args: ReLATrainingArguments, accelerator: Accelerator) -> None:
-    """Under FSDP2, before ``accelerator.prepare``: the checks and settings named above."""
-    if not accelerator.is_fsdp2:
+    """Under FSDP, before ``accelerator.prepare``: the checks and settings named above."""
+    if accelerator.distributed_type != DistributedType.FSDP:
         return
-    check_hub_options(args, sharded=True)
     plugin = accelerator.state.fsdp_plugin
+    check_fsdp_version(plugin)
+    check_hub_options(args, sharded=True)
     if plugin.cpu_ram_efficient_loading:
         plugin.cpu_ram_efficient_loading = False
         logger.info("FSDP: cpu_ram_efficient_loading switched off (every process builds the "
                     "student from the seed; Accelerate's rank-0 broadcast cannot load BatchNorm "
                     "buffers).")
+
+
+def check_fsdp_version(plugin: FullyShardedDataParallelPlugin) -> None:
+    """Refuse FSDP1 (flat parameters), which ``accelerate launch --use_fsdp`` gives by default.
+
+    FSDP1 flattens each unit's parameters into one tensor: a unit mixing the trained student and
+    the frozen teacher needs ``use_orig_params``, and :func:`~rela_hf.momentum.update_momentum`
+    would pair flat views instead of parameters. FSDP2 keeps every parameter a DTensor.
+
+    Args:
+        plugin: the run's FSDP plugin (``accelerator.state.fsdp_plugin``).
+
+    Raises:
+        ConfigError: ``plugin.fsdp_version`` is not 2.
+    """
+    if plugin.fsdp_version == 2:
+        return
+    raise ConfigError(
+        f"FSDP: version {plugin.fsdp_version} (flat parameters) cannot move the EMA teacher "
+        "parameter by parameter; rela-hf needs FSDP2. Launch with --use_fsdp --fsdp_version 2 "
+        "(or fsdp_version: 2 in the accelerate config file)."
+    )
 
 
 def check_hub_options(args: ReLATrainingArguments, *, sharded: bool) -> None:

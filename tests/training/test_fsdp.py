@@ -50,8 +50,10 @@ from rela_hf.momentum import update_momentum
 from rela_hf.preprocessing import eval_transform, official_data_config
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
 from rela_hf.training import ReLATrainingArguments
+from rela_hf.training.divergence import TrainingDiverged, check_finite_weights
 from rela_hf.training.fsdp import (
     average_buffers_,
+    check_fsdp_version,
     check_hub_options,
     check_sharded_student,
     gather_full_state,
@@ -243,6 +245,15 @@ def _refusals(sharded: ReLAStudent, plain: ReLAStudent, out: dict[str, Any]) -> 
         check_sharded_student(_shard(_student(), classes=()))  # the root only: Accelerate's NO_WRAP
     except ConfigError as error:
         out["root_only_error"] = str(error)
+    check_finite_weights(sharded, step=4)  # a collective over the shards: every process calls it
+    poisoned = _shard(_student())
+    if dist.get_rank() == 1:  # one bad value in one process's shard stops both
+        with torch.no_grad():
+            next(poisoned.method.projector.parameters()).to_local().view(-1)[0] = float("nan")
+    try:
+        check_finite_weights(poisoned, step=5)
+    except TrainingDiverged as error:
+        out["divergence_error"] = str(error)
 
 
 def _fsdp_against_ddp(process: int, port: int, folder: str, results) -> None:
@@ -291,6 +302,7 @@ def test_fsdp2_student_trains_like_ddp_with_a_sharded_teacher():
         assert "must be sharded like the online network" in out["mixed_sharding_error"]
         assert out["mixed_sharding_untouched"]
         assert "--fsdp_transformer_layer_cls_to_wrap ResNet" in out["root_only_error"]
+        assert "['method.projector.fc1.weight']" in out["divergence_error"]  # seen by both
         # why the trainer switches cpu_ram_efficient_loading off (configure_fsdp)
         assert "has no attribute 'device_mesh'" in out["rank0_loading_error"]
     assert results[0]["gathered_here"] and not results[1]["gathered_here"]
@@ -313,6 +325,12 @@ def test_without_sharding_the_helpers_change_nothing():
     assert state.keys() == student.backbone.state_dict().keys()
     assert all(torch.equal(state[n], t) for n, t in student.backbone.state_dict().items())
     assert all(torch.equal(before[n], t) for n, t in student.state_dict().items())
+
+
+def test_fsdp1_is_refused_with_the_flag_that_gives_fsdp2():
+    check_fsdp_version(FullyShardedDataParallelPlugin(fsdp_version=2))
+    with pytest.raises(ConfigError, match="--fsdp_version 2"):
+        check_fsdp_version(FullyShardedDataParallelPlugin())  # Accelerate's default: FSDP1
 
 
 @pytest.mark.parametrize("options", [
