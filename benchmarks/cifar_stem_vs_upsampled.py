@@ -11,8 +11,9 @@ widgets build. This script measures what the switch costs and whether it loses a
 - ``cost``: FLOPs per image (``torch.utils.flop_counter``; forward, and forward + backward), the
   stage resolutions, CPU images/s of a backbone training step (forward, backward, AdamW; the
   BYOL step is two of these plus two forwards of the EMA copy) and of the BYOL two-view pipeline
-  on real CIFAR-10 images. Arms are timed side by side in interleaved rounds (alternating which
-  goes first), so load changes on a shared machine hit both; the figure is the median.
+  on real CIFAR-10 images (also: augmenting at 32 px and upsampling the tensor last). Arms are
+  timed side by side in interleaved rounds (alternating which goes first), so load changes on a
+  shared machine hit both; the figure is the median.
 - ``quality``: the project's own commands (``recipes/prepare_offline_assets.py`` ->
   ``recipes/byol_rela.py`` -> ``recipes/evaluate_encoder.py``) train both arms at 1/4 width with
   the same number of steps on Fashion-MNIST (the quick grid's setup: 20,000-image subset, batch
@@ -43,6 +44,7 @@ from typing import Any
 import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
+from torchvision.transforms import v2
 
 from rela_hf.assets import foolbox_dataset
 from rela_hf.backbones import create_backbone
@@ -169,14 +171,18 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
             timers, batch, args.rounds
         )
     images = [image.convert("RGB") for image in foolbox_dataset("cifar10")["image"]]
+    pipelines = {
+        "32 px (no blur)": byol_view_transforms(32),
+        "128 px (blur, the default above 32 px)": byol_view_transforms(128),
+        "128 px, no blur": byol_view_transforms(128, gaussian_blur=False),
+        # a possible alternative: augment at the images' own 32 px, upsample the tensor last
+        "32 px views upsampled to 128 px": [
+            v2.Compose([view, v2.Resize(128, antialias=False)]) for view in byol_view_transforms(32)
+        ],
+    }
     view_timers = {
-        "32 px (no blur)": views_timer(byol_view_transforms(32), images, args.view_passes),
-        "128 px (blur, the default above 32 px)": views_timer(
-            byol_view_transforms(128), images, args.view_passes
-        ),
-        "128 px, no blur": views_timer(
-            byol_view_transforms(128, gaussian_blur=False), images, args.view_passes
-        ),
+        name: views_timer(list(views), images, args.view_passes)
+        for name, views in pipelines.items()
     }
     result["byol_views_images_per_s"] = interleaved_rate(
         view_timers, len(images) * args.view_passes, args.rounds

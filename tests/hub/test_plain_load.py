@@ -40,16 +40,6 @@ PRESETS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
 FLAGSHIP = "cifar10_resnet18"
 QUARTER_WIDTH = {"channels": [16, 32, 64, 128]}  # a ResNet's stage widths (its stem stays 64)
 N_IMAGES = 6
-#: The environment a user's process gets from the test: the Hub endpoint and its settings.
-HUB_VARIABLES = (
-    "HF_ENDPOINT",
-    "HF_HUB_DISABLE_XET",
-    "HF_TOKEN",
-    "HF_UPDATE_DOWNLOAD_COUNTS",
-    "HF_HUB_DISABLE_TELEMETRY",
-    "HF_HUB_DISABLE_PROGRESS_BARS",
-    "TOKENIZERS_PARALLELISM",
-)
 
 PLAIN_CLIENT = textwrap.dedent(
     """
@@ -157,14 +147,16 @@ def export_preset(preset: Path, images: list, folder: Path) -> dict:
 
 
 def plain_client_env(home: Path) -> dict[str, str]:
-    """A clean environment: no PYTHONPATH, no rela_hf setting; the test Hub and a fresh cache."""
-    env = {key: os.environ[key] for key in HUB_VARIABLES if key in os.environ}
+    """A clean environment: the test Hub's ``HF_*`` settings (tests/conftest.py) and a fresh
+    cache; no PYTHONPATH, nothing else of the test process."""
+    env = {key: value for key, value in os.environ.items() if key.startswith("HF_")}
     return {
         **env,
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(home),
         "HF_HOME": str(home / "hf"),
         "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
     }
 
 
