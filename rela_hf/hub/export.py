@@ -21,13 +21,14 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
-from timm.models import save_for_hf
+from timm.models import model_entrypoint, save_for_hf
 from timm.models._hub import get_model_args
 from torch import nn
 
@@ -41,6 +42,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "ExportError",
     "export_backbone",
+    "is_timm_native",
     "read_export_config",
 ]
 
@@ -117,6 +119,44 @@ def _check_backbone(model: nn.Module) -> None:
             f"num_classes={getattr(model, 'num_classes', None)}. Call "
             "model.reset_classifier(0) on a copy, or create it with num_classes=0."
         )
+
+
+def is_timm_native(architecture: str) -> bool:
+    """Whether timm itself defines ``architecture``, so that plain clients can build an export.
+
+    ``timm.create_model("hf-hub:...")``, transformers' ``TimmWrapperModel`` (``AutoModel``,
+    ``pipeline``) and the Hub's timm snippet, widget and inference endpoints rebuild a model from
+    ``config.json``'s ``architecture`` in timm's registry. An architecture that another package
+    registers there (rela_hf.backbones' ``*_cifar`` ResNets) exists only in processes that
+    imported that package first.
+
+    Examples:
+        >>> is_timm_native("resnet18")
+        True
+        >>> import rela_hf.backbones
+        >>> is_timm_native("resnet18_cifar")
+        False
+    """
+    return timm.is_model(architecture) and model_entrypoint(architecture).__module__.startswith(
+        "timm."
+    )
+
+
+def _warn_unless_timm_native(architecture: str) -> None:
+    """Warn before writing an export that only processes importing its registrar can load."""
+    if is_timm_native(architecture):
+        return
+    registrar = model_entrypoint(architecture).__module__ if timm.is_model(architecture) else "?"
+    warnings.warn(
+        f"Exporting architecture {architecture!r}, which timm does not define ({registrar} "
+        "registers it): plain timm.create_model('hf-hub:...'), transformers.AutoModel, "
+        "pipeline('image-feature-extraction') and the Hub's timm widget and endpoints cannot "
+        f"build it; users must `import {registrar.split('.')[0]}` first. Publish a timm "
+        "architecture instead (CIFAR-sized images: --backbone resnet18 without --cifar_stem "
+        "at --image_size 128 keeps the CIFAR stem's stage resolutions).",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _model_in_chans(model: nn.Module) -> int:
@@ -256,6 +296,11 @@ def export_backbone(
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
 
+    Warns:
+        UserWarning: the architecture is not timm's own (:func:`is_timm_native` is false, e.g.
+            a ``--cifar_stem`` ResNet): the export loads only where rela_hf was imported, so
+            plain timm/transformers users and the Hub's widgets cannot load it.
+
     Examples:
         >>> import tempfile, timm
         >>> from rela_hf.preprocessing import official_data_config
@@ -269,6 +314,7 @@ def export_backbone(
         [3, 32, 32]
     """
     _check_backbone(model)
+    _warn_unless_timm_native(_pretrained_cfg_of(model)["architecture"])
     out_dir = Path(out_dir)
     in_chans = _model_in_chans(model)
     data_config = _validate_data_config(data_config or {}, in_chans)
