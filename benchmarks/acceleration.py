@@ -755,6 +755,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floors_only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parallel", type=int, default=None, help="Override execution.parallel.")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Override the config's seeds.")
+    parser.add_argument("--cells", nargs="+", default=None,
+                        help="Train only these cells of the grid (names); the results list every finished run.")
     return parser.parse_args(argv)
 
 
@@ -775,11 +777,14 @@ def main(argv: list[str] | None = None) -> None:
         (bench.work_dir / "floors.json").write_text(json.dumps(floors, indent=2) + "\n")
         return
     if not args.report_only:
-        run_grid(bench)
+        unknown = set(args.cells or ()) - {cell.name for cell in bench.cells}
+        if unknown:
+            raise SystemExit(f"--cells: no such cell(s) {sorted(unknown)} in {args.config}")
+        run_grid(bench, only=set(args.cells) if args.cells else None)
     print(write_results(bench).read_text())
 
 
-def run_grid(bench: Benchmark) -> None:
+def run_grid(bench: Benchmark, only: set[str] | None = None) -> None:
     if not (bench.dataset_dir / "dataset_dict.json").is_file() or not (bench.prior_dir / "config.json").is_file():
         prepare_assets(bench)
     priors = sorted({cell.prior for cell in bench.cells if cell.use_rela})
@@ -789,7 +794,8 @@ def run_grid(bench: Benchmark) -> None:
     # shared machine is cut short
     sign = -1 if bench.order == "longest_first" else 1
     jobs = [(cell, seed) for seed in bench.seeds
-            for cell in sorted(bench.cells, key=lambda c: (sign * c.data_ratio, not c.use_rela))]
+            for cell in sorted(bench.cells, key=lambda c: (sign * c.data_ratio, not c.use_rela))
+            if only is None or cell.name in only]
     failures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, bench.parallel)) as pool:
         # targets first (one per prior, side by side), then the floors and the runs

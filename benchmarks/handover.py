@@ -26,6 +26,7 @@ Resumable: finished evaluations are kept, training resumes from the newest check
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import concurrent.futures
 import csv
 import json
@@ -208,16 +209,27 @@ def report(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def only_cells(bench: grid.Benchmark, study: dict[str, Any], names: list[str]) -> grid.Benchmark:
+    """The benchmark with only the named cells, and the base runs they fork from."""
+    unknown = set(names) - {cell.name for cell in bench.cells}
+    if unknown:
+        raise SystemExit(f"--cells: no such cell(s) {sorted(unknown)}")
+    wanted = set(names) | {study["forks"][name] for name in names if name in study["forks"]}
+    return dataclasses.replace(bench, cells=[cell for cell in bench.cells if cell.name in wanted])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--report_only", action="store_true", help="Only rebuild the results.")
+    parser.add_argument("--cells", nargs="+", default=None,
+                        help="Train only these cells (a variant brings its base run); the results list every finished run.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     bench, study = load(args.config)
     seed = bench.seeds[0]
     if not args.report_only:
-        run_all(bench, study, seed)
+        run_all(only_cells(bench, study, args.cells) if args.cells else bench, study, seed)
     bench.results_dir.mkdir(parents=True, exist_ok=True)
     text = report(bench, study, seed)
     (bench.results_dir / "results.md").write_text(text)
