@@ -89,7 +89,7 @@ def photo_crops(photos: Sequence[Path], count: int, sides: tuple[int, int], seed
 
 def fashion_mnist_folder(work_dir: Path, train_limit: int | None, test_limit: int | None) -> Path:
     """Fashion-MNIST train + test (``limit``: a fixed random subset) saved with ``save_to_disk``."""
-    folder = work_dir / "fashion_mnist"
+    folder = work_dir / f"fashion_mnist_{train_limit or 'all'}_{test_limit or 'all'}"
     if not (folder / "dataset_dict.json").is_file():
         splits = {"train": fashion_mnist_dataset("train", limit=train_limit, seed=0),
                   "test": fashion_mnist_dataset("test", limit=test_limit, seed=0)}

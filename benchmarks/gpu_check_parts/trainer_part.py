@@ -99,6 +99,8 @@ def run_trainer(sizes: TrainerSizes, workers: int, deadline: float) -> tuple[dic
     fresh_accelerate()
     accelerator = Accelerator(mixed_precision="bf16")
     device = accelerator.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # this part's peak, not the targets part's
     rows = photo_crops(imagenet_photos(), sizes.rows, sizes.crop_sides, seed=1)
     recipes = method_view_recipes(sizes.method, sizes.image_size)
     model, optimizer = prepared_student(accelerator, sizes)
@@ -160,5 +162,6 @@ def run_compile(sizes: TrainerSizes, resident: list[dict[str, Any]], eager: dict
         "eager_images_per_s": eager["images_per_s"],
         "speedup": round(compiled["images_per_s"] / eager["images_per_s"], 3),
         "breakeven_steps": None if breakeven is None else max(0, round(breakeven)),
+        "breakeven_minutes": None if breakeven is None else round(max(0.0, breakeven) * compiled_step_s / 60, 1),
         "pays": breakeven is not None and compiled["images_per_s"] >= 1.05 * eager["images_per_s"],
     }
