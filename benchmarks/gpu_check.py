@@ -69,24 +69,54 @@ MIN_COMPILE_S = {"gpu": 45.0, "smoke": 5.0}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prepare", action="store_true",
-                        help="Write .gpu_check/ and .whl/ (what the GPU machine lacks) and check the size.")
-    parser.add_argument("--dry_run", action="store_true", help="With --prepare: only add up the sizes.")
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="Write .gpu_check/ and .whl/ (what the GPU machine lacks) and check the size.",
+    )
+    parser.add_argument(
+        "--dry_run", action="store_true", help="With --prepare: only add up the sizes."
+    )
     parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes, the same code paths.")
-    parser.add_argument("--parts", nargs="+", choices=PART_NAMES, default=list(PART_NAMES),
-                        help="Parts to run (compile needs trainer).")
-    parser.add_argument("--output_dir", type=Path, default=None,
-                        help="results.json + results.md (default: benchmarks/results/gpu, or "
-                             "outputs/gpu_check_smoke with --smoke)")
-    parser.add_argument("--work_dir", type=Path, default=None,
-                        help="Datasets and training runs (default: /tmp/rela_gpu_check, or "
-                             "outputs/gpu_check_smoke/work with --smoke)")
-    parser.add_argument("--cap", nargs="+", default=[], metavar="PART=SECONDS",
-                        help="Override parts' hard time caps, e.g. --cap compile=300 (a longer compile try).")
-    parser.add_argument("--budget_s", type=float, default=None,
-                        help="The whole check's budget (default 480 s on the GPU); compile gets what is left.")
-    parser.add_argument("--compile_backend", default=None,
-                        help="Override the compile part's dynamo backend (inductor on the GPU, eager in --smoke).")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PART_NAMES,
+        default=list(PART_NAMES),
+        help="Parts to run (compile needs trainer).",
+    )
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="results.json + results.md (default: benchmarks/results/gpu, or "
+        "outputs/gpu_check_smoke with --smoke)",
+    )
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        default=None,
+        help="Datasets and training runs (default: /tmp/rela_gpu_check, or "
+        "outputs/gpu_check_smoke/work with --smoke)",
+    )
+    parser.add_argument(
+        "--cap",
+        nargs="+",
+        default=[],
+        metavar="PART=SECONDS",
+        help="Override parts' hard time caps, e.g. --cap compile=300 (a longer compile try).",
+    )
+    parser.add_argument(
+        "--budget_s",
+        type=float,
+        default=None,
+        help="The whole check's budget (default 480 s on the GPU); compile gets what is left.",
+    )
+    parser.add_argument(
+        "--compile_backend",
+        default=None,
+        help="Override the compile part's dynamo backend (inductor on the GPU, eager in --smoke).",
+    )
     return parser.parse_args(argv)
 
 
@@ -105,7 +135,9 @@ def parse_caps(pairs: list[str]) -> dict[str, float]:
                 raise ValueError(f"no part {name!r}")
             caps[name] = float(seconds)
         except ValueError as error:
-            raise SystemExit(f"--cap {pair}: expected PART=SECONDS with PART one of {PART_NAMES} ({error}).")
+            raise SystemExit(
+                f"--cap {pair}: expected PART=SECONDS with PART one of {PART_NAMES} ({error})."
+            )
     return caps
 
 
@@ -122,7 +154,9 @@ def choose_profile(args: argparse.Namespace) -> Profile:
 class Check:
     """The parts in order, each under its cap, the results rewritten after each."""
 
-    def __init__(self, profile: Profile, device: torch.device, output_dir: Path, work_dir: Path) -> None:
+    def __init__(
+        self, profile: Profile, device: torch.device, output_dir: Path, work_dir: Path
+    ) -> None:
         self.profile, self.device = profile, device
         self.output_dir, self.work_dir = output_dir, work_dir
         self.start = time.perf_counter()
@@ -148,15 +182,22 @@ class Check:
         if name == "targets":
             return run_targets(profile.targets, device, soft_deadline)
         if name == "trainer":
-            result, self.shared["resident"] = run_trainer(profile.trainer, profile.num_workers, soft_deadline)
+            result, self.shared["resident"] = run_trainer(
+                profile.trainer, profile.num_workers, soft_deadline
+            )
             self.shared["eager"] = result["feeds"]["resident"]
             return result
         if name == "rela_vs_byol":
-            return run_rela_vs_byol(profile.rela_vs_byol, profile.num_workers, self.work_dir, device,
-                                    soft_deadline)
+            return run_rela_vs_byol(
+                profile.rela_vs_byol, profile.num_workers, self.work_dir, device, soft_deadline
+            )
         if "resident" not in self.shared:
-            raise RuntimeError("compile repeats the trainer part's (iii): run the trainer part first.")
-        return run_compile(profile.trainer, self.shared["resident"], self.shared["eager"], soft_deadline)
+            raise RuntimeError(
+                "compile repeats the trainer part's (iii): run the trainer part first."
+            )
+        return run_compile(
+            profile.trainer, self.shared["resident"], self.shared["eager"], soft_deadline
+        )
 
     def run(self, names: list[str]) -> bool:
         """Every part in ``names``; True when all succeeded."""
@@ -186,7 +227,8 @@ class Check:
                 return {"status": "ok", **self.run_part(name, tick + SOFT_SHARE * cap)}
         except PartTimeout as error:
             return {"status": "timed_out", "error": str(error)}
-        except Exception as error:  # noqa: BLE001  a failed part must not cost the others their results
+        # a failed part must not cost the others their results
+        except Exception as error:  # noqa: BLE001
             traceback.print_exc()
             return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
@@ -199,12 +241,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if report["fits"] else 1
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not args.smoke and device.type != "cuda":
-        print("gpu_check: no CUDA device here. Run it on the GPU machine (benchmarks/gpu_check.sh), or "
-              "--smoke for the CPU code-path check.", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device here. Run it on the GPU machine "
+            "(benchmarks/gpu_check.sh), or --smoke for the CPU code-path check.",
+            file=sys.stderr,
+        )
         return 2
     default_root = REPO / "outputs" / "gpu_check_smoke" if args.smoke else None
     output_dir = args.output_dir or (default_root or REPO / "benchmarks" / "results" / "gpu")
-    work_dir = args.work_dir or (default_root / "work" if default_root else Path("/tmp/rela_gpu_check"))
+    work_dir = args.work_dir or (
+        default_root / "work" if default_root else Path("/tmp/rela_gpu_check")
+    )
     work_dir.mkdir(parents=True, exist_ok=True)
     print(f"[gpu_check] Fashion-MNIST from {use_prepared_fashion_mnist()}", flush=True)
     check = Check(choose_profile(args), device, output_dir, work_dir)

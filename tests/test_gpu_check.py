@@ -26,24 +26,39 @@ TIMEOUT_S = 900  # a loaded 2-core machine; about 40 s when it is free
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=TIMEOUT_S, check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> tuple[dict, str]:
     """One ``--smoke`` run: its results.json (parsed) and results.md."""
     root = tmp_path_factory.mktemp("gpu_check")
-    result = run_script("--smoke", "--output_dir", str(root / "results"), "--work_dir", str(root / "work"))
-    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
-    return json.loads((root / "results" / "results.json").read_text()), (root / "results" / "results.md").read_text()
+    result = run_script(
+        "--smoke", "--output_dir", str(root / "results"), "--work_dir", str(root / "work")
+    )
+    assert result.returncode == 0, (
+        f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    )
+    return json.loads((root / "results" / "results.json").read_text()), (
+        root / "results" / "results.md"
+    ).read_text()
 
 
 @pytest.mark.slow
 def test_the_smoke_run_does_every_part_and_records_the_machine(smoke):
     results, _ = smoke
     assert results["mode"] == "smoke" and list(results["parts"]) == list(PARTS)
-    assert {name: part["status"] for name, part in results["parts"].items()} == dict.fromkeys(PARTS, "ok")
+    assert {name: part["status"] for name, part in results["parts"].items()} == dict.fromkeys(
+        PARTS, "ok"
+    )
     environment = results["environment"]
     assert environment["device"] == "cpu" and environment["torch"] and environment["device_name"]
     assert environment["libraries"]["datasets"] and environment["libraries"]["timm"]
@@ -56,7 +71,9 @@ def test_targets_compare_the_library_with_a_raw_loop_over_the_same_images(smoke)
     rates = targets["images_per_s"]
     assert set(rates) == {"add_rela_targets", "raw_timm_loop", "forward_only"}
     assert all(rate > 0 for rate in rates.values())
-    assert targets["ratio_to_raw_loop"] == pytest.approx(rates["add_rela_targets"] / rates["raw_timm_loop"], rel=0.01)
+    assert targets["ratio_to_raw_loop"] == pytest.approx(
+        rates["add_rela_targets"] / rates["raw_timm_loop"], rel=0.01
+    )
     projected = targets["projected_imagenet_seconds"]["add_rela_targets"]
     assert projected == pytest.approx(IMAGENET_TRAIN_IMAGES / rates["add_rela_targets"], rel=0.01)
     # the raw loop computes exactly what the prior computes: the ratio compares equal work
@@ -72,11 +89,17 @@ def test_the_trainer_is_fed_three_ways_and_compared_to_resident_views(smoke):
         assert feed["timed_steps"] == 2 and feed["images_per_s"] > 0  # the smoke profile's steps
     assert feeds["pil_workers"]["warmup_steps"] == trainer["num_workers"] + 2  # the workers' burst
     limit = feeds["resident"]["images_per_s"]
-    assert trainer["ratio_pil_workers_to_resident"] == pytest.approx(feeds["pil_workers"]["images_per_s"] / limit, rel=0.01)
-    assert trainer["ratio_gpu_data_path_to_resident"] == pytest.approx(feeds["gpu_data_path"]["images_per_s"] / limit, rel=0.01)
+    assert trainer["ratio_pil_workers_to_resident"] == pytest.approx(
+        feeds["pil_workers"]["images_per_s"] / limit, rel=0.01
+    )
+    assert trainer["ratio_gpu_data_path_to_resident"] == pytest.approx(
+        feeds["gpu_data_path"]["images_per_s"] / limit, rel=0.01
+    )
     compiled = smoke[0]["parts"]["compile"]
     assert compiled["backend"] == "eager" and compiled["eager_images_per_s"] == limit
-    assert compiled["speedup"] == pytest.approx(compiled["compiled"]["images_per_s"] / limit, rel=0.01)
+    assert compiled["speedup"] == pytest.approx(
+        compiled["compiled"]["images_per_s"] / limit, rel=0.01
+    )
 
 
 @pytest.mark.slow
@@ -96,7 +119,12 @@ def test_the_markdown_says_it_is_a_smoke_run_and_shows_every_part(smoke):
     results, markdown = smoke
     assert "Smoke run on the CPU" in markdown
     assert f"torch {results['environment']['torch']}" in markdown
-    for heading in ("## (a) Targets", "## (b) Trainer", "## (b') `torch.compile`", "## (c) ReLA vs BYOL"):
+    for heading in (
+        "## (a) Targets",
+        "## (b) Trainer",
+        "## (b') `torch.compile`",
+        "## (c) ReLA vs BYOL",
+    ):
         assert heading in markdown
     assert "(iii) views already on the device (the limit)" in markdown
 
@@ -111,5 +139,12 @@ def test_what_travels_to_the_gpu_machine_fits_the_device_tool():
     assert sum(p.startswith(".gpu_check/imagenet_photos/") for p in paths) == 20
     assert any(p.startswith(".gpu_check/priors/efficientnet_lite0") for p in paths)
     assert {p.split("/")[1].split("-")[0] for p in paths if p.startswith(".whl/")} == {
-        "datasets", "dill", "multiprocess", "fsspec", "timm"}
-    assert report["total_bytes"] == report["working_tree_bytes"] + sum(i["bytes"] for i in report["items"])
+        "datasets",
+        "dill",
+        "multiprocess",
+        "fsspec",
+        "timm",
+    }
+    assert report["total_bytes"] == report["working_tree_bytes"] + sum(
+        i["bytes"] for i in report["items"]
+    )

@@ -3,11 +3,11 @@
 | module | holds |
 |---|---|
 | ``profiles.py`` | the sizes and time caps of the GPU run and of the CPU ``--smoke`` run |
-| ``assets.py`` | where the offline data and prior are (``.gpu_check/`` or the local installs), the real-image crops |
-| ``prepare.py`` | ``--prepare``: what the GPU machine lacks, written to ``.gpu_check/`` and ``.whl/``, and its size |
+| ``assets.py`` | the offline data and prior (``.gpu_check/`` or local installs), photo crops |
+| ``prepare.py`` | ``--prepare``: what the GPU machine lacks (``.gpu_check/``, ``.whl/``), size |
 | ``measure.py`` | the environment record, time caps, the timed training-step loop |
 | ``targets_part.py`` | (a) ``add_rela_targets`` against a raw timm inference loop |
-| ``trainer_part.py`` | (b) the training step fed by PIL workers, by the GPU data path, from resident views; ``torch.compile`` |
+| ``trainer_part.py`` | (b) the step fed by PIL workers, GPU data path, resident views; compile |
 | ``rela_vs_byol_part.py`` | (c) ReLA vs BYOL through ``ReLATrainer``, kNN of each export |
 | ``report.py`` | ``results.json`` and ``results.md`` |
 

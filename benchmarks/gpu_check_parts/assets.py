@@ -62,7 +62,9 @@ def imagenet_photos(prepared: Path = PREPARED_DIR) -> list[Path]:
     return carried or [path for path, _ in foolbox_image_files("imagenet")]
 
 
-def photo_crops(photos: Sequence[Path], count: int, sides: tuple[int, int], seed: int = 0) -> datasets.Dataset:
+def photo_crops(
+    photos: Sequence[Path], count: int, sides: tuple[int, int], seed: int = 0
+) -> datasets.Dataset:
     """``count`` distinct crops of the photos as JPEG bytes in an ``image`` column.
 
     Each crop has a random width and height in ``sides`` (clipped to the photo), a random place
@@ -91,8 +93,10 @@ def fashion_mnist_folder(work_dir: Path, train_limit: int | None, test_limit: in
     """Fashion-MNIST train + test (``limit``: a fixed random subset) saved with ``save_to_disk``."""
     folder = work_dir / f"fashion_mnist_{train_limit or 'all'}_{test_limit or 'all'}"
     if not (folder / "dataset_dict.json").is_file():
-        splits = {"train": fashion_mnist_dataset("train", limit=train_limit, seed=0),
-                  "test": fashion_mnist_dataset("test", limit=test_limit, seed=0)}
+        splits = {
+            "train": fashion_mnist_dataset("train", limit=train_limit, seed=0),
+            "test": fashion_mnist_dataset("test", limit=test_limit, seed=0),
+        }
         datasets.DatasetDict(splits).save_to_disk(str(folder))
     return folder
 

@@ -38,8 +38,20 @@ __all__ = [
     "timed_steps",
 ]
 
-_LIBRARIES = ("torch", "torchvision", "timm", "transformers", "datasets", "accelerate",
-              "huggingface_hub", "safetensors", "pyarrow", "numpy", "pillow", "rela-hf")
+_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "datasets",
+    "accelerate",
+    "huggingface_hub",
+    "safetensors",
+    "pyarrow",
+    "numpy",
+    "pillow",
+    "rela-hf",
+)
 
 
 class PartTimeout(Exception):
@@ -58,9 +70,12 @@ def environment(device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     record: dict[str, Any] = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device)
+        if cuda
+        else platform.processor() or "cpu",
         "gpu_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-        if cuda else None,
+        if cuda
+        else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
@@ -89,7 +104,7 @@ def hard_cap(seconds: float) -> Iterator[None]:
 
 
 def fresh_accelerate() -> None:
-    """Forget the process-wide Accelerate state, so the next ``Accelerator`` takes its own settings."""
+    """Forget the process-wide Accelerate state: the next ``Accelerator`` takes its own settings."""
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
 
@@ -116,7 +131,8 @@ def timed_steps(
     Args:
         batches: an iterator of batches (a DataLoader's, or resident views cycled).
         warmup_steps: untimed steps first (compilation, cuDNN autotuning, the workers' start).
-        max_steps: timed steps at most; the window also ends at ``deadline`` (``time.perf_counter``).
+        max_steps: timed steps at most; the window also ends at ``deadline``
+            (``time.perf_counter``).
         to_views: turns a loader batch into ``{"views": ...}`` (the GPU data path's
             ``views_for_batch``); ``None``: the batch already holds the views.
 
@@ -134,8 +150,16 @@ def timed_steps(
             first_batch_s = time.perf_counter() - start
         if to_views is not None:
             batch = to_views(batch)
-        training_step(accelerator, model, optimizer, batch, phase="ssl", momentum=0.99, step=step,
-                      unwrapped=unwrapped)
+        training_step(
+            accelerator,
+            model,
+            optimizer,
+            batch,
+            phase="ssl",
+            momentum=0.99,
+            step=step,
+            unwrapped=unwrapped,
+        )
         step += 1
         if window_start is None and step >= warmup_steps:
             synchronize(device)

@@ -53,11 +53,21 @@ WHEEL_PACKAGES = {
     "timm": "the version the tests ran; the machine's is unknown",
 }
 #: Sizes of the pinned wheels (pip download, 2026), for a dry run before they are downloaded.
-WHEEL_BYTES_ESTIMATE = {"datasets": 608_276, "dill": 120_019, "multiprocess": 150_281,
-                        "fsspec": 221_738, "timm": 2_798_714}
+WHEEL_BYTES_ESTIMATE = {
+    "datasets": 608_276,
+    "dill": 120_019,
+    "multiprocess": 150_281,
+    "fsspec": 221_738,
+    "timm": 2_798_714,
+}
 #: The device README's platform tags for manylinux x86-64 wheels.
-_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
-              "manylinux2014_x86_64", "manylinux1_x86_64")
+_PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 _PRIOR_CONFIG_BYTES = 4_096  # config.json next to the safetensors, generously
 
 
@@ -76,10 +86,12 @@ def pinned_wheels() -> dict[str, str]:
 
 
 def travelling_tree_bytes(repo: Path = REPO) -> int:
-    """Bytes of the tracked and untracked-not-ignored files: what the tool sends besides ``carry``."""
+    """Bytes of the tracked and untracked-not-ignored files (what travels besides ``carry``)."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=repo, check=True, capture_output=True,
+        cwd=repo,
+        check=True,
+        capture_output=True,
     ).stdout.split(b"\0")
     files = {repo / name.decode() for name in listed if name}
     return sum(path.stat().st_size for path in files if path.is_file() and not path.is_symlink())
@@ -91,13 +103,22 @@ def folder_bytes(folder: Path) -> int:
 
 def data_plan() -> list[Item]:
     """Fashion-MNIST, the photos and the prior, at their source sizes."""
-    items = [Item(f".gpu_check/{FASHION_MNIST_SUBDIR}/{path.name}", path.stat().st_size, str(path))
-             for path in sorted(fashion_mnist_dir().glob("*-ubyte.gz"))]
-    items += [Item(f".gpu_check/{PHOTOS_SUBDIR}/{path.name}", path.stat().st_size, str(path))
-              for path in imagenet_photos(prepared=Path("/nonexistent"))]
+    items = [
+        Item(f".gpu_check/{FASHION_MNIST_SUBDIR}/{path.name}", path.stat().st_size, str(path))
+        for path in sorted(fashion_mnist_dir().glob("*-ubyte.gz"))
+    ]
+    items += [
+        Item(f".gpu_check/{PHOTOS_SUBDIR}/{path.name}", path.stat().st_size, str(path))
+        for path in imagenet_photos(prepared=Path("/nonexistent"))
+    ]
     weights = efficientnet_lite0_weights_path()
-    items.append(Item(f".gpu_check/{PRIOR_SUBDIR}/", weights.stat().st_size + _PRIOR_CONFIG_BYTES,
-                      f"{weights} (converted to a timm folder)"))
+    items.append(
+        Item(
+            f".gpu_check/{PRIOR_SUBDIR}/",
+            weights.stat().st_size + _PRIOR_CONFIG_BYTES,
+            f"{weights} (converted to a timm folder)",
+        )
+    )
     return items
 
 
@@ -117,7 +138,9 @@ def _copy(source: Path, destination: Path) -> None:
     if destination.is_file() and destination.stat().st_size == source.stat().st_size:
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False, prefix=".tmp-") as handle:
+    with tempfile.NamedTemporaryFile(
+        dir=destination.parent, delete=False, prefix=".tmp-"
+    ) as handle:
         staging = Path(handle.name)
     shutil.copyfile(source, staging)
     staging.replace(destination)
@@ -133,17 +156,42 @@ def write_data() -> None:
 
 def download_wheels() -> None:
     """``pip download`` the pinned wheels for CPython 3.12 on manylinux x86-64 (the device README's
-    command); older versions of the same packages are removed (two versions stop the install)."""
+    command); older versions of the same packages are removed (two versions stop the install).
+
+    Wheels already in ``.whl/`` at the pinned version are kept and not asked for again, so a
+    second ``--prepare`` needs no registry at all.
+    """
     pins = pinned_wheels()
     WHEEL_DIR.mkdir(exist_ok=True)
     for name, version in pins.items():
         for stale in WHEEL_DIR.glob(f"{name}-*.whl"):
             if not stale.name.startswith(f"{name}-{version}-"):
                 stale.unlink()
+    pins = {
+        name: version
+        for name, version in pins.items()
+        if not any(WHEEL_DIR.glob(f"{name}-{version}-*.whl"))
+    }
+    if not pins:
+        return
     platforms = [arg for platform in _PLATFORMS for arg in ("--platform", platform)]
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(WHEEL_DIR),
-               *(f"{name}=={version}" for name, version in pins.items())]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        *platforms,
+        "-d",
+        str(WHEEL_DIR),
+        *(f"{name}=={version}" for name, version in pins.items()),
+    ]
     subprocess.run(command, check=True)
 
 
@@ -160,13 +208,16 @@ def size_report(items: list[Item], tree_bytes: int) -> dict[str, Any]:
         "fits": mib <= HARD_LIMIT_MIB,
         "within_target": mib <= TARGET_MIB,
         "carry": [".gpu_check", ".whl"],
-        "extra_wheels": sorted(p.name for p in WHEEL_DIR.glob("*.whl")
-                               if p.name.split("-")[0].replace("_", "-").lower() not in WHEEL_PACKAGES),
+        "extra_wheels": sorted(
+            p.name
+            for p in WHEEL_DIR.glob("*.whl")
+            if p.name.split("-")[0].replace("_", "-").lower() not in WHEEL_PACKAGES
+        ),
     }
 
 
 def prepare(dry_run: bool = False) -> dict[str, Any]:
-    """Write (or, with ``dry_run``, only add up) ``.gpu_check/`` and ``.whl/``; return the size report.
+    """Write (with ``dry_run``: only add up) ``.gpu_check/`` and ``.whl/``; return the size report.
 
     After writing, the sizes are those of the written folders; ``extra_wheels`` lists other wheels
     found in ``.whl/``, which the device command would install and carry too.
@@ -175,6 +226,8 @@ def prepare(dry_run: bool = False) -> dict[str, Any]:
         return size_report(data_plan() + wheel_plan(), travelling_tree_bytes())
     write_data()
     download_wheels()
-    written = [Item(".gpu_check/", folder_bytes(PREPARED_DIR), "written"),
-               Item(".whl/", folder_bytes(WHEEL_DIR), "written")]
+    written = [
+        Item(".gpu_check/", folder_bytes(PREPARED_DIR), "written"),
+        Item(".whl/", folder_bytes(WHEEL_DIR), "written"),
+    ]
     return size_report(written, travelling_tree_bytes())

@@ -62,7 +62,7 @@ class TrainerSizes:
 
 @dataclass(frozen=True)
 class RelaVsByolSizes:
-    """(c) the grids' 32 px setup (acceleration_gpu.yaml) on full Fashion-MNIST, same steps for both."""
+    """(c) the grids' 32 px setup (acceleration_gpu.yaml) on full Fashion-MNIST, same steps."""
 
     backbone: str
     cifar_stem: bool
@@ -117,15 +117,40 @@ def gpu_profile(cores: int | None = None) -> Profile:
         num_workers=max(1, cores - 2),
         budget_s=480.0,
         caps_s={"targets": 75.0, "trainer": 110.0, "rela_vs_byol": 165.0, "compile": 120.0},
-        targets=TargetsSizes(prior="resnet50", image_size=224, num_images=2048, k=256,
-                             batch_size=256, repeats=2, crop_sides=(256, 512)),
-        trainer=TrainerSizes(backbone="resnet50", image_size=224, batch_size=256, rows=1024,
-                             warmup_steps=8, window_s=15.0, max_steps=10_000, resident_batches=4,
-                             compile_backend="inductor", crop_sides=(256, 512)),
-        rela_vs_byol=RelaVsByolSizes(backbone="resnet18", cifar_stem=True, image_size=32,
-                                     batch_size=128, steps=1000, train_limit=None, test_limit=None,
-                                     prior_kind="efficientnet_lite0", prior_image_size=64,
-                                     prior_batch_size=512, knn_batch_size=1024),
+        targets=TargetsSizes(
+            prior="resnet50",
+            image_size=224,
+            num_images=2048,
+            k=256,
+            batch_size=256,
+            repeats=2,
+            crop_sides=(256, 512),
+        ),
+        trainer=TrainerSizes(
+            backbone="resnet50",
+            image_size=224,
+            batch_size=256,
+            rows=1024,
+            warmup_steps=8,
+            window_s=15.0,
+            max_steps=10_000,
+            resident_batches=4,
+            compile_backend="inductor",
+            crop_sides=(256, 512),
+        ),
+        rela_vs_byol=RelaVsByolSizes(
+            backbone="resnet18",
+            cifar_stem=True,
+            image_size=32,
+            batch_size=128,
+            steps=1000,
+            train_limit=None,
+            test_limit=None,
+            prior_kind="efficientnet_lite0",
+            prior_image_size=64,
+            prior_batch_size=512,
+            knn_batch_size=1024,
+        ),
     )
 
 
@@ -136,13 +161,39 @@ def smoke_profile() -> Profile:
         num_workers=1,  # one worker: the fork and pickling paths run too
         budget_s=600.0,
         caps_s={"targets": 120.0, "trainer": 150.0, "rela_vs_byol": 180.0, "compile": 90.0},
-        targets=TargetsSizes(prior="test_resnet", image_size=64, num_images=24, k=8,
-                             batch_size=8, repeats=1, crop_sides=(48, 96)),
-        trainer=TrainerSizes(backbone="test_resnet", image_size=64, batch_size=4, rows=16,
-                             warmup_steps=1, window_s=30.0, max_steps=2, resident_batches=2,
-                             compile_backend="eager", crop_sides=(48, 96)),
-        rela_vs_byol=RelaVsByolSizes(backbone="test_resnet", cifar_stem=True, image_size=32,
-                                     batch_size=8, steps=2, train_limit=64, test_limit=32,
-                                     prior_kind="random_test_resnet", prior_image_size=32,
-                                     prior_batch_size=32, knn_batch_size=64, target_dim=16),
+        targets=TargetsSizes(
+            prior="test_resnet",
+            image_size=64,
+            num_images=24,
+            k=8,
+            batch_size=8,
+            repeats=1,
+            crop_sides=(48, 96),
+        ),
+        trainer=TrainerSizes(
+            backbone="test_resnet",
+            image_size=64,
+            batch_size=4,
+            rows=16,
+            warmup_steps=1,
+            window_s=30.0,
+            max_steps=2,
+            resident_batches=2,
+            compile_backend="eager",
+            crop_sides=(48, 96),
+        ),
+        rela_vs_byol=RelaVsByolSizes(
+            backbone="test_resnet",
+            cifar_stem=True,
+            image_size=32,
+            batch_size=8,
+            steps=2,
+            train_limit=64,
+            test_limit=32,
+            prior_kind="random_test_resnet",
+            prior_image_size=32,
+            prior_batch_size=32,
+            knn_batch_size=64,
+            target_dim=16,
+        ),
     )

@@ -45,14 +45,21 @@ def decoded_images(dataset: datasets.Dataset) -> list[PIL.Image.Image]:
     return images
 
 
-def raw_timm_loop(model: nn.Module, transform: Callable, images: list[PIL.Image.Image], *,
-                  batch_size: int, device: torch.device, channels_last: bool) -> torch.Tensor:
+def raw_timm_loop(
+    model: nn.Module,
+    transform: Callable,
+    images: list[PIL.Image.Image],
+    *,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool,
+) -> torch.Tensor:
     """Pooled pre-logits of every image: timm's eval transform, then the forward pass."""
     dtype = next(model.parameters()).dtype
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            pixels = torch.stack([transform(image) for image in images[start:start + batch_size]])
+            pixels = torch.stack([transform(image) for image in images[start : start + batch_size]])
             pixels = pixels.to(device, dtype=dtype, non_blocking=True)
             if channels_last:
                 pixels = pixels.contiguous(memory_format=torch.channels_last)
@@ -80,27 +87,45 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _variants(prior: Prior, dataset: datasets.Dataset, sizes: TargetsSizes,
-              device: torch.device) -> tuple[dict[str, Callable[[], Any]], float]:
+def _variants(
+    prior: Prior, dataset: datasets.Dataset, sizes: TargetsSizes, device: torch.device
+) -> tuple[dict[str, Callable[[], Any]], float]:
     """The three ways to embed the images, and how far the raw loop and the prior agree."""
     model = prior.model
     data_config = timm.data.resolve_model_data_config(model)
     data_config["input_size"] = (3, sizes.image_size, sizes.image_size)
     transform = timm.data.create_transform(**data_config, is_training=False)
     images = decoded_images(dataset)
-    first = images[:sizes.batch_size]
-    raw_first = raw_timm_loop(model, transform, first, batch_size=sizes.batch_size, device=device,
-                              channels_last=prior.channels_last)
+    first = images[: sizes.batch_size]
+    raw_first = raw_timm_loop(
+        model,
+        transform,
+        first,
+        batch_size=sizes.batch_size,
+        device=device,
+        channels_last=prior.channels_last,
+    )
     agreement = float((raw_first - prior.embed(first)).abs().max())
     dtype = next(model.parameters()).dtype
     memory = torch.channels_last if prior.channels_last else torch.contiguous_format
-    batches = [prior.preprocess(images[start:start + sizes.batch_size])
-               .to(device, dtype=dtype).contiguous(memory_format=memory)
-               for start in range(0, min(len(images), 2 * sizes.batch_size), sizes.batch_size)]
+    batches = [
+        prior.preprocess(images[start : start + sizes.batch_size])
+        .to(device, dtype=dtype)
+        .contiguous(memory_format=memory)
+        for start in range(0, min(len(images), 2 * sizes.batch_size), sizes.batch_size)
+    ]
     variants = {
-        "add_rela_targets": lambda: add_rela_targets(dataset, prior, k=sizes.k, batch_size=sizes.batch_size),
-        "raw_timm_loop": lambda: raw_timm_loop(model, transform, images, batch_size=sizes.batch_size,
-                                               device=device, channels_last=prior.channels_last),
+        "add_rela_targets": lambda: add_rela_targets(
+            dataset, prior, k=sizes.k, batch_size=sizes.batch_size
+        ),
+        "raw_timm_loop": lambda: raw_timm_loop(
+            model,
+            transform,
+            images,
+            batch_size=sizes.batch_size,
+            device=device,
+            channels_last=prior.channels_last,
+        ),
         "forward_only": lambda: forward_only(model, batches, len(images)),
     }
     return variants, agreement
@@ -110,8 +135,13 @@ def run_targets(sizes: TargetsSizes, device: torch.device, deadline: float) -> d
     """Images/s of the three ways (median of interleaved repeats), the ratio, the projection."""
     datasets.disable_progress_bars()
     dataset = photo_crops(imagenet_photos(), sizes.num_images, sizes.crop_sides, seed=0)
-    prior = load_prior(sizes.prior, pretrained=False, image_size=sizes.image_size, device=device,
-                       channels_last=True)
+    prior = load_prior(
+        sizes.prior,
+        pretrained=False,
+        image_size=sizes.image_size,
+        device=device,
+        channels_last=True,
+    )
     variants, agreement = _variants(prior, dataset, sizes, device)
     names = list(variants)
     seconds: dict[str, list[float]] = {name: [] for name in names}
@@ -137,6 +167,7 @@ def run_targets(sizes: TargetsSizes, device: torch.device, deadline: float) -> d
         "forward_only_to_raw_loop": round(rates["forward_only"] / raw, 2),
         "raw_loop_vs_prior_max_abs_diff": agreement,
         "projected_imagenet_seconds": {
-            name: round(IMAGENET_TRAIN_IMAGES / rate, 1) for name, rate in rates.items()},
+            name: round(IMAGENET_TRAIN_IMAGES / rate, 1) for name, rate in rates.items()
+        },
         "projected_for_images": IMAGENET_TRAIN_IMAGES,
     }

@@ -61,25 +61,44 @@ def loader_warmup(sizes: TrainerSizes, workers: int) -> int:
     return max(sizes.warmup_steps, workers + 2)
 
 
-def _loader(dataset: Any, collate: Any, sizes: TrainerSizes, workers: int, batches: int) -> DataLoader:
+def _loader(
+    dataset: Any, collate: Any, sizes: TrainerSizes, workers: int, batches: int
+) -> DataLoader:
     """The trainer's DataLoader settings, over enough random rows for ``batches`` batches."""
-    sampler = RandomSampler(dataset, num_samples=batches * sizes.batch_size,
-                            generator=torch.Generator().manual_seed(0))
-    return DataLoader(dataset, batch_size=sizes.batch_size, sampler=sampler, drop_last=True,
-                      num_workers=workers, collate_fn=collate, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+    sampler = RandomSampler(
+        dataset, num_samples=batches * sizes.batch_size, generator=torch.Generator().manual_seed(0)
+    )
+    return DataLoader(
+        dataset,
+        batch_size=sizes.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
 
 
-def resident_views(rows: datasets.Dataset, recipes: list, sizes: TrainerSizes,
-                   device: torch.device) -> list[dict[str, Any]]:
+def resident_views(
+    rows: datasets.Dataset, recipes: list, sizes: TrainerSizes, device: torch.device
+) -> list[dict[str, Any]]:
     """A few batches of views made once on the device (the batched path), kept there."""
     data = ImageRowsDataset(rows, seed=0, max_short_side=lossless_short_side(recipes))
     loader = _loader(data, ImageCollator(), sizes, workers=0, batches=sizes.resident_batches)
     return [views_for_batch(batch, recipes, device, channels_last=True) for batch in loader]
 
 
-def _feed(name: str, rows: datasets.Dataset, recipes: list, model: Any, sizes: TrainerSizes,
-          accelerator: Accelerator, workers: int, resident: list[dict[str, Any]]) -> tuple[Any, Any]:
+def _feed(
+    name: str,
+    rows: datasets.Dataset,
+    recipes: list,
+    model: Any,
+    sizes: TrainerSizes,
+    accelerator: Accelerator,
+    workers: int,
+    resident: list[dict[str, Any]],
+) -> tuple[Any, Any]:
     """The batches of one feed and the step that turns them into views (``None``: they are)."""
     batches = loader_warmup(sizes, workers) + sizes.max_steps + 2
     if name == "resident":
@@ -87,7 +106,9 @@ def _feed(name: str, rows: datasets.Dataset, recipes: list, model: Any, sizes: T
     if name == "pil_workers":
         views = accelerator.unwrap_model(model).method.view_transforms(sizes.image_size)
         data = ViewDataset(rows, rela_views=None, ssl_views=views, phase=PHASE_SSL, seed=0)
-        return accelerator.prepare(_loader(data, ViewCollator(channels_last=True), sizes, workers, batches)), None
+        return accelerator.prepare(
+            _loader(data, ViewCollator(channels_last=True), sizes, workers, batches)
+        ), None
     data = ImageRowsDataset(rows, seed=0, max_short_side=lossless_short_side(recipes))
     loader = accelerator.prepare(_loader(data, ImageCollator(), sizes, workers, batches))
     device = accelerator.device
@@ -110,27 +131,43 @@ def run_trainer(sizes: TrainerSizes, workers: int, deadline: float) -> tuple[dic
         batches, to_views = _feed(name, rows, recipes, model, sizes, accelerator, workers, resident)
         warmup = sizes.warmup_steps if name == "resident" else loader_warmup(sizes, workers)
         window_end = min(deadline, time.perf_counter() + sizes.window_s)
-        feeds[name] = timed_steps(accelerator, model, optimizer, iter(batches), batch_size=sizes.batch_size,
-                                  warmup_steps=warmup, max_steps=sizes.max_steps, deadline=window_end,
-                                  to_views=to_views)
+        feeds[name] = timed_steps(
+            accelerator,
+            model,
+            optimizer,
+            iter(batches),
+            batch_size=sizes.batch_size,
+            warmup_steps=warmup,
+            max_steps=sizes.max_steps,
+            deadline=window_end,
+            to_views=to_views,
+        )
         del batches  # a loader's workers end with its iterator
     limit = feeds["resident"]["images_per_s"]
     result = {
-        "backbone": sizes.backbone, "method": sizes.method, "image_size": sizes.image_size,
-        "batch_size": sizes.batch_size, "mixed_precision": "bf16", "channels_last": True,
-        "num_workers": workers, "rows": sizes.rows, "crop_sides": list(sizes.crop_sides),
+        "backbone": sizes.backbone,
+        "method": sizes.method,
+        "image_size": sizes.image_size,
+        "batch_size": sizes.batch_size,
+        "mixed_precision": "bf16",
+        "channels_last": True,
+        "num_workers": workers,
+        "rows": sizes.rows,
+        "crop_sides": list(sizes.crop_sides),
         "feeds": feeds,
         "ratio_pil_workers_to_resident": round(feeds["pil_workers"]["images_per_s"] / limit, 3),
         "ratio_gpu_data_path_to_resident": round(feeds["gpu_data_path"]["images_per_s"] / limit, 3),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
-        if device.type == "cuda" else None,
+        if device.type == "cuda"
+        else None,
     }
     del model, optimizer
     return result, resident
 
 
-def run_compile(sizes: TrainerSizes, resident: list[dict[str, Any]], eager: dict[str, Any],
-                deadline: float) -> dict[str, Any]:
+def run_compile(
+    sizes: TrainerSizes, resident: list[dict[str, Any]], eager: dict[str, Any], deadline: float
+) -> dict[str, Any]:
     """(iii) again with the model compiled (``dynamo_backend``, as ``--torch_compile`` does).
 
     Args:
@@ -143,12 +180,27 @@ def run_compile(sizes: TrainerSizes, resident: list[dict[str, Any]], eager: dict
     batches = itertools.cycle(resident)
     synchronize(accelerator.device)
     start = time.perf_counter()
-    first = timed_steps(accelerator, model, optimizer, batches, batch_size=sizes.batch_size,
-                        warmup_steps=3, max_steps=1, deadline=deadline)  # compiles (and recompiles)
+    first = timed_steps(
+        accelerator,
+        model,
+        optimizer,
+        batches,
+        batch_size=sizes.batch_size,
+        warmup_steps=3,
+        max_steps=1,
+        deadline=deadline,
+    )  # compiles (and recompiles)
     compile_s = time.perf_counter() - start
-    compiled = timed_steps(accelerator, model, optimizer, batches, batch_size=sizes.batch_size,
-                           warmup_steps=sizes.warmup_steps, max_steps=sizes.max_steps,
-                           deadline=min(deadline, time.perf_counter() + sizes.window_s))
+    compiled = timed_steps(
+        accelerator,
+        model,
+        optimizer,
+        batches,
+        batch_size=sizes.batch_size,
+        warmup_steps=sizes.warmup_steps,
+        max_steps=sizes.max_steps,
+        deadline=min(deadline, time.perf_counter() + sizes.window_s),
+    )
     eager_step_s = sizes.batch_size / eager["images_per_s"]
     compiled_step_s = sizes.batch_size / compiled["images_per_s"]
     overhead_s = compile_s - 4 * eager_step_s  # the first steps' cost beyond eager steps
@@ -162,6 +214,8 @@ def run_compile(sizes: TrainerSizes, resident: list[dict[str, Any]], eager: dict
         "eager_images_per_s": eager["images_per_s"],
         "speedup": round(compiled["images_per_s"] / eager["images_per_s"], 3),
         "breakeven_steps": None if breakeven is None else max(0, round(breakeven)),
-        "breakeven_minutes": None if breakeven is None else round(max(0.0, breakeven) * compiled_step_s / 60, 1),
+        "breakeven_minutes": None
+        if breakeven is None
+        else round(max(0.0, breakeven) * compiled_step_s / 60, 1),
         "pays": breakeven is not None and compiled["images_per_s"] >= 1.05 * eager["images_per_s"],
     }
