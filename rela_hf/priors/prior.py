@@ -16,9 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
+from timm.data.transforms import MaybeToTensor
 from torch import nn
+from torchvision import transforms as T  # type: ignore[import-untyped]
 
 from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform, official_data_config
 
@@ -106,12 +109,27 @@ class Prior:
     _fingerprint: str | None = field(default=None, init=False, repr=False)
 
     def preprocess(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-        """Apply :attr:`transform` to each image and stack: ``[B, 3, H, W]`` float32 on CPU."""
+        """Apply :attr:`transform` to each image and stack: ``[B, 3, H, W]`` float32 on CPU.
+
+        A ``Compose`` that ends in ``ToTensor, Normalize`` (every timm transform, so every
+        ``"prior"`` and ``"official"`` preprocessing of a timm prior) runs its PIL steps per image
+        and the last two once for the whole batch: the same element-wise float operations, so the
+        same bits, without a dozen small tensor operations per image.
+        """
         if len(images) == 0:
             raise ValueError(
                 "Prior.preprocess got no images; pass a non-empty sequence of PIL images."
             )
-        return torch.stack([self.transform(image) for image in images])
+        split = _split_tensor_steps(self.transform)
+        if split is None:
+            return torch.stack([self.transform(image) for image in images])
+        pil_steps, to_tensor, normalize = split
+        prepared = []
+        for image in images:
+            for step in pil_steps:
+                image = step(image)
+            prepared.append(image)
+        return _to_normalized_batch(prepared, to_tensor, normalize)
 
     def embed(self, images: Sequence[PIL.Image.Image] | torch.Tensor) -> torch.Tensor:
         """Embed a batch in one forward pass (eval mode, no gradients).
@@ -176,6 +194,47 @@ class Prior:
                     digest.update(flat.view(torch.uint8).numpy().tobytes())
             self._fingerprint = digest.hexdigest()[:32]
         return self._fingerprint
+
+
+def _split_tensor_steps(
+    transform: Callable[[PIL.Image.Image], torch.Tensor],
+) -> tuple[list[Callable[[Any], Any]], Callable[[Any], torch.Tensor], T.Normalize] | None:
+    """``(PIL steps, to-tensor step, Normalize)`` of a ``Compose([..., ToTensor, Normalize])``.
+
+    Exact types only (torchvision's ``ToTensor`` or timm's ``MaybeToTensor``, torchvision's
+    ``Normalize``): a subclass may do something else, and then every image goes through
+    ``transform`` whole.
+    """
+    steps = getattr(transform, "transforms", None)
+    if type(transform) is not T.Compose or not isinstance(steps, list) or len(steps) < 2:
+        return None
+    to_tensor, normalize = steps[-2], steps[-1]
+    if type(to_tensor) not in (T.ToTensor, MaybeToTensor) or type(normalize) is not T.Normalize:
+        return None
+    return steps[:-2], to_tensor, normalize
+
+
+def _to_normalized_batch(
+    images: list[Any], to_tensor: Callable[[Any], torch.Tensor], normalize: T.Normalize
+) -> torch.Tensor:
+    """``normalize(stack(to_tensor(image)))`` computed once for the batch.
+
+    ``to_tensor`` turns 8-bit ``L``/``RGB`` pixels ``p`` into ``float(p) / 255`` (channels first)
+    and ``Normalize`` computes ``(x - mean[c]) / std[c]``: element-wise, exactly rounded float
+    operations, so doing them on the stacked ``[B, H, W, C]`` pixels gives the bits of doing them
+    image by image. Anything else (other modes, tensors, unequal sizes) takes the per-image path.
+    """
+    batchable = (
+        all(isinstance(image, PIL.Image.Image) and image.mode in ("L", "RGB") for image in images)
+        and len({(image.mode, image.size) for image in images}) == 1
+    )
+    if not batchable:
+        return normalize(torch.stack([to_tensor(image) for image in images]))
+    pixels = torch.from_numpy(np.stack([np.asarray(image) for image in images]))
+    if pixels.ndim == 3:  # mode L: [B, H, W] -> [B, H, W, 1]
+        pixels = pixels.unsqueeze(-1)
+    batch = pixels.permute(0, 3, 1, 2).contiguous().to(torch.get_default_dtype()).div(255)
+    return normalize(batch)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,9 +75,10 @@ def add_rela_targets(
     A streaming ``IterableDataset`` is read once to fit the whitening; the returned
     ``IterableDataset`` computes the column lazily (so the prior runs a second time, as it is
     iterated; a stream without known features has them inferred from its first batch, so that
-    the record can be kept in them). On several GPUs (prior on CUDA), one process per GPU is
-    used; any ``num_proc > 1`` needs spawned workers: call it under
-    ``if __name__ == "__main__":`` after
+    the record can be kept in them). On CPU, ``num_proc=N`` embeds ``N`` batches at once on worker
+    threads of this process, with ``cores // N`` torch threads each
+    (:mod:`rela_hf.targets.workers`). On several GPUs (prior on CUDA), one process per GPU is
+    used; these need spawned workers: call it under ``if __name__ == "__main__":`` after
     ``multiprocess.set_start_method("spawn")``. Under ``accelerate launch``, compute on the main
     process first (``with accelerator.main_process_first():``): the other ranks then load the
     cached result (datasets loaded from the Hub or disk are cached; in-memory ones are not),
@@ -93,8 +94,8 @@ def add_rela_targets(
             instead of fitting one on this dataset.
         keep_embeddings: also keep the raw prior embeddings in ``embedding_column``.
         batch_size: images per prior forward pass.
-        num_proc: processes for the embedding pass (default: one per GPU when the prior is on
-            CUDA and several GPUs are visible, else one).
+        num_proc: workers for the embedding pass: threads on CPU (at most one per core),
+            processes on CUDA (default: one per GPU when several are visible, else one).
         source: provenance of the images to record, keys ``id``, ``config``, ``split``,
             ``revision`` (pin the commit sha); defaults from ``dataset.info``.
         load_from_cache_file: as in ``Dataset.map`` (default: datasets' caching setting).

@@ -30,6 +30,7 @@ __all__ = [
     "check_columns",
     "check_prior",
     "decode_image",
+    "embed_encoded",
     "embed_images",
     "fingerprint",
     "fixed_size_column",
@@ -151,6 +152,22 @@ def embed_images(prior: Prior, images: list, indices: Sequence[int]) -> torch.Te
             "Check that image and its preprocessing, or run the prior in float32."
         )
     return embeddings.to(torch.float32)
+
+
+def embed_encoded(
+    prior: Prior,
+    values: Sequence[Any],
+    indices: Sequence[int],
+    feature: Any,
+    token_per_repo_id: Any = None,
+) -> torch.Tensor:
+    """Decode one batch of an image column (:func:`decode_image`) and embed it
+    (:func:`embed_images`): the step every pass, map-style or streaming, repeats."""
+    decoded = [
+        decode_image(value, feature, index, token_per_repo_id)
+        for value, index in zip(values, indices, strict=True)
+    ]
+    return embed_images(prior, decoded, indices)
 
 
 def resolve_n_components(k: int | None, student_width: int | None, embed_dim: int) -> int:

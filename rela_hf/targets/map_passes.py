@@ -6,19 +6,19 @@
 2. the embeddings are whitened into the target column (Arrow buffers in, Arrow buffers out).
 
 Each pass has an explicit fingerprint, so results are cached, reused after an interruption and
-identical on every rank. The batch functions are picklable classes, so ``num_proc`` workers
-(spawned, one per GPU) can run them.
+identical on every rank. ``num_proc`` spreads pass 1 over worker threads on CPU or one spawned
+process per GPU (:mod:`~rela_hf.targets.workers`); the batch functions are picklable classes, so
+the GPU processes can run them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import datasets
-import multiprocess
 import pyarrow as pa
 import torch
 from datasets.utils.tqdm import tqdm
@@ -26,8 +26,7 @@ from datasets.utils.tqdm import tqdm
 from rela_hf.targets.embedding import (
     TargetsPlan,
     check_columns,
-    decode_image,
-    embed_images,
+    embed_encoded,
     fingerprint,
     fixed_size_column,
     full_decoder_feature,
@@ -35,6 +34,12 @@ from rela_hf.targets.embedding import (
     target_feature,
 )
 from rela_hf.targets.record import load_whitening, save_whitening
+from rela_hf.targets.workers import (
+    WorkerPlan,
+    plan_workers,
+    require_spawn_start_method,
+    worker_threads,
+)
 from rela_hf.whitening import PCAWhitening
 
 __all__ = ["add_targets_map_style"]
@@ -42,28 +47,43 @@ __all__ = ["add_targets_map_style"]
 
 @dataclasses.dataclass
 class _EmbedBatch:
-    """Pass 1: decoded images -> ``[B, D]`` prior embeddings, written as an Arrow table."""
+    """Pass 1: encoded images -> ``[B, D]`` prior embeddings, written as an Arrow table.
+
+    A map batch holds ``workers * batch_size`` images; it is embedded ``batch_size`` at a time
+    (on the worker threads, when there are several), so every forward pass sees the images it
+    would see with one worker.
+    """
 
     prior: Any
     feature: Any
     embedding_column: str
+    batch_size: int
     gpu_per_rank: bool = False
-    cpu_threads: int | None = None  # CPU workers share the cores instead of each taking all
     token_per_repo_id: Any = None
+    threads: ThreadPoolExecutor | None = None  # CPU worker threads (never pickled: no GPU use)
 
     def __call__(self, images: list, indices: list[int], rank: int | None = None) -> pa.Table:
         if self.gpu_per_rank:  # one process per GPU (hf-conventions §6): cuda:{rank % count}
             device = torch.device(f"cuda:{(rank or 0) % torch.cuda.device_count()}")
             if self.prior.device != device:
                 self.prior = self.prior.to(device)
-        if self.cpu_threads and rank is not None and torch.get_num_threads() != self.cpu_threads:
-            torch.set_num_threads(self.cpu_threads)
-        decoded = [
-            decode_image(v, self.feature, i, self.token_per_repo_id)
-            for v, i in zip(images, indices, strict=True)
+        starts = range(0, len(images), self.batch_size)
+        chunks = [
+            (images[s : s + self.batch_size], indices[s : s + self.batch_size]) for s in starts
         ]
-        embeddings = embed_images(self.prior, decoded, indices)
+        if self.threads is not None:
+            parts = list(self.threads.map(self._embed, chunks))
+        else:
+            parts = [self._embed(chunk) for chunk in chunks]
+        embeddings = parts[0] if len(parts) == 1 else torch.cat(parts)
         return pa.table({self.embedding_column: fixed_size_column(embeddings.numpy())})
+
+    def _embed(self, chunk: tuple[list, list[int]]) -> torch.Tensor:
+        values, indices = chunk
+        return embed_encoded(self.prior, values, indices, self.feature, self.token_per_repo_id)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "threads": None}
 
 
 @dataclasses.dataclass
@@ -111,14 +131,10 @@ def add_targets_map_style(
     )
     embeddings = _embed_dataset(
         unformatted,
-        plan.prior,
-        image_column=plan.image_column,
-        batch_size=plan.batch_size,
+        plan,
         num_proc=num_proc,
         new_fingerprint=embed_fingerprint,
         load_from_cache_file=load_from_cache_file,
-        desc=f"{plan.desc}: embedding",
-        embedding_column=plan.embedding_column,
     )
     if whitening is None:
         whitening = _fit_or_load_whitening(
@@ -167,65 +183,58 @@ def add_targets_map_style(
 
 
 def _embed_dataset(
-    dataset,
-    prior,
+    dataset: datasets.Dataset,
+    plan: TargetsPlan,
     *,
-    image_column,
-    batch_size,
-    num_proc,
-    new_fingerprint,
-    load_from_cache_file,
-    desc,
-    embedding_column,
-):
-    feature = dataset.features[image_column]
-    images = dataset.select_columns([image_column]).cast_column(
-        image_column, datasets.Image(decode=False)
+    num_proc: int | None,
+    new_fingerprint: str,
+    load_from_cache_file: bool | None,
+) -> datasets.Dataset:
+    """Pass 1: only the image column goes in (undecoded), only the embeddings come out."""
+    prior, column = plan.prior, plan.image_column
+    images = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
+    workers = plan_workers(
+        num_proc, device=prior.device, num_examples=len(dataset), batch_size=plan.batch_size
     )
-    gpus = torch.cuda.device_count() if prior.device.type == "cuda" else 0
-    if num_proc is None and gpus > 1:
-        num_proc = gpus
-    num_proc = min(num_proc, len(dataset)) if num_proc and num_proc > 1 else None
-    gpu_per_rank = bool(num_proc and gpus > 0)
-    cpu_threads = max(1, (os.cpu_count() or 1) // num_proc) if num_proc and not gpus else None
-    original_device = prior.device
-    if num_proc:
-        _require_spawn_start_method(num_proc)
-    if gpu_per_rank:
-        prior = prior.to("cpu")  # each worker moves its own copy to cuda:{rank % gpus}
+    map_kwargs: dict[str, Any] = {
+        "input_columns": [column],
+        "with_indices": True,
+        "with_rank": True,
+        "batched": True,
+        "remove_columns": [column],
+        "features": datasets.Features({plan.embedding_column: target_feature(prior.embed_dim)}),
+        "new_fingerprint": new_fingerprint,
+        "load_from_cache_file": load_from_cache_file,
+        "desc": f"{plan.desc}: embedding",
+    }
+    decoder = full_decoder_feature(dataset.features[column])
+    if workers.gpu_processes:
+        return _embed_on_gpu_processes(images, plan, workers, decoder, map_kwargs)
+    with worker_threads(workers) as threads:
+        embed = _EmbedBatch(prior, decoder, plan.embedding_column, plan.batch_size, threads=threads)
+        return images.map(embed, batch_size=plan.batch_size * workers.workers, **map_kwargs)
+
+
+def _embed_on_gpu_processes(
+    images: datasets.Dataset,
+    plan: TargetsPlan,
+    workers: WorkerPlan,
+    decoder: Any,
+    map_kwargs: dict[str, Any],
+) -> datasets.Dataset:
+    """One spawned ``Dataset.map`` process per GPU; each moves its own copy of the prior."""
+    require_spawn_start_method(workers.workers)
+    prior, original_device = plan.prior, plan.prior.device
+    prior.to("cpu")  # pickled to the workers from the CPU; each moves it to cuda:{rank % gpus}
     try:
+        embed = _EmbedBatch(
+            prior, decoder, plan.embedding_column, plan.batch_size, gpu_per_rank=True
+        )
         return images.map(
-            _EmbedBatch(
-                prior, full_decoder_feature(feature), embedding_column, gpu_per_rank, cpu_threads
-            ),
-            input_columns=[image_column],
-            with_indices=True,
-            with_rank=True,
-            batched=True,
-            batch_size=batch_size,
-            remove_columns=[image_column],
-            features=datasets.Features({embedding_column: target_feature(prior.embed_dim)}),
-            num_proc=num_proc,
-            new_fingerprint=new_fingerprint,
-            load_from_cache_file=load_from_cache_file,
-            desc=desc,
+            embed, batch_size=plan.batch_size, num_proc=workers.workers, **map_kwargs
         )
     finally:
-        if gpu_per_rank:
-            prior.to(original_device)
-
-
-def _require_spawn_start_method(num_proc: int) -> None:
-    """Worker processes must be spawned: the prior already ran here (load_prior probes it), and a
-    forked child can neither re-initialise CUDA nor reuse torch's CPU thread pool (it hangs)."""
-    if multiprocess.get_start_method(allow_none=True) != "spawn":
-        raise RuntimeError(
-            f"Embedding with num_proc={num_proc} processes needs the 'spawn' start method (a "
-            "forked process cannot re-initialise CUDA, and torch's CPU threads hang after a "
-            "fork). In your "
-            "script, under if __name__ == '__main__':, call multiprocess.set_start_method('spawn') "
-            "first, or leave num_proc=None (one process)."
-        )
+        prior.to(original_device)
 
 
 def _fit_or_load_whitening(

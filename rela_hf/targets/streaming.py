@@ -16,8 +16,7 @@ from datasets.utils.tqdm import tqdm
 from rela_hf.targets.embedding import (
     TargetsPlan,
     check_columns,
-    decode_image,
-    embed_images,
+    embed_encoded,
     full_decoder_feature,
     target_feature,
 )
@@ -39,12 +38,9 @@ class _EmbedAndWhitenBatch:
     token_per_repo_id: Any = None
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
-        images = batch[self.image_column]
-        decoded = [
-            decode_image(v, self.feature, i, self.token_per_repo_id)
-            for v, i in zip(images, indices, strict=True)
-        ]
-        embeddings = embed_images(self.prior, decoded, indices)
+        embeddings = embed_encoded(
+            self.prior, batch[self.image_column], indices, self.feature, self.token_per_repo_id
+        )
         batch[self.target_column] = self.whitening.transform(embeddings).numpy()
         if self.embedding_column:
             batch[self.embedding_column] = embeddings.numpy()
@@ -106,10 +102,7 @@ def _fit_whitening_streaming(
         for batch in images.iter(batch_size=batch_size):
             values = batch[image_column]
             indices = range(seen, seen + len(values))
-            decoded = [
-                decode_image(v, feature, i, token) for v, i in zip(values, indices, strict=True)
-            ]
-            whitening.update(embed_images(prior, decoded, indices))
+            whitening.update(embed_encoded(prior, values, indices, feature, token))
             seen += len(values)
             bar.update(len(values))
     if seen == 0:

@@ -162,30 +162,3 @@ def test_input_format_is_kept(random_prior, cifar10_images):
     assert batch["rela_target"].dtype == torch.float32
     assert rela_targets_info(out.with_format("numpy")).n_components == 4  # a view keeps the record
     assert rela_targets_info(out.select(range(3))).n_components == 4  # so does a new dataset
-
-
-def test_worker_processes_must_be_spawned(random_prior, cifar10_images):
-    import multiprocess
-
-    if multiprocess.get_start_method(allow_none=True) == "spawn":
-        pytest.skip("this session already uses spawn")
-    with pytest.raises(RuntimeError, match="'spawn' start method"):
-        add_rela_targets(cifar10_images, random_prior, k=4, num_proc=2)
-
-
-@pytest.mark.slow
-def test_two_worker_processes_give_the_same_targets(random_prior, cifar10_images):
-    """num_proc=2 (spawned workers, as for one process per GPU) == one process (up to the rounding
-    of one torch thread per worker instead of two)."""
-    import multiprocess
-
-    single = add_rela_targets(cifar10_images, random_prior, k=8, batch_size=4)
-    previous = multiprocess.get_start_method(allow_none=True)
-    multiprocess.set_start_method("spawn", force=True)
-    try:
-        parallel = add_rela_targets(cifar10_images, random_prior, k=8, batch_size=4, num_proc=2)
-    finally:
-        multiprocess.set_start_method(previous, force=True)
-    np.testing.assert_allclose(
-        column(parallel, "rela_target"), column(single, "rela_target"), atol=1e-4
-    )
