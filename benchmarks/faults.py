@@ -22,11 +22,13 @@ What the test suite checks case by case, this script checks in long loops and re
    make_targets); every file written (outputs, logs, caches, summaries, cards) and every file the
    Hub stored is searched for it.
 5. **Load**: ``add_rela_targets`` with ``num_proc=2`` on ``--load_images`` images vs one process:
-   peak resident memory of the process tree, and the targets bitwise equal.
+   time, peak resident memory of the process tree (``benchmarks/targets_load.py``), and the
+   targets bitwise equal.
 
     python benchmarks/faults.py                      # the defaults: 20 kills, 20,000 images
     python benchmarks/faults.py --kills 5 --load_images 2000   # a quick pass
     python benchmarks/faults.py --cases kill_loop divergence secrets --kills 5   # the push-related cases
+    python benchmarks/faults.py --only_load          # re-measure the load case alone
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import numpy as np
 import torch
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
+from targets_load import measure_add_rela_targets  # benchmarks/targets_load.py
 
 from rela_hf.assets import fashion_mnist_dataset
 from rela_hf.priors import load_prior
@@ -279,57 +282,18 @@ def secrets(hub: Any, roots: list[Path]) -> dict[str, Any]:
     return {"files_searched": files, "hub_files_searched": hub_files, "sentinel_found_in": found}
 
 
-LOAD_SCRIPT = """
-import multiprocess, sys, time, numpy as np, torch
-if __name__ == "__main__":
-    multiprocess.set_start_method("spawn")
-    from rela_hf.assets import fashion_mnist_dataset
-    from rela_hf.priors import load_prior
-    from rela_hf.targets import add_rela_targets
-    images, num_proc, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    torch.manual_seed(0)
-    prior = load_prior("test_resnet", pretrained=False, image_size=32, device="cpu")
-    data = fashion_mnist_dataset("train", limit=images, seed=2)
-    start = time.perf_counter()
-    result = add_rela_targets(data, prior, k=16, batch_size=128, num_proc=None if num_proc == 1 else num_proc,
-                              load_from_cache_file=False)
-    np.save(out, np.asarray(result.with_format("numpy")["rela_target"]))
-    print("seconds", time.perf_counter() - start)
-"""
-
-
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc (KiB)."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-            stack += [int(c) for c in children]
-        except (OSError, StopIteration, ValueError):
-            continue
-    return total
-
-
 def load(work: Path, env: dict[str, str], images: int) -> dict[str, Any]:
-    script = work / "load.py"
-    script.write_text(LOAD_SCRIPT)
+    """num_proc=1 vs 2 on the same images (``targets_load``): time, process-tree memory, targets.
+
+    Unlike the other children, these keep torch's default thread count (no OMP_NUM_THREADS=1):
+    one process then uses every core, as a user's would, and each of two workers half of them.
+    """
+    env = {key: value for key, value in env.items() if key != "OMP_NUM_THREADS"}
     results: dict[str, Any] = {"images": images}
     for num_proc in (1, 2):
-        out = work / f"load_{num_proc}.npy"
-        process = subprocess.Popen([PYTHON, str(script), str(images), str(num_proc), str(out)], cwd=work, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        peak = 0
-        while process.poll() is None:
-            peak = max(peak, tree_rss_kib(process.pid))
-            time.sleep(0.2)
-        stdout, stderr = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"load run (num_proc={num_proc}) failed:\n{stderr[-3000:]}")
-        seconds = float(next(line.split()[1] for line in stdout.splitlines() if line.startswith("seconds")))
-        results[f"num_proc_{num_proc}"] = {"peak_rss_mib": round(peak / 1024), "seconds": round(seconds, 1)}
+        results[f"num_proc_{num_proc}"] = measure_add_rela_targets(
+            work / f"load_{num_proc}.npy", images=images, num_proc=num_proc, env=env, cwd=work
+        )
     results["targets_bitwise_equal"] = bool(np.array_equal(np.load(work / "load_1.npy"), np.load(work / "load_2.npy")))
     return results
 
@@ -361,13 +325,33 @@ def render(report: dict[str, Any]) -> str:
     rows += [] if ld is None else [
         (f"add_rela_targets, {ld['images']:,} images", (f"one process: {ld['num_proc_1']['peak_rss_mib']} MiB peak, "
          f"{ld['num_proc_1']['seconds']} s; num_proc=2: {ld['num_proc_2']['peak_rss_mib']} MiB peak (process tree), "
-         f"{ld['num_proc_2']['seconds']} s; targets bitwise equal: {ld['targets_bitwise_equal']}")),
+         f"{ld['num_proc_2']['seconds']} s; targets bitwise equal: {ld['targets_bitwise_equal']}"
+         + (f" ({ld['conditions']})" if "conditions" in ld else ""))),
     ]
     lines = ["# Fault injection (`benchmarks/faults.py`)", "", report["conditions"], "",
              "| fault | outcome |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
              *([f"Divergence message: `{dv['message']}`", ""] if dv else []),
              "Raw numbers, every kill with its classification: `results.json`."]
     return "\n".join(lines) + "\n"
+
+
+def remeasure_load(args: argparse.Namespace) -> None:
+    """The load case alone, written into the committed report (the other cases are kept)."""
+    work = args.work_dir / "load"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    report = json.loads((args.results_dir / "results.json").read_text())
+    report["load"] = load(work, child_env("http://127.0.0.1:9", work / "hf_home"), args.load_images)
+    report["load"]["conditions"] = (f"re-measured alone at rela-hf {git_revision()}, load average "
+                                    f"{report['load']['num_proc_1']['load_average'][0]} at the start")
+    (args.results_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.results_dir / "results.md").write_text(render(report))
+    print(render(report))
+
+
+def git_revision() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                          check=False).stdout.strip()
 
 
 def main() -> None:
@@ -380,8 +364,13 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES, help="which faults to inject")
     parser.add_argument("--request_delay", type=float, default=0.2,
                         help="seconds each Hub request waits (a slow link: kills land mid-push more often)")
+    parser.add_argument("--only_load", action="store_true",
+                        help="Re-measure the load case alone and update it in the existing results.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.only_load:
+        remeasure_load(args)
+        return
 
     rng = random.Random(args.seed)
     work = args.work_dir
@@ -413,8 +402,7 @@ def main() -> None:
             report["load"] = load(work, env, args.load_images)
         if "secrets" in args.cases:
             report["secrets"] = secrets(hub, [work])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=False).stdout.strip()
+    commit = git_revision()
     report = {"conditions": (f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
                              f"rela-hf at {commit}; seed {args.seed}; cases {', '.join(args.cases)}; "
                              f"{args.kills} kills; Hub requests delayed {args.request_delay} s."),
