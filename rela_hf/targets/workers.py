@@ -82,7 +82,7 @@ def plan_workers(
     devices (MPS, XPU) run one batch at a time.
 
     Args:
-        num_proc: what the caller asked for; ``None`` or a positive integer.
+        num_proc: what the caller asked for: ``None``, 0 or 1 (one worker) or more.
         device: where the prior runs.
         num_examples: images to embed.
         batch_size: images per forward pass.
@@ -90,9 +90,12 @@ def plan_workers(
         gpus: visible GPUs (default ``torch.cuda.device_count()``).
     """
     if num_proc is not None and (
-        not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 1
+        not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 0
     ):
-        raise ValueError(f"num_proc must be None or a positive integer, got {num_proc!r}.")
+        raise ValueError(
+            f"num_proc must be None or a non-negative integer (0 and 1: one worker, as in "
+            f"Dataset.map), got {num_proc!r}."
+        )
     if device.type == "cuda":
         gpus = torch.cuda.device_count() if gpus is None else gpus
         requested = num_proc or max(1, gpus)

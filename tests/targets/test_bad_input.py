@@ -19,7 +19,10 @@ def png_bytes(image: PIL.Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def test_undecodable_image_names_the_row_and_writes_nothing(random_prior, cifar10_images, tmp_path):
+@pytest.mark.parametrize("num_proc", [None, 2])  # one worker, or two CPU worker threads
+def test_undecodable_image_names_the_row_and_writes_nothing(
+    random_prior, cifar10_images, tmp_path, num_proc
+):
     images = [{"bytes": png_bytes(image), "path": None} for image in cifar10_images["image"][:10]]
     images[5] = {"bytes": b"this is not an image", "path": None}
     broken = datasets.Dataset.from_dict(
@@ -27,11 +30,17 @@ def test_undecodable_image_names_the_row_and_writes_nothing(random_prior, cifar1
     )
     broken.save_to_disk(str(tmp_path / "broken"))
     before = sorted(path.name for path in (tmp_path / "broken").iterdir())
+    threads = torch.get_num_threads()
     with pytest.raises(ValueError, match="Could not decode the image of row 5"):
         add_rela_targets(
-            datasets.load_from_disk(str(tmp_path / "broken")), random_prior, k=4, batch_size=4
+            datasets.load_from_disk(str(tmp_path / "broken")),
+            random_prior,
+            k=4,
+            batch_size=4,
+            num_proc=num_proc,
         )
     assert sorted(path.name for path in (tmp_path / "broken").iterdir()) == before
+    assert torch.get_num_threads() == threads  # the workers' setting does not outlive them
 
 
 def test_non_finite_embedding_names_the_row(random_prior, cifar10_images):
@@ -64,6 +73,7 @@ def test_non_finite_embedding_names_the_row(random_prior, cifar10_images):
         ({"student_width": 512}, ValueError, "need at least 97 images"),
         ({"k": 4, "target_column": "label"}, ValueError, "already has a column 'label'"),
         ({"k": 4, "batch_size": 0}, ValueError, "batch_size"),
+        ({"k": 4, "num_proc": -1}, ValueError, "num_proc must be None or a non-negative"),
     ],
 )
 def test_bad_arguments(random_prior, cifar10_images, kwargs, error, message):

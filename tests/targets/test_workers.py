@@ -45,6 +45,7 @@ def test_cpu_workers_share_the_cores_without_oversubscription():
 def test_one_cpu_worker_leaves_torch_threads_alone():
     assert cpu_plan(None, cores=16) == WorkerPlan(1)
     assert cpu_plan(1, cores=16) == WorkerPlan(1)
+    assert cpu_plan(0, cores=16) == WorkerPlan(1)  # as in Dataset.map: 0 means no extra workers
     assert cpu_plan(4, cores=1) == WorkerPlan(1)
     # no more workers than batches: 100 images in batches of 64 are two batches
     assert cpu_plan(8, cores=16, num_examples=100) == WorkerPlan(2, torch_threads=8)
@@ -63,9 +64,9 @@ def test_gpu_plan_is_one_process_per_gpu():
     assert other == WorkerPlan(1)
 
 
-@pytest.mark.parametrize("num_proc", [0, -2, 1.5, True, "2"])
+@pytest.mark.parametrize("num_proc", [-1, 1.5, True, "2"])
 def test_invalid_num_proc_is_refused(num_proc):
-    with pytest.raises(ValueError, match="num_proc must be None or a positive integer"):
+    with pytest.raises(ValueError, match="num_proc must be None or a non-negative integer"):
         cpu_plan(num_proc, cores=2)
 
 
