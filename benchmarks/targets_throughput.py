@@ -77,6 +77,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--output_dir", type=Path, default=REPO / "benchmarks" / "results" / "targets"
     )
+    parser.add_argument(
+        "--report_only", action="store_true", help="re-render results.md from results.json"
+    )
     return parser.parse_args()
 
 
@@ -191,6 +194,29 @@ def num_proc_comparison(args: argparse.Namespace, folder: str, work: Path) -> di
     }
 
 
+NOTES = [
+    "## Reading the numbers",
+    "",
+    (
+        "- Both contenders run the same forward passes (the raw loop's embeddings are checked against "
+        "the prior's first). What `add_rela_targets` adds: decoding the PNGs (the raw loop is handed "
+        "decoded images), the float64 whitening fit (a streaming covariance, O(N D^2), and one "
+        "D x D `eigh`, a fixed cost) and the whitened column. What it saves: `ToTensor` and "
+        "`Normalize` run once per batch instead of once per image (same bits)."
+    ),
+    (
+        "- On a shared 2-core machine, torch's 2-thread OpenMP regions wait for whichever thread "
+        "was preempted, so both contenders slow down together when the load average is high; "
+        "the alternating pairs keep the comparison fair, not the absolute rates."
+    ),
+    (
+        "- `num_proc=2` on CPU runs two worker threads in this process with `cores // 2` torch threads "
+        "each (no spawned processes, no second copy of the libraries or of the prior), so its memory "
+        "is about one process's; its targets are bitwise those of one worker at the same thread count."
+    ),
+]
+
+
 def render(result: dict[str, Any]) -> str:
     setup, fit = result["setup"], result["whitening_fit"]
     lines = [
@@ -234,7 +260,7 @@ def render(result: dict[str, Any]) -> str:
             f"{npc['num_images']:,} images; targets bitwise equal: {npc['targets_bitwise_equal']}.",
             "",
         ]
-    lines.append("Every timing with its load average: `results.json`.")
+    lines += [*NOTES, "", "Every timing with its load average: `results.json`."]
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +285,11 @@ def num_proc_row(npc: dict[str, Any], key: str) -> str:
 
 def main() -> None:
     args = parse_args()
+    if args.report_only:
+        result = json.loads((args.output_dir / "results.json").read_text())
+        (args.output_dir / "results.md").write_text(render(result))
+        print(render(result))
+        return
     repeats = args.repeats * len(args.num_images) if len(args.repeats) == 1 else args.repeats
     if len(repeats) != len(args.num_images):
         raise SystemExit("--repeats takes one value or one per --num_images entry.")
