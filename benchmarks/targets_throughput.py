@@ -198,11 +198,11 @@ NOTES = [
     "## Reading the numbers",
     "",
     (
-        "- Both contenders run the same forward passes (the raw loop's embeddings are checked against "
-        "the prior's first). What `add_rela_targets` adds: decoding the PNGs (the raw loop is handed "
-        "decoded images), the float64 whitening fit (a streaming covariance, O(N D^2), and one "
-        "D x D `eigh`, a fixed cost) and the whitened column. What it saves: `ToTensor` and "
-        "`Normalize` run once per batch instead of once per image (same bits)."
+        "- Both contenders run the same forward passes (the raw loop's embeddings are checked "
+        "against the prior's first). What `add_rela_targets` adds: decoding the PNGs (the raw "
+        "loop is handed decoded images), the float64 whitening fit (a streaming covariance, "
+        "O(N D^2), and one D x D `eigh`, a fixed cost) and the whitened column. What it saves: "
+        "`ToTensor` and `Normalize` run once per batch instead of once per image (same bits)."
     ),
     (
         "- On a shared 2-core machine, torch's 2-thread OpenMP regions wait for whichever thread "
@@ -210,9 +210,10 @@ NOTES = [
         "the alternating pairs keep the comparison fair, not the absolute rates."
     ),
     (
-        "- `num_proc=2` on CPU runs two worker threads in this process with `cores // 2` torch threads "
-        "each (no spawned processes, no second copy of the libraries or of the prior), so its memory "
-        "is about one process's; its targets are bitwise those of one worker at the same thread count."
+        "- `num_proc=2` on CPU runs two worker threads in this process with `cores // 2` torch "
+        "threads each (no spawned processes, no second copy of the libraries or of the prior), "
+        "so its memory is about one process's; its targets are bitwise those of one worker at the "
+        "same thread count."
     ),
 ]
 
