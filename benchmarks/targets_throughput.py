@@ -114,8 +114,11 @@ def timed(fn: Callable[[], Any]) -> dict[str, float]:
 
 def ratio_to_raw_loop(
     args: argparse.Namespace, prior, model, transform, n: int, repeats: int
-) -> dict:
-    """Alternating pairs (raw loop, add_rela_targets) on the first ``n`` images."""
+) -> tuple[dict, torch.Tensor]:
+    """Alternating pairs (raw loop, add_rela_targets) on the first ``n`` images.
+
+    Returns the row and the raw loop's embeddings (the prior's), to time the whitening fit on.
+    """
     dataset = fashion_mnist_dataset("train", limit=n, seed=0)
     images = list(dataset["image"])  # decoded once, outside the raw loop's timing
     head = images[: 2 * args.batch_size]
@@ -124,8 +127,11 @@ def ratio_to_raw_loop(
     )
     same = raw_timm_loop(model, transform, head, args.batch_size)
     torch.testing.assert_close(same, reference, rtol=0, atol=1e-5)
+    embeddings: list[torch.Tensor] = []
     contenders = {
-        "raw timm loop": lambda: raw_timm_loop(model, transform, images, args.batch_size),
+        "raw timm loop": lambda: embeddings.append(
+            raw_timm_loop(model, transform, images, args.batch_size)
+        ),
         "add_rela_targets": lambda: add_rela_targets(
             dataset, prior, student_width=args.student_width, batch_size=args.batch_size
         ),
@@ -145,7 +151,7 @@ def ratio_to_raw_loop(
         )
     raw, add = runs["raw timm loop"], runs["add_rela_targets"]
     median = lambda rows, key: statistics.median(row[key] for row in rows)
-    return {
+    row = {
         "num_images": n,
         "repeats": repeats,
         "runs": runs,
@@ -161,6 +167,7 @@ def ratio_to_raw_loop(
             max(r["load_average"] for r in raw + add),
         ],
     }
+    return row, embeddings[-1]
 
 
 def num_proc_comparison(args: argparse.Namespace, folder: str, work: Path) -> dict:
@@ -303,14 +310,12 @@ def main() -> None:
         raw_timm_loop(
             model, transform, list(fashion_mnist_dataset("test", limit=128)["image"]), 64
         )  # warm-up
-        ratios = [
+        rows = [
             ratio_to_raw_loop(args, prior, model, transform, n, r)
             for n, r in zip(args.num_images, repeats)
         ]
-        images = list(fashion_mnist_dataset("train", limit=max(args.num_images), seed=0)["image"])
-        embeddings = torch.cat(
-            [prior.embed(images[i : i + 256]) for i in range(0, len(images), 256)]
-        )
+        ratios = [row for row, _ in rows]
+        embeddings = max((e for _, e in rows), key=len)  # the raw loop's, largest run
         k = min(args.student_width, prior.embed_dim)
         fit = timed(
             lambda: PCAWhitening(k).fit(
