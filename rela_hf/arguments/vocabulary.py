@@ -97,7 +97,11 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "targets_revision": ("The revision of --targets_dataset_name (pin a commit sha).", None),
     "keep_embeddings": ("Also keep the prior's raw embeddings as a column.", False),
     "targets_only": ("Keep only idx + targets (a separate dataset config, joined to the images by idx).", False),
-    "num_proc": ("Processes for the prior's pass over the data (default: one per GPU).", None),
+    "num_proc": (
+        "Workers for the prior's pass over the data: threads sharing the cores on CPU, one process "
+        "per GPU on GPUs (default: one per GPU, else one).",
+        None,
+    ),
     "device": ("Where the prior runs (default: cuda if available, else cpu).", None),
     "write_card": ("Write a dataset card next to the data.", True),
     # --- the student and its method (ReLA-F) -------------------------------------------------
