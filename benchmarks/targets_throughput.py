@@ -16,7 +16,7 @@
 
 The 1-minute load average is recorded with every timing: the 2 cores may be shared.
 
-    python benchmarks/targets_throughput.py      # 2,000 and 20,000 images, EfficientNet-Lite0 64 px
+    python benchmarks/targets_throughput.py      # 2,000, 8,000, 20,000 images, EfficientNet-Lite0 64 px
     python benchmarks/targets_throughput.py --num_images 512 --repeats 2 --num_proc_images 0
 """
 
@@ -53,12 +53,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_images", type=int, nargs="+", default=[2000, 20000])
+    parser.add_argument("--num_images", type=int, nargs="+", default=[2000, 8000, 20000])
     parser.add_argument(
         "--repeats",
         type=int,
         nargs="+",
-        default=[5, 3],
+        default=[5, 3, 3],
         help="timed pairs per --num_images entry (one value: the same for all)",
     )
     parser.add_argument(
@@ -238,6 +238,7 @@ def render(result: dict[str, Any]) -> str:
             "(grey 28x28)."
         ),
         "",
+        *([result["conditions"], ""] if "conditions" in result else []),
         "## Ratio to a raw timm inference loop (alternating pairs, same process)",
         "",
         (
@@ -247,6 +248,11 @@ def render(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
         *map(ratio_row, result["ratio"]),
         "",
+        *(
+            f"The {row['num_images']:,}-image row comes from {row['measured_separately']}.\n"
+            for row in result["ratio"]
+            if "measured_separately" in row
+        ),
         (
             "Whitening fit alone (float64 streaming covariance + `eigh`), on the "
             f"{fit['num_images']:,}-image embeddings: {fit['seconds']} s."
