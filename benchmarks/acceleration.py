@@ -522,7 +522,7 @@ def _switch_text(cell: Cell, switches: list[int | None], rhos: list[float | None
     # a run that never switched: how close the adaptive rule came (it fires at rho >= 0.995)
     return ", ".join(str(step) if step is not None
                      else "never" + (f" (ρ {rho:.3f})" if rho is not None and cell.switch_rule == "adaptive" else "")
-                     for step, rho in zip(switches, rhos))
+                     for step, rho in zip(switches, rhos, strict=True))
 
 
 def _floor_rows(floors: dict[str, Any]) -> list[str]:

@@ -195,7 +195,7 @@ def report(runs: list[dict], args: argparse.Namespace, test_size: int) -> str:
     p = statistics.fmean(knns["pil"]) / 100
     binomial = 100 * math.sqrt(p * (1 - p) / test_size)
     gap = statistics.fmean(knns["batched"]) - statistics.fmean(knns["pil"])
-    paired = [b - a for a, b in zip(knns["pil"], knns["batched"])]
+    paired = [b - a for a, b in zip(knns["pil"], knns["batched"], strict=False)]
     lines += [
         "",
         f"- kNN, PIL views: **{spread(knns['pil'])}**; "

@@ -135,7 +135,7 @@ def run_all(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=bench.parallel) as pool:
         base_done = {c.name: pool.submit(run_cell, bench, study, evaluator, c, seed) for c in bases}
         scratch = [pool.submit(run_cell, bench, study, evaluator, c, seed) for c in others if c.name not in study["forks"]]
-        for name, future in base_done.items():
+        for future in base_done.values():
             logger.info("done: %s", future.result())
         forked = [pool.submit(run_cell, bench, study, evaluator, c, seed) for c in others if c.name in study["forks"]]
         for future in concurrent.futures.as_completed([*scratch, *forked]):

@@ -357,7 +357,7 @@ def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict
     plateau = summary.get("plateau")
     stop = summary.get("stop") or {}
     if plateau is None:
-        return "\n".join(lines + ["BYOL has no evaluated checkpoint yet."]) + "\n"
+        return "\n".join([*lines, "BYOL has no evaluated checkpoint yet."]) + "\n"
     acc = plateau["accuracy"]
     lines.append(
         f"BYOL {'reached its plateau' if plateau['reached_plateau'] else 'did **not** reach the plateau rule'} "

@@ -28,6 +28,7 @@ pushes in flight) is reported apart. Ratios are against ``none``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
@@ -133,10 +134,10 @@ def run_mode(mode: str, repeat: int, data: Path, args: argparse.Namespace) -> di
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
     end = time.perf_counter()
-    steps = [b - a for a, b in zip(trainer.step_ends, trainer.step_ends[1:])][args.warmup:]
-    cpu = [b - a for a, b in zip(trainer.cpu_ends, trainer.cpu_ends[1:])][args.warmup:]
+    steps = [b - a for a, b in itertools.pairwise(trainer.step_ends)][args.warmup:]
+    cpu = [b - a for a, b in itertools.pairwise(trainer.cpu_ends)][args.warmup:]
     numbers = range(args.warmup + 1, args.steps + 1)  # the optimizer step each time belongs to
-    saves = [t for t, n in zip(steps, numbers) if n % args.checkpointing_steps == 0 and n < args.steps]
+    saves = [t for t, n in zip(steps, numbers, strict=False) if n % args.checkpointing_steps == 0 and n < args.steps]
     commits = [] if mode == "none" else [c.title for c in HfApi().list_repo_commits(repo_id)]
     return {
         "mode": mode, "repeat": repeat, "step_seconds": steps, "mean_step": statistics.fmean(steps),
@@ -177,7 +178,7 @@ def summarize(runs: list[dict[str, Any]], modes: list[str]) -> dict[str, dict[st
         saves = [r["median_save_step"] for r in rows if r["median_save_step"] is not None]
         table[mode]["median_save_step"] = statistics.fmean(saves) if saves else float("nan")
     if "none" in table:
-        for mode, row in table.items():
+        for row in table.values():
             row["mean_step_ratio"] = row["mean_step"] / table["none"]["mean_step"]
             row["loop_ratio"] = row["loop_seconds"] / table["none"]["loop_seconds"]
             row["loop_cpu_ratio"] = row["loop_cpu_per_step"] / table["none"]["loop_cpu_per_step"]

@@ -18,9 +18,9 @@ takes these folders where it would take Hub ids. Install the assets first with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets

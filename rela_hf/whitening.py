@@ -264,7 +264,9 @@ class PCAWhitening:
     def _set_parameters(
         self, *, mean, components, explained_variance, explained_variance_ratio, scale, n_samples
     ) -> None:
-        as_float64 = lambda tensor: tensor.to(torch.float64).contiguous()
+        def as_float64(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(torch.float64).contiguous()
+
         self.mean, self.components = as_float64(mean), as_float64(components)
         self.explained_variance = as_float64(explained_variance)
         self.explained_variance_ratio = as_float64(explained_variance_ratio)

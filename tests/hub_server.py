@@ -63,8 +63,10 @@ URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 #: Uploaded through LFS, like the Hub's default ``.gitattributes``. ``.parquet`` is load-bearing:
 #: datasets deletes its temporary shards between preupload and commit, so they cannot go inline.
 LFS_EXTENSIONS = frozenset(
-    (".bin", ".safetensors", ".pt", ".pth", ".h5", ".onnx")  # weights
-    + (".parquet", ".arrow", ".npz", ".npy", ".zip", ".gz")  # data and archives
+    (
+        *(".bin", ".safetensors", ".pt", ".pth", ".h5", ".onnx"),  # weights
+        *(".parquet", ".arrow", ".npz", ".npy", ".zip", ".gz"),  # data and archives
+    )
 )
 #: Files larger than this go to LFS whatever their extension.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024

@@ -205,7 +205,7 @@ def test_num_classes_is_always_zero():
 def test_missing_paths_and_folders_without_config(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a timm architecture"):
         create_backbone(str(tmp_path / "missing" / "export"))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config.json"):
         create_backbone(str(tmp_path))
 
 

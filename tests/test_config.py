@@ -52,7 +52,7 @@ def test_make_targets_takes_a_yaml_config(tmp_path):
     with pytest.warns(FutureWarning, match="--target_dim"):
         assert recipe.parse_args(["--config", str(config)]).target_dim == 8
     config.write_text("dataset_name: some/dataset\nprior: test_resnet\nkk: 8\noutput_dir: out\n")
-    with pytest.raises(ConfigError, match="unknown options.*kk"):
+    with pytest.raises(ConfigError, match=r"unknown options.*kk"):
         recipe.parse_args(["--config", str(config)])
     with pytest.raises(ConfigError, match="--dataset_name is required"):
         recipe.parse_args(["--output_dir", "out"])  # --dataset_name and --prior are still required

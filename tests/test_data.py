@@ -241,7 +241,7 @@ def test_state_dict_round_trip():
     resumed = DataRatioSampler(500, 0.4, seed=11)
     resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert resumed.epoch == 6 and list(resumed) == list(sampler)
-    with pytest.raises(ValueError, match="ratio=0.4"):
+    with pytest.raises(ValueError, match=r"ratio=0.4"):
         DataRatioSampler(500, 0.5, seed=11).load_state_dict(sampler.state_dict())
     with pytest.raises(ValueError, match="seed=11"):
         DataRatioSampler(500, 0.4, seed=12).load_state_dict(sampler.state_dict())

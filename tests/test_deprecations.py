@@ -212,7 +212,7 @@ def test_code_written_for_0_1_runs_through_the_shims():
     target = [p.detach().clone() for p in target_projector.parameters()]
     update_momentum(projector, target_projector, momentum=0.99)
     assert -1.0 <= loss.item() <= 1.0
-    for o, t, moved in zip(online, target, target_projector.parameters()):
+    for o, t, moved in zip(online, target, target_projector.parameters(), strict=True):
         torch.testing.assert_close(moved, 0.99 * t + 0.01 * o)  # BYOL's EMA, eq. 1
 
 
@@ -221,5 +221,5 @@ def test_deprecation_helper_docstring_runs():
 
 
 def test_moved_names_rejects_a_target_without_attribute():
-    with pytest.raises(ValueError, match="must be 'package.module:attribute'"):
+    with pytest.raises(ValueError, match=r"must be 'package.module:attribute'"):
         resolve("rela_hf.switch")

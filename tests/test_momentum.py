@@ -45,7 +45,7 @@ def test_update_momentum_matches_the_ema_formula():
             p.add_(torch.randn_like(p))
     expected = {
         name: momentum * t + (1 - momentum) * o
-        for (name, t), o in zip(target.named_parameters(), online.parameters())
+        for (name, t), o in zip(target.named_parameters(), online.parameters(), strict=True)
     }
     update_momentum(online, target, momentum)
     for name, t in target.named_parameters():
@@ -74,7 +74,7 @@ def test_update_momentum_copies_buffers():
     online.train()
     online(torch.randn(16, 4) * 3 + 1)  # moves the online running statistics
     update_momentum(online, target, momentum=0.99)
-    for (name, b_online), b_target in zip(online.named_buffers(), target.buffers()):
+    for (name, b_online), b_target in zip(online.named_buffers(), target.buffers(), strict=True):
         assert torch.equal(b_online, b_target), name
     assert int(target[1].num_batches_tracked) == 1
 
@@ -98,7 +98,7 @@ def test_ema_target_moves_toward_online_under_training():
         loss.backward()
         optimizer.step()
         update_momentum(online, target, momentum=0.9)
-    gap = sum((o - t).abs().sum() for o, t in zip(online.parameters(), target.parameters()))
+    gap = sum((o - t).abs().sum() for o, t in zip(online.parameters(), target.parameters(), strict=True))
     assert gap > 0
     assert all(t.grad is None for t in target.parameters())
 

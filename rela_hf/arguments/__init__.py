@@ -22,9 +22,9 @@ from rela_hf.arguments.vocabulary import FLAGS, arg
 
 __all__ = [
     "FLAGS",
+    "NONE_WORDS",
     "DatasetArguments",
     "PriorArguments",
-    "NONE_WORDS",
     "Rename",
     "arg",
     "build_parser",

@@ -72,7 +72,7 @@ def decode_images(
             device=device,
             apply_exif_orientation=True,
         )
-        for i, image in zip(on_gpu, decoded):
+        for i, image in zip(on_gpu, decoded, strict=True):
             images[i] = image
     for i, d in enumerate(data):
         if images[i] is None:

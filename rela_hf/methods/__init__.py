@@ -14,8 +14,8 @@ Examples:
     ('SimCLR', False, 2)
 """
 
-from rela_hf.methods import byol, dino, simclr, supervised  # noqa: F401  register the shipped methods
 from rela_hf._deprecation import Moved, moved_names
+from rela_hf.methods import byol, dino, simclr, supervised  # noqa: F401  register the shipped methods
 from rela_hf.methods.base import Method, MethodBatch
 from rela_hf.methods.registry import build_method, method_class, method_names, register_method
 

@@ -21,7 +21,6 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -122,7 +121,7 @@ class SimCLR(Method):
         self.projector = ProjectionHead(self.feature_dim, opts.hidden_dim or self.feature_dim, opts.projection_dim)
 
     def forward(self, batch: MethodBatch) -> Tensor:
-        features, views = batch.features, batch.views
+        features = batch.features
         z1, z2 = self.projector(features[0]), self.projector(features[1])
         return nt_xent_loss(z1, z2, self.options.temperature, gather_distributed=self.options.gather_distributed)
 

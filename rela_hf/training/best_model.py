@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from rela_hf.training.arguments import ReLATrainingArguments
 
-__all__ = ["BEST_MODEL_METRICS", "BestModel", "ValidationSplit", "ValidationEvaluator", "load_model_weights"]
+__all__ = ["BEST_MODEL_METRICS", "BestModel", "ValidationEvaluator", "ValidationSplit", "load_model_weights"]
 
 BEST_MODEL_METRICS = ("knn_accuracy", "linear_probe_accuracy")
 _PROBE_EPOCHS = 30  # a probe per checkpoint: fewer epochs than the final evaluation's 100

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from rela_hf.gpu_views import views_for_batch
 from rela_hf.run_layout import RunLayout, TrainingSummary
+from rela_hf.seeds import forward_seed
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
 from rela_hf.training.arguments import ReLATrainingArguments
 from rela_hf.training.best_model import BestModel, ValidationEvaluator, load_model_weights
@@ -61,7 +62,6 @@ from rela_hf.training.state import RunState
 from rela_hf.training.step import MetricMeans, training_step
 from rela_hf.training.student import build_backbone, build_student, build_train_loader, view_recipes
 from rela_hf.training.targets import attach_targets, targets_provenance
-from rela_hf.seeds import forward_seed
 from rela_hf.training.views_dataset import ViewDataset
 
 __all__ = ["ReLATrainer", "train"]

@@ -103,7 +103,7 @@ def test_load_encoder_from_local_export_and_errors(tiny_encoder, tmp_path):
     official = encoder_data_config(tiny_encoder, preprocessing="official", image_size=48)
     assert official["input_size"] == (3, 48, 48) and official["crop_pct"] == 1.0
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config.json"):
         load_encoder(tmp_path / "empty")
     with pytest.raises(ValueError, match="Cannot tell"):
         load_encoder("not-a-repo-or-folder")

@@ -28,7 +28,7 @@ def test_jpeg_and_png_decode_like_pil(cifar10_images):
     grey_png = io.BytesIO()
     cifar10_images["image"][0].convert("L").save(grey_png, "PNG")
     decoded = decode_images([jpeg, png.getvalue(), grey_png.getvalue()], "cpu")
-    for image, data in zip(decoded, (jpeg, png.getvalue(), grey_png.getvalue())):
+    for image, data in zip(decoded, (jpeg, png.getvalue(), grey_png.getvalue()), strict=True):
         pil = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
         assert image.dtype == torch.uint8 and image.shape == (3, *pil.shape[:2])
         assert (

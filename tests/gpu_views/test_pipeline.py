@@ -185,11 +185,11 @@ def test_a_fixed_seed_gives_identical_views_whatever_the_batch(cifar10_images):
         make_views(canvas, sizes, seeds, recipes),
         make_views(canvas, sizes, seeds, recipes),
     )
-    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
     # the same row in another batch, at another position, with other neighbours
     others, other_sizes = stack_images([images[4], images[2]])
     moved = make_views(others, other_sizes, torch.tensor([9, 7]), recipes)
-    for view, moved_view in zip(first, moved):
+    for view, moved_view in zip(first, moved, strict=True):
         assert torch.allclose(view[4], moved_view[0], atol=1e-5) and torch.allclose(
             view[2], moved_view[1], atol=1e-5
         )
@@ -207,7 +207,7 @@ def test_grey_batches_match_their_rgb_copies(fashion_mnist_slice):
     from_rgb = make_views(
         canvas.expand(-1, 3, -1, -1).contiguous(), sizes, torch.arange(8), recipes
     )
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(from_grey, from_rgb))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(from_grey, from_rgb, strict=True))
     assert from_grey[0].shape == (8, 3, 32, 32) and torch.isfinite(from_grey[0]).all()
 
 

@@ -136,7 +136,7 @@ def test_jitter_rate_factor_ranges_and_order():
         assert values.min() >= low and values.max() <= high
         assert_same_distribution(values, torch.empty(4000).uniform_(low, high), f"factor {column}")
     # every one of the 24 orders, uniformly (ColorJitter's randperm(4)), 5 sigma per count
-    counts = {order: 0 for order in itertools.permutations(range(4))}
+    counts = dict.fromkeys(itertools.permutations(range(4)), 0)
     for order in params.jitter_order.tolist():
         counts[tuple(order)] += 1
     expected = n / 24
@@ -161,7 +161,7 @@ def test_row_uniforms_depend_on_the_seed_only():
     assert first.shape == (3, 2, UNIFORMS_PER_VIEW) and first.dtype == torch.float64
     assert torch.equal(first[2], again[0, :2]) and torch.equal(first[0], again[1, :2])
     assert not torch.equal(first[0], first[1])
-    assert 0.0 <= float(first.min()) and float(first.max()) < 1.0
+    assert float(first.min()) >= 0.0 and float(first.max()) < 1.0
 
 
 def test_bad_shapes_are_named():

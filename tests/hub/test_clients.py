@@ -55,8 +55,8 @@ def read(path: str) -> bytes:
 
 
 def test_every_client_points_at_the_test_hub(hub):
-    assert huggingface_hub.constants.ENDPOINT == hub.url
-    assert datasets.config.HF_ENDPOINT == hub.url
+    assert hub.url == huggingface_hub.constants.ENDPOINT
+    assert hub.url == datasets.config.HF_ENDPOINT
     assert huggingface_hub.constants.HF_HUB_DISABLE_XET
     assert not huggingface_hub.constants.HF_HUB_OFFLINE
     assert datasets.config.USE_PARQUET_EXPORT is False
@@ -268,7 +268,7 @@ def test_wrong_token_fails_like_the_real_hub(api, hub, hub_namespace):
             ),
             lambda: hf_hub_download(repo_id, "notes.txt", token=wrong),
         ):
-            with pytest.raises(HfHubHTTPError, match="Invalid (credentials|user token)") as error:
+            with pytest.raises(HfHubHTTPError, match=r"Invalid (credentials|user token)") as error:
                 call()
             # the real Hub's 401 for a bad token is untyped: not a RepositoryNotFoundError
             assert not isinstance(error.value, RepositoryNotFoundError)

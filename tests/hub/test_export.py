@@ -101,7 +101,7 @@ def test_export_of_a_hand_modified_backbone_fails_before_writing(tmp_path):
     model = timm.create_model("test_resnet", num_classes=0)
     # a stem swapped by hand cannot be rebuilt from architecture + model_args
     model.conv1[0] = torch.nn.Conv2d(3, 16, 3, padding=1, bias=False)
-    with pytest.raises(ExportError, match="modified after timm.create_model"):
+    with pytest.raises(ExportError, match=r"modified after timm.create_model"):
         export_backbone(model, tmp_path / "bb")
     assert not any(tmp_path.iterdir())
 
@@ -114,7 +114,7 @@ def test_export_of_diverged_weights_names_the_divergence_and_writes_nothing(tmp_
         for parameter in model.parameters():
             parameter.mul_(1e30)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    with pytest.raises(ExportError, match="non-finite features .* diverged"):
+    with pytest.raises(ExportError, match=r"non-finite features .* diverged"):
         export_backbone(model, tmp_path / "bb")
     assert not any(tmp_path.iterdir())
 

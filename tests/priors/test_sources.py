@@ -19,9 +19,9 @@ from tests.priors import SHA, timm_pooled, tiny_vit_config
 
 
 def test_invalid_arguments_are_rejected_with_the_allowed_values():
-    with pytest.raises(ValueError, match="library='keras'.*'auto', 'timm', 'transformers'"):
+    with pytest.raises(ValueError, match=r"library='keras'.*'auto', 'timm', 'transformers'"):
         load_prior("test_resnet", library="keras")
-    with pytest.raises(ValueError, match="preprocessing='imagenet'.*'prior', 'official'"):
+    with pytest.raises(ValueError, match=r"preprocessing='imagenet'.*'prior', 'official'"):
         load_prior("test_resnet", preprocessing="imagenet")
     with pytest.raises(ValueError, match="image_size"):
         load_prior("test_resnet", pretrained=False, image_size=0)
@@ -35,7 +35,7 @@ def test_unknown_names_and_folders_raise_prior_not_found(tmp_path):
     with pytest.raises(PriorNotFoundError, match="no timm model folder"):
         load_prior(f"local-dir:{tmp_path / 'missing'}")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PriorNotFoundError, match="has no config.json"):
+    with pytest.raises(PriorNotFoundError, match=r"has no config.json"):
         load_prior(str(tmp_path / "empty"))
 
 
@@ -61,7 +61,7 @@ def test_a_text_model_is_not_an_image_prior(tmp_path):
         intermediate_size=37,
     )
     transformers.BertModel(config).save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedPriorError, match="not an image model.*input_ids"):
+    with pytest.raises(UnsupportedPriorError, match=r"not an image model.*input_ids"):
         load_prior(str(tmp_path))
 
 
@@ -82,7 +82,7 @@ def test_conflicting_library_and_source_are_explained(timm_folder, tmp_path):
     transformers.ViTModel(tiny_vit_config()).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedPriorError, match="library='transformers'"):
         load_prior(str(tmp_path), library="timm")
-    with pytest.raises(ValueError, match="revision.*local folder"):
+    with pytest.raises(ValueError, match=r"revision.*local folder"):
         load_prior(str(folder), revision="main")
 
 

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from rela_hf.errors import ConfigError, DataError
 from rela_hf.checkpoint import CheckpointError
+from rela_hf.errors import ConfigError, DataError
 from rela_hf.training import TrainingDiverged
 from tests.recipes.trainer import args, one_thread, recipe, reset_accelerate
 
@@ -61,7 +61,7 @@ def test_unreadable_images_are_refused_before_training(bad, fashion_mnist_slice,
 def test_a_text_column_as_the_image_column_is_refused(fashion_mnist_slice, tmp_path):
     data = tmp_path / "data"
     fashion_mnist_slice.add_column("caption", ["a shirt"] * len(fashion_mnist_slice)).save_to_disk(str(data))
-    with pytest.raises(ValueError, match="caption.*not an image|Image"):
+    with pytest.raises(ValueError, match=r"caption.*not an image|Image"):
         recipe.main(args(data, tmp_path / "out", "--use_rela", "false", "--image_column", "caption"))
     reset_accelerate()
     assert not (tmp_path / "out").exists()
@@ -93,7 +93,7 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(rela_data, tmp_path):
     optimizer = output_dir / "checkpoint-10" / "optimizer.bin"
     weights.write_bytes(data)
     optimizer.write_bytes(optimizer.read_bytes()[:-100])
-    with pytest.raises(CheckpointError, match="optimizer.bin is damaged"):
+    with pytest.raises(CheckpointError, match=r"optimizer.bin is damaged"):
         recipe.main(args(rela_data, output_dir, "--max_train_steps", "10", "--resume_from_checkpoint",
                          str(output_dir / "checkpoint-10")))
     reset_accelerate()
@@ -103,7 +103,7 @@ def test_a_checkpoint_of_another_run_is_refused(rela_data, tmp_path):
     with one_thread():
         recipe.main(args(rela_data, tmp_path / "a", "--max_train_steps", "5"))
     reset_accelerate()
-    with pytest.raises(CheckpointError, match="another config.*learning_rate"):
+    with pytest.raises(CheckpointError, match=r"another config.*learning_rate"):
         recipe.main(args(rela_data, tmp_path / "b", "--learning_rate", "0.5",
                          "--resume_from_checkpoint", str(tmp_path / "a" / "checkpoint-5")))
     reset_accelerate()
@@ -115,7 +115,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(use_rela, r
     """lr 1e6: the weights blow up; the run stops with a clear message, every checkpoint on disk
     holds finite weights, and nothing is exported (or pushed, which comes after the export)."""
     output_dir = tmp_path / "run"
-    with one_thread(), pytest.raises(TrainingDiverged, match="diverged|no longer finite"):
+    with one_thread(), pytest.raises(TrainingDiverged, match=r"diverged|no longer finite"):
         recipe.main(args(rela_data, output_dir, "--use_rela", use_rela, "--learning_rate", "1e6",
                          "--max_train_steps", "40", "--checkpointing_steps", "1", "--logging_steps", "1",
                          "--checkpoints_total_limit", "50"))
@@ -156,7 +156,7 @@ def test_non_finite_target_rows_are_refused_before_training(rela_data, tmp_path)
 
     def spoil(row, index):
         if index in (5, 9):
-            row["rela_target"] = [float("nan")] + row["rela_target"][1:]
+            row["rela_target"] = [float("nan"), *row["rela_target"][1:]]
         return row
 
     bad = tmp_path / "nan_targets"
@@ -169,5 +169,5 @@ def test_non_finite_target_rows_are_refused_before_training(rela_data, tmp_path)
 
 def test_an_output_dir_that_is_a_file_is_refused(rela_data, tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(ConfigError, match="output_dir .* is a file"):
+    with pytest.raises(ConfigError, match=r"output_dir .* is a file"):
         recipe.main(args(rela_data, tmp_path / "file"))

@@ -44,7 +44,7 @@ def test_the_best_checkpoint_is_kept_and_exported(metric, rela_data, tmp_path):
 
 
 def test_best_model_needs_labels(rela_data, tmp_path):
-    with pytest.raises(ConfigError, match="load_best_model_at_end.*needs labels"):
+    with pytest.raises(ConfigError, match=r"load_best_model_at_end.*needs labels"):
         recipe.main(args(rela_data, tmp_path / "x", "--load_best_model_at_end", "--label_column", "none"))
 
 

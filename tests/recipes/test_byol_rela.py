@@ -178,13 +178,13 @@ def test_bad_options_fail_before_any_compute(rela_data, tmp_path, extra, error, 
 
 
 def test_rela_without_targets_or_prior_is_refused(plain_data, tmp_path):
-    with pytest.raises(ConfigError, match="no 'rela_target' column.*prior"):
+    with pytest.raises(ConfigError, match=r"no 'rela_target' column.*prior"):
         recipe.main(args(plain_data, tmp_path / "out"))
 
 
 def test_output_dir_of_another_run_is_refused(finished_run, rela_data):
     output_dir, _ = finished_run
-    with pytest.raises(OutputDirError, match="another run.*learning_rate"):
+    with pytest.raises(OutputDirError, match=r"another run.*learning_rate"):
         recipe.main(args(rela_data, output_dir, "--report_to", "tensorboard", "--learning_rate", "0.01"))
     with pytest.raises(OutputDirError, match="--resume_from_checkpoint latest"):
         recipe.main(args(rela_data, output_dir, "--report_to", "tensorboard"))

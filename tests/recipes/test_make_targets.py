@@ -14,7 +14,6 @@ import pytest
 from huggingface_hub import DatasetCard, HfApi
 
 from rela_hf.errors import ConfigError
-
 from rela_hf.targets import (
     INFO_FILENAME,
     WHITENING_FILENAME,

@@ -43,7 +43,7 @@ def test_targets_of_other_rows_are_refused(published, hub, hub_namespace, fashio
     _, targets, config_name = published
     other = f"{hub_namespace}/fewer-images"
     fashion_mnist_slice.select(range(48)).push_to_hub(other, split="train")
-    with pytest.raises(DataError, match="made from other images.*64 rows"):
+    with pytest.raises(DataError, match=r"made from other images.*64 rows"):
         recipe.main(args(other, tmp_path / "run", "--targets_dataset_name", targets,
                          "--targets_config_name", config_name))
     assert not (tmp_path / "run" / "config.yaml").exists()

@@ -53,7 +53,7 @@ def test_non_finite_embedding_names_the_row(random_prior, cifar10_images):
 
     hook = random_prior.model.global_pool.register_forward_hook(poison_second_batch)
     try:
-        with pytest.raises(ValueError, match="non-finite embedding.*row 10"):
+        with pytest.raises(ValueError, match=r"non-finite embedding.*row 10"):
             add_rela_targets(cifar10_images, random_prior, k=4, batch_size=8)
     finally:
         hook.remove()
@@ -84,7 +84,7 @@ def test_bad_arguments(random_prior, cifar10_images, kwargs, error, message):
 def test_bad_datasets_and_priors(random_prior, cifar10_images):
     with pytest.raises(ValueError, match="empty"):
         add_rela_targets(cifar10_images.select([]), random_prior, k=4)
-    with pytest.raises(TypeError, match="must be a rela_hf.priors.Prior"):
+    with pytest.raises(TypeError, match=r"must be a rela_hf.priors.Prior"):
         add_rela_targets(cifar10_images, random_prior.model, k=4)
     with pytest.raises(TypeError, match="takes one split"):
         add_rela_targets(datasets.DatasetDict({"train": cifar10_images}), random_prior, k=4)

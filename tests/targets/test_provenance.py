@@ -215,7 +215,7 @@ def test_with_rela_targets_info_checks_the_column(with_targets, cifar10_images):
     wider = with_targets.remove_columns("rela_target").add_column(
         "rela_target", [[0.0] * 5] * len(with_targets)
     )
-    with pytest.raises(ValueError, match="5-d vectors.*k=4"):
+    with pytest.raises(ValueError, match=r"5-d vectors.*k=4"):
         with_rela_targets_info(
             wider.cast_column("rela_target", datasets.List(datasets.Value("float32"), length=5)),
             info,
