@@ -15,9 +15,11 @@ leaves a ``.tmp`` folder that :func:`find_latest_checkpoint` ignores (and the ne
 so the previous checkpoint stays the latest usable one.
 
 Examples:
-    >>> save_checkpoint(accelerator, "out", step=500, run_state={"step": 500}, total_limit=3)
-    >>> latest = find_latest_checkpoint("out")                 # out/checkpoint-500
-    >>> run_state = load_checkpoint(accelerator, latest)
+    Inside a training script, with its ``accelerator`` (so not run as a doctest):
+
+    >>> save_checkpoint(accelerator, "out", step=500, run_state={"step": 500}, total_limit=3)  # doctest: +SKIP
+    >>> latest = find_latest_checkpoint("out")                 # out/checkpoint-500  # doctest: +SKIP
+    >>> run_state = load_checkpoint(accelerator, latest)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 
-import rela_hf.config
 from rela_hf.config import ConfigFileError, config_argument, find_config, read_config
 from rela_hf.errors import ConfigError
 from tests.recipes import REPO, load_recipe
@@ -56,8 +53,3 @@ def test_make_targets_takes_a_yaml_config(tmp_path):
         recipe.parse_args(["--config", str(config)])
     with pytest.raises(ConfigError, match="--dataset_name is required"):
         recipe.parse_args(["--output_dir", "out"])  # --dataset_name and --prior are still required
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(rela_hf.config, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

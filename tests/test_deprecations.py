@@ -9,7 +9,6 @@ are rela_hf/_deprecation.py's ``moved_names``; the modules that are gone (``rela
 
 from __future__ import annotations
 
-import doctest
 import importlib
 import re
 import sys
@@ -18,7 +17,6 @@ import warnings
 import pytest
 import torch
 
-import rela_hf._deprecation
 from rela_hf._deprecation import resolve
 from tests.recipes import REPO
 
@@ -214,11 +212,6 @@ def test_code_written_for_0_1_runs_through_the_shims():
     assert -1.0 <= loss.item() <= 1.0
     for o, t, moved in zip(online, target, target_projector.parameters(), strict=True):
         torch.testing.assert_close(moved, 0.99 * t + 0.01 * o)  # BYOL's EMA, eq. 1
-
-
-def test_deprecation_helper_docstring_runs():
-    assert doctest.testmod(rela_hf._deprecation).failed == 0
-
 
 def test_moved_names_rejects_a_target_without_attribute():
     with pytest.raises(ValueError, match=r"must be 'package.module:attribute'"):

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import doctest
 import os
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import rela_hf.distributed
 from rela_hf.distributed import all_reduce_mean_, gather_with_grad, is_distributed, rank, world_size
 from tests.recipes.trainer import free_port
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(rela_hf.distributed).failed == 0
 
 
 def _two_processes(process: int, port: int, results) -> None:

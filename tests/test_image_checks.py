@@ -4,7 +4,6 @@ and the trainer refusing such a dataset before any compute."""
 
 from __future__ import annotations
 
-import doctest
 import io
 import logging
 import os
@@ -270,11 +269,6 @@ def test_the_former_import_path_still_works_with_a_warning(bad_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from rela_hf.data import load_image_dataset  # noqa: F401 - the other names do not warn
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(rela_hf.image_checks).failed == 0
-
 
 # ---- the trainer -------------------------------------------------------------------------------
 

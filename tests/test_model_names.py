@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 
-import rela_hf.model_names
 from rela_hf.backbones import create_backbone
 from rela_hf.model_names import ModelName, ModelNameError, parse_model_name, safe_model_name
 
@@ -76,8 +73,3 @@ def test_safe_model_name(name, slug):
 def test_backbones_accept_tagged_registry_names():
     """A tag (``arch.tag``) names pretrained weights of a registry architecture, not a path."""
     assert create_backbone("test_resnet.r160_in1k").num_features == 96
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(rela_hf.model_names, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

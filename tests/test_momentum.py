@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 import itertools
 
@@ -10,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-import rela_hf.momentum
 from rela_hf.momentum import cosine_momentum, make_target_network, update_momentum
 
 # ---- heads -----------------------------------------------------------------------------------
@@ -129,8 +127,3 @@ def test_cosine_momentum_checkpoints_as_plain_float():
 def test_cosine_momentum_rejects_bad_steps(step, total):
     with pytest.raises(ValueError):
         cosine_momentum(step, total)
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(rela_hf.momentum, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

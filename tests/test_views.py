@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import pickle
 
 import numpy as np
@@ -11,7 +10,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-import rela_hf.views
 from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from rela_hf.views import (
     RandomGaussianBlur,
@@ -134,7 +132,6 @@ def test_custom_normalisation_is_used():
         assert_normalize(view, mean, std)
 
 
-
 # ---- outputs on real images -----------------------------------------------------------------
 
 
@@ -219,8 +216,3 @@ def test_bad_arguments_and_inputs():
         rela_view_transform(0)
     with pytest.raises(TypeError, match="PIL images"):
         rela_view_transform(32)(torch.zeros(3, 32, 32))
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(rela_hf.views, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

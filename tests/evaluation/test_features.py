@@ -3,7 +3,6 @@ process and across two."""
 
 from __future__ import annotations
 
-import doctest
 import os
 import subprocess
 import sys
@@ -12,8 +11,6 @@ import textwrap
 import pytest
 import torch
 
-import rela_hf.evaluation.features
-import rela_hf.evaluation.knn
 from rela_hf.evaluation import (
     encoder_data_config,
     extract_features,
@@ -109,9 +106,3 @@ def test_load_encoder_from_local_export_and_errors(tiny_encoder, tmp_path):
         load_encoder("not-a-repo-or-folder")
     with pytest.raises(ValueError, match="only applies to Hub"):
         load_encoder(folder, revision="main")
-
-
-def test_docstring_examples_run():
-    results = [doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-               for module in (rela_hf.evaluation.knn, rela_hf.evaluation.features)]
-    assert all(r.failed == 0 for r in results) and sum(r.attempted for r in results) > 0

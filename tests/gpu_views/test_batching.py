@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import rela_hf.gpu_views.batching
 from rela_hf.gpu_views.batching import (
     ImageCollator,
     ImageRowsDataset,
@@ -90,7 +87,3 @@ def test_missing_columns_and_bad_values_are_named(cifar10_images):
         ImageRowsDataset(cifar10_images, target_column="rela_target")
     with pytest.raises(TypeError, match="decode=False"):
         encoded_bytes(42)
-
-
-def test_doctests():
-    assert doctest.testmod(rela_hf.gpu_views.batching).failed == 0

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-import rela_hf.gpu_views.color
 from rela_hf.gpu_views.color import (
     adjust_brightness,
     adjust_contrast,
@@ -121,7 +118,3 @@ def test_grayscale_and_solarize_only_where_asked(photos):
     assert torch.equal(out[0][bright], 1 - batch[0][bright]) and torch.equal(
         out[0][~bright], batch[0][~bright]
     )
-
-
-def test_doctests():
-    assert doctest.testmod(rela_hf.gpu_views.color).failed == 0

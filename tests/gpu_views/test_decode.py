@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import doctest
 import io
-import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import rela_hf.gpu_views.decode
 from rela_hf.assets import foolbox_image_files
 from rela_hf.gpu_views.decode import decode_batch, decode_images
 from rela_hf.gpu_views.pipeline import views_for_batch
@@ -49,9 +46,3 @@ def test_decode_batch_shrinks_and_stacks():
 def test_undecodable_bytes_name_the_image():
     with pytest.raises(ValueError, match="Image 1 of the batch"):
         decode_images([foolbox_image_files("imagenet")[0][0].read_bytes(), b"not an image"], "cpu")
-
-
-def test_doctests():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        assert doctest.testmod(rela_hf.gpu_views.decode).failed == 0

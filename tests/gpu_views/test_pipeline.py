@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
-import rela_hf.gpu_views.pipeline
 from rela_hf.gpu_views.batching import image_to_uint8, stack_images
 from rela_hf.gpu_views.pipeline import apply_recipe, make_views, views_for_batch
 from rela_hf.gpu_views.recipe import (
@@ -239,8 +236,3 @@ def test_bad_batches_get_clear_errors():
         make_views(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.tensor([4, 4]), seeds, recipes)
     with pytest.raises(ValueError, match="at least one"):
         make_views(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), sizes, seeds, [])
-
-
-def test_doctests():
-    assert doctest.testmod(rela_hf.gpu_views.pipeline).failed == 0
-    assert doctest.testmod(rela_hf.gpu_views).failed == 0

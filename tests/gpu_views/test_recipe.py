@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import doctest
-
 import pytest
 from torchvision.transforms import v2
 
-import rela_hf.gpu_views.recipe
 from rela_hf.gpu_views.recipe import (
     ViewRecipe,
     method_view_recipes,
@@ -127,7 +124,3 @@ def test_bad_recipes_are_refused():
         ViewRecipe((8, 8), (0.5, 1.0), flip_p=1.5)
     with pytest.raises(ValueError, match="size"):
         ViewRecipe((0, 8), (0.5, 1.0))
-
-
-def test_doctests():
-    assert doctest.testmod(rela_hf.gpu_views.recipe).failed == 0

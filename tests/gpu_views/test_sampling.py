@@ -7,7 +7,6 @@ sample size); every sample comes from fixed seeds, so the tests are deterministi
 
 from __future__ import annotations
 
-import doctest
 import itertools
 import math
 
@@ -15,7 +14,6 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-import rela_hf.gpu_views.sampling
 from rela_hf.gpu_views.recipe import ViewRecipe
 from rela_hf.gpu_views.sampling import (
     UNIFORMS_PER_VIEW,
@@ -169,7 +167,3 @@ def test_bad_shapes_are_named():
         row_uniforms([1], num_views=0)
     with pytest.raises(ValueError, match=r"\(B, 36\)"):
         sample_view_params(torch.rand(2, 5), torch.tensor([[4, 4]] * 2), BYOL_LIKE)
-
-
-def test_doctests():
-    assert doctest.testmod(rela_hf.gpu_views.sampling).failed == 0

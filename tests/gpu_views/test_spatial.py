@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms.v2 import functional as TF
 
-import rela_hf.gpu_views.spatial
 from rela_hf.gpu_views.spatial import gaussian_blur, horizontal_flip, resized_crop
 
 
@@ -122,7 +119,3 @@ def test_box_shape_is_checked(photos):
     _, batch = photos
     with pytest.raises(ValueError, match="boxes of shape"):
         resized_crop(batch, torch.zeros(3, 4), (8, 8))
-
-
-def test_doctests():
-    assert doctest.testmod(rela_hf.gpu_views.spatial).failed == 0

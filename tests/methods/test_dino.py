@@ -3,13 +3,11 @@ gradients), the centering and the teacher-temperature schedule, the head, the vi
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
 import torch
 
-import rela_hf.methods.dino
 from rela_hf.backbones import create_backbone
 from rela_hf.methods import MethodBatch, build_method
 from rela_hf.methods.dino import DINO, DINOHead, DINOLoss, DINOOptions, dino_view_transforms
@@ -135,12 +133,6 @@ def test_bad_options_are_named():
         DINOOptions(teacher_temp=0.0)
     with pytest.raises(ValueError, match=r"Unknown dino option\(s\) \['temperature'\]"):
         DINO(create_backbone("test_resnet"), {"temperature": 0.1})
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(rela_hf.methods.dino, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
-
 
 def test_freeze_last_layer_keeps_the_last_layer_fixed_for_the_first_steps():
     """DINO's freeze_last_layer through the method's hook before the optimizer step."""
