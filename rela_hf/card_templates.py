@@ -11,8 +11,10 @@ wheel as ``rela_hf/model_cards``; :data:`TEMPLATE_DIR` finds them in either plac
 
 from __future__ import annotations
 
+from email.message import Message
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
 from rela_hf._deprecation import Moved, moved_names
 
@@ -39,7 +41,8 @@ def template_path(name: str) -> Path:
 def project_url() -> str | None:
     """The project's home page as the installed package declares it, if it does."""
     try:
-        package = metadata.metadata("rela-hf")
+        # an email Message at runtime; the PackageMetadata protocol lacks its .get
+        package = cast(Message, metadata.metadata("rela-hf"))
     except metadata.PackageNotFoundError:
         return None
     urls = [package.get("Home-page")] + [

@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +330,8 @@ def check_images(
                 "seconds": round(seconds, 3),
                 "pillow": PIL.__version__,
                 "record_version": RECORD_VERSION,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                # timezone.utc, not datetime.UTC: that needs Python 3.11
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
         )
     return ImageCheckResult(len(dataset), len(view), bad, decoded=len(view), record=record)

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import DatasetCard, ModelCard, hf_hub_download
+from huggingface_hub import DatasetCard, ModelCard, RepoCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 from timm.models import get_pretrained_cfg
 
@@ -57,7 +57,7 @@ def _from_card_data(data: Any, source: str) -> License:
     return parse_license(value, name=name, link=link, source=source)
 
 
-def _read_card(path: Path, card_class: type, source: str) -> License:
+def _read_card(path: Path, card_class: type[RepoCard], source: str) -> License:
     try:
         card = card_class.load(path, ignore_metadata_errors=True)
     except (OSError, ValueError) as error:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "HUB_LICENSES",
@@ -99,7 +100,7 @@ class License:
         """How the card names it: ``cc-by-nc-4.0``, ``other (llama-license)``, ``unknown``."""
         return f"{self.id} ({self.name})" if self.id == "other" and self.name else self.id
 
-    def metadata(self) -> dict[str, str]:
+    def metadata(self) -> dict[str, Any]:
         """The card's YAML keys: ``license`` (+ ``license_name``, ``license_link``)."""
         keys = {"license": self.id, "license_name": self.name, "license_link": self.link}
         return {key: value for key, value in keys.items() if value}

@@ -31,7 +31,7 @@ import numpy as np
 import PIL.Image
 import torch
 from timm.data import create_transform
-from torchvision import transforms as T  # type: ignore[import-untyped]
+from torchvision import transforms as T
 
 __all__ = [
     "DATA_CONFIG_KEYS",

@@ -27,6 +27,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image, ImageFilter
@@ -229,7 +230,7 @@ def byol_view_transforms(
         ['RandomGaussianBlur', 'RandomSolarize']
     """
     blur_p1, blur_p2 = BYOL_BLUR_P if blur_by_default(image_size, gaussian_blur) else (0.0, 0.0)
-    common = {"crop_scale": BYOL_CROP_SCALE, "color_jitter": BYOL_COLOR_JITTER,
+    common: dict[str, Any] = {"crop_scale": BYOL_CROP_SCALE, "color_jitter": BYOL_COLOR_JITTER,
               "color_jitter_p": BYOL_COLOR_JITTER_P, "grayscale_p": BYOL_GRAYSCALE_P,
               "mean": mean, "std": std}
     view1 = augmentation(image_size, blur_p=blur_p1, solarize_p=BYOL_SOLARIZE_P[0], **common)
@@ -255,7 +256,8 @@ class MultiView:
             raise ValueError("MultiView needs at least one view pipeline.")
         self.transforms = list(transforms)
 
-    def __call__(self, image: Image.Image) -> list[Tensor]:
+    def __call__(self, image: Image.Image) -> Sequence[Tensor]:
+        """One tensor per view pipeline, in order (a list; :class:`TwoViews` gives a pair)."""
         return [transform(image) for transform in self.transforms]
 
     def __repr__(self) -> str:

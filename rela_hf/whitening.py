@@ -182,6 +182,8 @@ class PCAWhitening:
                 comoment.clone(),
             )
             return
+        # n_samples > 0 outside the row phase: the first merge above set both moments
+        assert self._running_mean is not None and self._comoment is not None
         total = self.n_samples + count
         delta = mean - self._running_mean
         self._running_mean += delta * (count / total)
@@ -195,6 +197,7 @@ class PCAWhitening:
         n, dim = self.n_samples, self.n_features
         if n < 2:
             raise ValueError(f"PCA whitening needs at least 2 embeddings, got {n}.")
+        assert dim is not None  # set by the first non-empty update or merge
         k = dim if self.n_components is None else self.n_components
         if k > dim:
             raise ValueError(f"n_components={k} exceeds the embedding width {dim}.")
@@ -237,6 +240,8 @@ class PCAWhitening:
         ``Yc^T Yc / (N - 1)``."""
         n = self.n_samples
         if self._rows is None:
+            # rows are dropped only once the running moments hold them
+            assert self._comoment is not None and self._running_mean is not None
             covariance = self._comoment / (n - 1)
             values, vectors = torch.linalg.eigh((covariance + covariance.T) / 2)
             # eigh sorts ascending
@@ -287,6 +292,7 @@ class PCAWhitening:
             )
         if (row := first_non_finite_row(x)) is not None:
             raise ValueError(f"Row {row} of the embeddings is not finite (NaN or inf).")
+        assert self.mean is not None and self._projection is not None  # _require_fitted
         return ((x - self.mean) @ self._projection).to(torch.float32)
 
     def _require_fitted(self) -> None:
@@ -299,6 +305,7 @@ class PCAWhitening:
     def total_explained_variance_ratio(self) -> float:
         """Share of the embeddings' variance kept by the ``k`` components."""
         self._require_fitted()
+        assert self.explained_variance_ratio is not None  # _require_fitted
         return float(self.explained_variance_ratio.sum())
 
     # -- state ---------------------------------------------------------------------------------
@@ -307,6 +314,13 @@ class PCAWhitening:
         ``explained_variance``, ``explained_variance_ratio``); files are written elsewhere
         (:func:`rela_hf.targets.save_whitening`)."""
         self._require_fitted()
+        assert (  # _require_fitted: _set_parameters sets them all
+            self.mean is not None
+            and self.components is not None
+            and self.explained_variance is not None
+            and self.explained_variance_ratio is not None
+            and self.scale is not None
+        )
         return {
             "mean": self.mean,
             "components": self.components,

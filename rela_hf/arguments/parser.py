@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from transformers import HfArgumentParser
+from transformers.hf_argparser import DataClassType
 
 from rela_hf.config import ConfigFileError, config_argument, read_config
 from rela_hf.errors import ConfigError
@@ -90,10 +91,10 @@ def _none_or(parse: Callable[[str], Any] | None) -> Callable[[str], Any]:
     return parse_value
 
 
-def _groups(argument_class: type) -> tuple[type, ...]:
+def _groups(argument_class: type) -> tuple[DataClassType, ...]:
     """The option groups of a command's flat arguments class (its dataclass bases), or itself."""
     bases = tuple(base for base in argument_class.__bases__ if dataclasses.is_dataclass(base))
-    return bases or (argument_class,)
+    return tuple(DataClassType(group) for group in bases or (argument_class,))
 
 
 def build_parser(argument_class: type, *, renames: Sequence[Rename] = (), description: str | None = None,
@@ -105,7 +106,9 @@ def build_parser(argument_class: type, *, renames: Sequence[Rename] = (), descri
     actions = {action.dest: action for action in parser._actions}
     for name, annotation in hints.items():
         if name in actions and _is_optional(annotation):
-            actions[name].type = _none_or(actions[name].type)
+            parse = actions[name].type
+            assert not isinstance(parse, str)  # HfArgumentParser gives callables, never type names
+            actions[name].type = _none_or(parse)
     presets = sorted(p.stem for p in presets_dir.glob("*.yaml")) if presets_dir and presets_dir.is_dir() else []
     parser.add_argument("--config", type=str, default=None,
                         help="YAML file of option values (keys = option names); flags override it."
@@ -196,6 +199,7 @@ def parse_command_line(argument_class: type[T], argv: Sequence[str] | None = Non
     if translate is not None:
         values = translate(values, explicit)
     values = _apply_renames(values, renames)
+    # type: ignore: argument_class is a dataclass, but its TypeVar is not bound to DataclassInstance
     fields = {f.name for f in dataclasses.fields(argument_class) if f.init}  # type: ignore[arg-type]
     return argument_class(**{k: v for k, v in values.items() if k in fields})
 

@@ -46,7 +46,7 @@ CROP_TRIES = 10
 
 # Where each step's uniforms sit in a view's block (fixed, so that changing one recipe's
 # probabilities never shifts another step's random numbers).
-_SLICES = {
+_SLICES: dict[str, int | slice] = {
     "crop_scale": slice(0, CROP_TRIES),
     "crop_log_ratio": slice(CROP_TRIES, 2 * CROP_TRIES),
     "crop_top": 2 * CROP_TRIES,

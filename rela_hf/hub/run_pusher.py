@@ -162,7 +162,8 @@ class RunPusher:
         if self.in_flight:
             logger.info("Waiting for %d push(es) to %s to finish.", len(self.in_flight), self.repo_id)
         concurrent.futures.wait([push.future for push in self.pushes])
-        return [push.future.exception() for push in self.pushes if push.future.exception() is not None]
+        errors = [push.future.exception() for push in self.pushes]
+        return [error for error in errors if error is not None]
 
     def push_final(self, checkpoint: Path) -> Any:
         """Wait for the pushes in flight, then push the final state (blocking).

@@ -36,7 +36,7 @@ class TimmPooledFeatures:
     def __call__(self, model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         timm_model: Any = model  # forward_features/forward_head: timm's model API
         features = timm_model.forward_features(pixel_values)
-        return timm_model.forward_head(features, pre_logits=True)  # type: ignore[no-any-return]
+        return timm_model.forward_head(features, pre_logits=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -112,9 +112,11 @@ def add_rela_targets(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     identity = PriorIdentity.of(prior)
     fitted, whitening_source = _reusable_whitening(whitening, identity)
-    n_components = (
-        fitted.n_components if fitted else resolve_n_components(k, student_width, prior.embed_dim)
-    )
+    if fitted:
+        assert fitted.n_components is not None  # _reusable_whitening checked it is fitted
+        n_components = fitted.n_components
+    else:
+        n_components = resolve_n_components(k, student_width, prior.embed_dim)
     if fitted and k is not None and k != fitted.n_components:
         raise ValueError(
             f"k={k} disagrees with the given whitening's {fitted.n_components} components."
@@ -219,4 +221,5 @@ def whiten_new_images(
         embeddings = prior.embed(images)
     else:
         embeddings = embed_images(prior, list(images), range(len(images)))
+    assert fitted is not None  # whitening is not None, so _reusable_whitening returned one
     return fitted.transform(embeddings)

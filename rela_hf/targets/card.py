@@ -136,6 +136,7 @@ def _stored_licenses(existing_metadata: Mapping[str, Any] | None) -> dict[str, s
 def _config_view(name: str, info: RelaTargetsInfo, licenses: list[LicenseInput]) -> dict[str, Any]:
     """What the template needs to know about one config, as plain values."""
     whitening = info.whitening
+    assert whitening.explained_variance_ratio is not None  # a RelaTargetsInfo holds a fitted whitening
     return {
         "name": name,
         "targets_only": info.index_column is not None,

@@ -147,6 +147,7 @@ def add_targets_map_style(
         )
 
     # Pass 2: whitening is cheap; work on Arrow buffers directly (no Python lists of floats).
+    assert whitening.n_components is not None  # fitted: given fitted, or fitted just above
     target_features = datasets.Features({plan.target_column: target_feature(whitening.n_components)})
     if plan.keep_embeddings:
         target_features[plan.embedding_column] = target_feature(plan.identity.embed_dim)

@@ -34,7 +34,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import datasets
 import pyarrow as pa
@@ -57,7 +57,7 @@ __all__ = ["rela_targets_info", "remember_whitening", "with_rela_targets_info"]
 # that every dataset derived from theirs finds them again without a file
 _KNOWN_WHITENINGS: dict[str, PCAWhitening] = {}
 
-_DatasetLike = datasets.Dataset | datasets.IterableDataset
+_DatasetLike: TypeAlias = datasets.Dataset | datasets.IterableDataset
 
 
 def remember_whitening(whitening: PCAWhitening) -> None:
@@ -136,6 +136,7 @@ def rela_targets_info(dataset: Any, *, target_column: str | None = None) -> Rela
             "which one's record you want."
         )
     ((column, record),) = records.items()
+    assert features is not None  # the record was found in them
     info = RelaTargetsInfo.from_dict(record, _find_whitening(record, dataset))
     return _fit_to_columns(dataclasses.replace(info, target_column=column), features)
 
@@ -247,14 +248,14 @@ def _find_whitening(record: dict[str, Any], dataset: Any) -> PCAWhitening:
     if hub:
         where = f"{hub['repo_id']}/{hub['path']} on the Hub"
         try:
-            path = hf_hub_download(
+            downloaded = hf_hub_download(
                 hub["repo_id"], hub["path"], repo_type="dataset", revision=hub.get("revision")
             )
         except (EntryNotFoundError, HFValidationError, OSError) as error:
             tried.append(f"{where} ({type(error).__name__})")
         else:
             tried.append(where)
-            if (whitening := _load_matching(Path(path), digest)) is not None:
+            if (whitening := _load_matching(Path(downloaded), digest)) is not None:
                 return whitening
     raise LookupError(
         f"The dataset records ReLA targets of prior {record['prior']['name']!r} whitened with "

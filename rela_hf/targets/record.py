@@ -122,7 +122,7 @@ class DatasetSource:
         info = getattr(dataset, "info", None)
         split = getattr(dataset, "split", None)
         num_rows = len(dataset) if hasattr(dataset, "__len__") else None
-        defaults = {
+        defaults: dict[str, Any] = {
             "id": getattr(info, "dataset_name", None),
             "config": getattr(info, "config_name", None),
             "split": str(split) if split is not None else None,
@@ -159,6 +159,7 @@ class RelaTargetsInfo:
 
     @property
     def n_components(self) -> int:
+        assert self.whitening.n_components is not None  # the record holds a fitted whitening
         return self.whitening.n_components
 
     @property

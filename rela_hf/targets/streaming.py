@@ -69,6 +69,7 @@ def add_targets_streaming(
     new_features = None
     if features is not None:
         new_features = features.copy()
+        assert whitening.n_components is not None  # fitted: given fitted, or fitted just above
         new_features[plan.target_column] = target_feature(whitening.n_components)
         if plan.keep_embeddings:
             new_features[plan.embedding_column] = target_feature(plan.identity.embed_dim)

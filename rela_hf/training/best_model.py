@@ -25,6 +25,8 @@ from rela_hf.evaluation import extract_features, knn_accuracy, linear_probe
 from rela_hf.preprocessing import eval_transform, official_data_config
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from accelerate import Accelerator
     from torch import nn
 
@@ -108,7 +110,7 @@ class ValidationEvaluator:
 
 
 @torch.no_grad()
-def load_model_weights(model: nn.Module, checkpoint: str | Any) -> None:
+def load_model_weights(model: nn.Module, checkpoint: Path) -> None:
     """Load a checkpoint's ``model.safetensors`` (the unwrapped student's weights) into ``model``."""
     state = load_file(str(checkpoint / "model.safetensors"), device=str(next(model.parameters()).device))
     model.load_state_dict(state, strict=True)

@@ -66,6 +66,7 @@ def find_resume_checkpoint(args: ReLATrainingArguments, accelerator: Accelerator
         raise ConfigError(f"output_dir {output_dir} is a file; pass a folder (it is created if missing).")
     resume = args.resume_from_checkpoint
     if resume == "hub":
+        assert args.hub_model_id is not None  # ReLATrainingArguments refuses "hub" without it
         if accelerator.is_main_process:
             pulled = download_training_state(args.hub_model_id, output_dir)
             logger.info(f"Resuming from the Hub copy of {args.hub_model_id}: {pulled}")
@@ -100,8 +101,10 @@ def restore_run(accelerator: Accelerator, checkpoint: Path, state: RunState, com
     """Load a checkpoint into the prepared objects; returns the run state to continue from."""
     load_checkpoint(accelerator, checkpoint)  # model + teacher, optimizer, scaler, RNG
     components.scheduler.load_state_dict(state.scheduler)
+    assert state.sampler is not None  # a saved RunState holds every component's state
     components.sampler.load_state_dict(state.sampler)
     if components.switch is not None:
+        assert state.switch is not None  # saved with the switch the run has
         components.switch.load_state_dict(state.switch)
     if state.rescale_position(accelerator.num_processes):
         logger.warning("Resuming mid-epoch with another number of processes: data order is not exact.")

@@ -70,6 +70,7 @@ def load_training_split(args: ReLATrainingArguments, accelerator: Accelerator) -
     recorded for this dataset version answers again without decoding) while the other processes
     wait for its verdict; every process then refuses a dataset with unreadable rows, naming them.
     """
+    assert args.dataset_name is not None  # ReLATrainingArguments requires it
     dataset = load_image_dataset(
         args.dataset_name, split=args.train_split, config_name=args.dataset_config_name,
         revision=args.dataset_revision, image_column=args.image_column,
@@ -130,6 +131,8 @@ def build_monitor(args: ReLATrainingArguments, dataset: datasets.Dataset) -> KNN
         raise ConfigError(f"eval_steps: the online kNN monitor needs labels; {args.dataset_name} has no "
                           f"{args.label_column!r} column (pass label_column, or eval_steps 0).")
     own = args.eval_dataset_name in (None, args.dataset_name)
+    # ReLATrainingArguments requires dataset_name, and eval_split when the monitor is on
+    assert args.dataset_name is not None and args.eval_split is not None
     held_out = load_image_dataset(
         args.eval_dataset_name or args.dataset_name, split=args.eval_split,
         config_name=args.dataset_config_name if own else None,

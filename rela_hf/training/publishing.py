@@ -120,6 +120,7 @@ class HubPublisher:
     def __init__(self, args: ReLATrainingArguments, accelerator: Accelerator) -> None:
         self.pusher: RunPusher | None = None
         if args.push_to_hub and accelerator.is_main_process:
+            assert args.hub_model_id is not None  # ReLATrainingArguments: push_to_hub needs it
             self.pusher = RunPusher(args.output_dir, args.hub_model_id, strategy=args.hub_strategy,
                                     always_push=args.hub_always_push, private=args.hub_private_repo or None)
 

@@ -96,6 +96,7 @@ def targets_provenance(args: ReLATrainingArguments) -> dict[str, Any]:
         info = find_rela_targets_info(args.targets_dataset_name, config_name=args.targets_config_name,
                                       revision=args.targets_revision)
     else:
+        assert args.dataset_name is not None  # ReLATrainingArguments requires it
         info = find_rela_targets_info(args.dataset_name, config_name=args.dataset_config_name,
                                       revision=args.dataset_revision)
     if info is None:
@@ -116,6 +117,7 @@ def _check_same_source(args: ReLATrainingArguments, info: RelaTargetsInfo | None
         problems.append(f"split {source.split!r} (training on {args.train_split!r})")
     if source.num_rows is not None and source.num_rows != num_rows:
         problems.append(f"{source.num_rows} rows (the training split has {num_rows})")
+    assert args.dataset_name is not None  # ReLATrainingArguments requires it
     if source.revision and not Path(args.dataset_name).exists():  # a Hub dataset: compare commits
         current = dataset_commit(args.dataset_name, args.dataset_revision)
         if current != source.revision:
@@ -131,6 +133,7 @@ def _check_same_source(args: ReLATrainingArguments, info: RelaTargetsInfo | None
 
 def join_published_targets(args: ReLATrainingArguments, images: datasets.Dataset) -> datasets.Dataset:
     """The images with the targets of a targets-only dataset, joined by ``idx`` (no prior)."""
+    assert args.targets_dataset_name is not None  # called only when it is set
     targets = load_image_dataset(args.targets_dataset_name, split=args.train_split, config_name=args.targets_config_name,
                                  revision=args.targets_revision, image_column=None)
     missing = [c for c in (INDEX_COLUMN, args.target_column) if c not in targets.column_names]
@@ -155,6 +158,7 @@ def compute_targets_cached(args: ReLATrainingArguments, accelerator: Accelerator
     identical targets. For large datasets, precompute the targets with ``rela-hf-targets`` (one
     process per GPU) and train on them instead.
     """
+    assert args.prior is not None  # check_data: ReLA without targets needs a prior
     # The main process names the cache (in-memory datasets have a random fingerprint per process).
     key = config_fingerprint({
         "dataset": dataset._fingerprint, "prior": args.prior, "revision": args.prior_revision,

@@ -23,7 +23,7 @@ import logging
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import torch
@@ -33,7 +33,7 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 from accelerate.utils.fsdp_utils import load_fsdp_model
 from tqdm.auto import tqdm
 
-from rela_hf.gpu_views import views_for_batch
+from rela_hf.gpu_views import ImageRowsDataset, views_for_batch
 from rela_hf.run_layout import RunLayout, TrainingSummary
 from rela_hf.seeds import forward_seed
 from rela_hf.switch import PHASE_RELA, PHASE_SSL
@@ -124,7 +124,7 @@ class ReLATrainer:
         resume_dir, resumed_state = find_resume_checkpoint(args, accelerator)
         data = prepare_data(args, accelerator)
         backbone = build_backbone(args)  # an unknown backbone fails here, before targets are computed
-        dataset, self.target_dim = attach_targets(args, accelerator, data.dataset, backbone.num_features)
+        dataset, self.target_dim = attach_targets(args, accelerator, data.dataset, cast(int, backbone.num_features))  # timm models
         data.dataset = dataset
         train_rows, validation_rows = data.validation.apply(dataset) if data.validation else (dataset, None)
         model = build_student(args, accelerator, backbone, target_dim=self.target_dim, num_classes=data.num_classes)
@@ -133,7 +133,8 @@ class ReLATrainer:
         self.model, self.optimizer, self.train_loader = accelerator.prepare(model, optimizer, loader)
         self.unwrapped = accelerator.unwrap_model(self.model)  # the ReLAStudent: hooks and EMA live there
         check_sharded_student(self.unwrapped)  # under FSDP: the backbone a unit, the teacher sharded
-        self.views = loader.dataset  # ViewDataset (PIL views) or ImageRowsDataset (batched views)
+        # ViewDataset (PIL views) or ImageRowsDataset (batched views): build_train_loader made it
+        self.views = cast(ViewDataset | ImageRowsDataset, loader.dataset)
         self.recipes = view_recipes(args, model)  # batched views: made on the device, per phase
         self.monitor = data.monitor
         self.validator = ValidationEvaluator(args, train_rows, validation_rows) if validation_rows is not None else None
@@ -235,6 +236,7 @@ class ReLATrainer:
             return False
         step_loss = self.step_means.compute(self.accelerator)
         check_finite_loss(step_loss, self.state.step)
+        assert self.switch is not None  # the ReLA phase exists only with a switch
         switched = self.switch.update(step_loss["rela_loss"])
         if switched:
             title = self.unwrapped.method.title
@@ -245,7 +247,8 @@ class ReLATrainer:
     def evaluate_if_due(self) -> dict[str, float]:
         """The online kNN monitor every ``eval_steps`` and at the end (not counted as training time)."""
         step, total = self.state.step, self.budget.total_steps
-        if self.monitor is None or not (step % self.args.eval_steps == 0 or step == total):
+        # the monitor exists only with eval_steps > 0 (ReLATrainingArguments.monitor_enabled)
+        if self.monitor is None or not (step % cast(int, self.args.eval_steps) == 0 or step == total):
             return {}
         self._pause_clock()
         evaluation = self.monitor(self.unwrapped.backbone, self.accelerator)
@@ -271,8 +274,8 @@ class ReLATrainer:
             "train/epoch": state.epoch + state.batch_in_epoch / self.budget.batches_per_epoch,
             "train/images_per_second": self.window_images / max(now - self.window_start, 1e-9),
         })
-        if getattr(self.switch, "rho", None) is not None:  # the adaptive rule's statistic
-            metrics["train/rho"] = self.switch.rho
+        if (rho := getattr(self.switch, "rho", None)) is not None:  # the adaptive rule's statistic
+            metrics["train/rho"] = rho
         self.log.log({**metrics, **evaluation}, step=state.step)
         self.progress.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in metrics.items()
                                    if "loss" in k or "accuracy" in k})
@@ -322,6 +325,7 @@ class ReLATrainer:
         best = BestModel.from_state(self.state.best)
         if not self.args.load_best_model_at_end or best is None or best.step == self.state.step:
             return self.state.step
+        assert self.validator is not None  # load_best_model_at_end needs train_val_split, so a validator
         if self.accelerator.is_fsdp2:  # a sharded checkpoint: Accelerate reads it back into the shards
             load_fsdp_model(self.accelerator.state.fsdp_plugin, self.accelerator, self.model,
                             self.layout.root / best.checkpoint)
