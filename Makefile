@@ -23,7 +23,7 @@ ASSETS := $(VENV_DIR)/.rela-hf-assets
 # (rela-hf-*, accelerate) come first on PATH
 ACTIVATED := VIRTUAL_ENV="$(VENV_DIR)" PATH="$(VENV_DIR)/bin:$$PATH"
 
-.PHONY: install assets demo test
+.PHONY: install assets demo lint test
 
 install: $(INSTALLED)
 
@@ -32,7 +32,14 @@ assets: $(ASSETS)
 demo: install assets
 	$(ACTIVATED) bash recipes/demo.sh
 
-test: install assets
+# The checks docs/design.md names (pyproject.toml configures them): ruff's rule set, the format,
+# the types of the package. `make test` runs them first; `make lint` alone takes well under a minute.
+lint: install
+	"$(VENV_PYTHON)" -m ruff check .
+	"$(VENV_PYTHON)" -m ruff format --check .
+	"$(VENV_PYTHON)" -m mypy rela_hf
+
+test: install assets lint
 	$(ACTIVATED) "$(VENV_PYTHON)" -m pytest $(PYTEST_ARGS)
 
 # A failed `venv` (Debian without python3-venv) leaves bin/python behind; removing it makes the

@@ -70,7 +70,7 @@ def test_the_wheel_ships_the_recipes_presets_and_templates(installed_wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for expected in ("rela_hf/recipes/byol_rela.py", "rela_hf/recipes/configs/demo.yaml",
                      "rela_hf/recipes/configs/cifar10_resnet18_dino.yaml", "rela_hf/model_cards/encoder.md",
-                     "rela_hf/methods/dino.py", "rela_hf/priors/timm_loader.py"):
+                     "rela_hf/methods/dino.py", "rela_hf/priors/timm_loader.py", "rela_hf/py.typed"):
         assert expected in names, expected
     assert any(n.endswith(".dist-info/LICENSE") or "/licenses/LICENSE" in n for n in names), names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

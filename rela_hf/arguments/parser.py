@@ -199,7 +199,7 @@ def parse_command_line(argument_class: type[T], argv: Sequence[str] | None = Non
     if translate is not None:
         values = translate(values, explicit)
     values = _apply_renames(values, renames)
-    # type: ignore: argument_class is a dataclass, but its TypeVar is not bound to DataclassInstance
+    # argument_class is a dataclass, but its TypeVar is not bound to DataclassInstance (hence the ignore)
     fields = {f.name for f in dataclasses.fields(argument_class) if f.init}  # type: ignore[arg-type]
     return argument_class(**{k: v for k, v in values.items() if k in fields})
 
