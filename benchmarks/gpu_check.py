@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def utc_now() -> str:
     """ISO time of now, UTC (``datetime.UTC`` is Python 3.11+; rela-hf supports 3.10)."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")  # noqa: UP017
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def parse_caps(pairs: list[str]) -> dict[str, float]:
@@ -137,7 +137,7 @@ def parse_caps(pairs: list[str]) -> dict[str, float]:
         except ValueError as error:
             raise SystemExit(
                 f"--cap {pair}: expected PART=SECONDS with PART one of {PART_NAMES} ({error})."
-            )
+            ) from None
     return caps
 
 

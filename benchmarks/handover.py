@@ -26,9 +26,9 @@ Resumable: finished evaluations are kept, training resumes from the newest check
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import concurrent.futures
 import csv
+import dataclasses
 import json
 import logging
 import shutil

@@ -104,7 +104,7 @@ def _check_same_sharding(online: list[Tensor], target: list[Tensor]) -> None:
     online_sharded = [isinstance(p, DTensor) for p in online]
     target_sharded = [isinstance(p, DTensor) for p in target]
     if online_sharded != target_sharded:
-        index = next(i for i, (o, t) in enumerate(zip(online_sharded, target_sharded)) if o != t)
+        index = next(i for i, (o, t) in enumerate(zip(online_sharded, target_sharded, strict=False)) if o != t)
         kinds = ["a plain tensor", "a DTensor (sharded)"]
         raise ValueError(
             f"update_momentum: parameter {index} is {kinds[online_sharded[index]]} in the online "

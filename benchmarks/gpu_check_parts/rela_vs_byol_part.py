@@ -180,7 +180,7 @@ def run_rela_vs_byol(
     splits = datasets.load_from_disk(str(data))
     train, test = splits["train"], splits["test"]
     byol_config = None
-    for name, run in runs.items():
+    for run in runs.values():
         encoder = load_encoder(run["output_dir"])
         config = encoder_data_config(encoder)
         byol_config = byol_config or config

@@ -189,7 +189,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         title, render = _SECTIONS[name]
         lines += [f"## {title}", "", f"Status: {_status_line(part)}.", ""]
         if part.get("status") == "ok":
-            lines += render(part) + [""]
+            lines += [*render(part), ""]
         elif name == "compile" and part.get("status") == "timed_out":
             lines += [
                 (

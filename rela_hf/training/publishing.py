@@ -81,6 +81,7 @@ def export_run(args: ReLATrainingArguments, accelerator: Accelerator, model: tor
     backbone = _full_backbone(args, student)
     if not accelerator.is_main_process:
         return
+    assert backbone is not None  # _full_backbone gathers the full weights on the main process
     layout = RunLayout(args.output_dir)
     method = student.method
     export_backbone(

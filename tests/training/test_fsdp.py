@@ -240,7 +240,7 @@ def _refusals(sharded: ReLAStudent, plain: ReLAStudent, out: dict[str, Any]) -> 
     except ValueError as error:
         out["mixed_sharding_error"] = str(error)
     after = plain_target.parameters()
-    out["mixed_sharding_untouched"] = all(torch.equal(a, b) for a, b in zip(before, after))
+    out["mixed_sharding_untouched"] = all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     try:
         check_sharded_student(_shard(_student(), classes=()))  # the root only: Accelerate's NO_WRAP
     except ConfigError as error:
