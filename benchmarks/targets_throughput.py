@@ -150,7 +150,9 @@ def ratio_to_raw_loop(
             flush=True,
         )
     raw, add = runs["raw timm loop"], runs["add_rela_targets"]
-    median = lambda rows, key: statistics.median(row[key] for row in rows)
+    def median(rows: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(row[key] for row in rows)
+
     row = {
         "num_images": n,
         "repeats": repeats,
@@ -159,7 +161,7 @@ def ratio_to_raw_loop(
         "images_per_s": {name: round(n / median(rows, "wall_s"), 1) for name, rows in runs.items()},
         "ratio": round(median(raw, "wall_s") / median(add, "wall_s"), 3),
         "ratio_median_of_pairs": round(
-            statistics.median(r["wall_s"] / a["wall_s"] for r, a in zip(raw, add)), 3
+            statistics.median(r["wall_s"] / a["wall_s"] for r, a in zip(raw, add, strict=True)), 3
         ),
         "cpu_time_ratio": round(median(raw, "cpu_s") / median(add, "cpu_s"), 3),
         "load_average_range": [
@@ -289,7 +291,9 @@ def ratio_row(row: dict[str, Any]) -> str:
 
 def num_proc_row(npc: dict[str, Any], key: str) -> str:
     runs = npc["runs"][key]
-    each = lambda field: ", ".join(str(run[field]) for run in runs)
+    def each(field: str) -> str:
+        return ", ".join(str(run[field]) for run in runs)
+
     loads = ", ".join(str(run["load_average"][0]) for run in runs)
     return (
         f"| {key} | {each('seconds')} | {npc['median_seconds'][key]} "
@@ -318,7 +322,7 @@ def main() -> None:
         )  # warm-up
         rows = [
             ratio_to_raw_loop(args, prior, model, transform, n, r)
-            for n, r in zip(args.num_images, repeats)
+            for n, r in zip(args.num_images, repeats, strict=True)
         ]
         ratios = [row for row, _ in rows]
         embeddings = max((e for _, e in rows), key=len)  # the raw loop's, largest run

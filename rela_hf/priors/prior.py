@@ -21,7 +21,7 @@ import PIL.Image
 import torch
 from timm.data.transforms import MaybeToTensor
 from torch import nn
-from torchvision import transforms as T  # type: ignore[import-untyped]
+from torchvision import transforms as T
 
 from rela_hf.preprocessing import IMAGENET_MEAN, IMAGENET_STD, eval_transform, official_data_config
 

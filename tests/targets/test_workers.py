@@ -53,9 +53,9 @@ def test_one_cpu_worker_leaves_torch_threads_alone():
 
 
 def test_gpu_plan_is_one_process_per_gpu():
-    plan = lambda num_proc, gpus, n=1000: plan_workers(
-        num_proc, device=CUDA, num_examples=n, batch_size=64, gpus=gpus
-    )
+    def plan(num_proc, gpus, n=1000):
+        return plan_workers(num_proc, device=CUDA, num_examples=n, batch_size=64, gpus=gpus)
+
     assert plan(None, gpus=4) == WorkerPlan(4, gpu_processes=True)
     assert plan(2, gpus=4) == WorkerPlan(2, gpu_processes=True)
     assert plan(None, gpus=1) == WorkerPlan(1)
