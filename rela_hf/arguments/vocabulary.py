@@ -70,6 +70,11 @@ FLAGS: dict[str, tuple[str, Any]] = {
     ),
     # --- the prior and its targets (ReLA-D) --------------------------------------------------
     "prior": ("The prior model: a timm name, hf-hub:org/name, a Hub repo id or a local folder.", None),
+    "priors": (
+        "Candidate priors to rank, each [name=]prior[,option=value...]: the prior as in --prior, options "
+        "image_size, random_init, seed, revision, library, preprocessing.",
+        [],
+    ),
     "prior_revision": ("The prior's revision on the Hub (pin a commit sha).", None),
     "prior_library": ("Which library loads the prior: auto, timm or transformers.", "auto"),
     "prior_preprocessing": (

@@ -1,0 +1,377 @@
+#!/usr/bin/env python
+"""Validate the prior scorer: does ``rela-hf-score-priors`` rank priors by the gain ReLA gives?
+
+ReLA (arXiv:2405.14669) works with any prior, but priors differ in how much they help (its
+Figure 4). ``recipes/score_priors.py`` ranks candidate priors before any training, from a few
+hundred images. This benchmark checks that ranking against the real thing, with the project's own
+commands:
+
+1. ``recipes/prepare_offline_assets.py``: a fixed Fashion-MNIST training subset, the test split and
+   the ImageNet EfficientNet-Lite0 prior (a timm folder);
+2. ``recipes/byol_rela.py --use_rela false``: the method alone at the budget (the baseline) and the
+   short runs whose exported students serve as priors too;
+3. for every prior: ``recipes/make_targets.py`` (timed: the one-off targets cost), then
+   ``recipes/byol_rela.py`` (ReLA at the same budget), then ``recipes/evaluate_encoder.py``;
+4. ``recipes/score_priors.py`` once over all priors (timed: the scorer's cost);
+5. the gain of each prior (ReLA's kNN / linear accuracy minus the baseline's) against each score:
+   Spearman's rank correlation, and the scorer's cost against one ReLA run.
+
+Every step is skipped when its output exists, so the command resumes; ``--report_only`` only
+rebuilds ``results.md`` / ``results.json`` from what exists.
+
+    python benchmarks/prior_scores.py --config benchmarks/configs/prior_scores.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import acceleration as grid  # benchmarks/acceleration.py: run_command, targets_ready
+import yaml
+
+from rela_hf.prior_scores import PriorCandidate, spearman
+
+REPO = Path(__file__).resolve().parent.parent
+logger = logging.getLogger("prior_scores")
+RESULTS = "prior_scores.json"  # what recipes/score_priors.py writes in its --output_dir
+
+
+@dataclass
+class PriorSpec:
+    """One candidate prior of the study: where it comes from and how it is run."""
+
+    name: str
+    prior: str
+    image_size: int | None = None
+    random_init: bool = False
+    seed: int = 0
+
+    @property
+    def student(self) -> str | None:
+        """The run of this study whose exported backbone is the prior, if any."""
+        return self.prior.removeprefix("run:") if self.prior.startswith("run:") else None
+
+
+@dataclass
+class Study:
+    """The parsed YAML config (benchmarks/configs/prior_scores.yaml documents every key)."""
+
+    name: str
+    description: str
+    assets_dir: Path
+    work_dir: Path
+    results_dir: Path
+    train_limit: int | None
+    test_limit: int | None
+    subset_seed: int
+    student_width: int
+    students: dict[str, int]
+    priors: list[PriorSpec]
+    trainer: dict[str, Any]
+    scoring: dict[str, Any]
+    parallel: int
+    threads_per_run: int | None
+    evaluation: dict[str, Any]
+    config_path: Path = field(default=Path())
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> Study:
+        raw = yaml.safe_load(path.read_text())
+        known = {"name", "description", "data", "students", "priors", "trainer", "scoring", "execution", "evaluation"}
+        if unknown := set(raw) - known:
+            raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")
+        data, execution = raw["data"], raw.get("execution", {})
+        priors = [PriorSpec(name=name, **options) for name, options in raw["priors"].items()]
+        runs = {"baseline", *raw.get("students", {})}
+        for spec in priors:
+            if spec.student and spec.student not in runs:
+                raise SystemExit(f"{path}: prior {spec.name!r} uses run {spec.student!r}, not among {sorted(runs)}.")
+        return cls(
+            name=raw["name"], description=raw.get("description", ""),
+            assets_dir=REPO / data["assets_dir"], work_dir=REPO / data["work_dir"],
+            results_dir=REPO / data["results_dir"], train_limit=data.get("train_limit"),
+            test_limit=data.get("test_limit"), subset_seed=data.get("subset_seed", 0),
+            student_width=data["student_width"], students=dict(raw.get("students", {})), priors=priors,
+            trainer=dict(raw["trainer"]), scoring=dict(raw.get("scoring", {})),
+            parallel=execution.get("parallel", 1), threads_per_run=execution.get("threads_per_run"),
+            evaluation=raw.get("evaluation", {}), config_path=path,
+        )
+
+    # --- paths ---------------------------------------------------------------------------------
+    @property
+    def dataset_dir(self) -> Path:
+        return self.assets_dir / "fashion_mnist"
+
+    def run_dir(self, name: str) -> Path:
+        """``baseline``, a student's name, or ``rela_<prior>``."""
+        return self.work_dir / "runs" / name
+
+    def targets_dir(self, spec: PriorSpec) -> Path:
+        return self.work_dir / "targets" / spec.name
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.work_dir / "scores"
+
+    def location(self, spec: PriorSpec) -> str:
+        """What load_prior is given for this prior."""
+        if spec.prior == "imagenet":
+            return str(self.assets_dir / "efficientnet_lite0")
+        if spec.student:
+            return str(self.run_dir(spec.student) / "backbone")
+        return spec.prior
+
+    def candidate(self, spec: PriorSpec) -> PriorCandidate:
+        return PriorCandidate(name=spec.name, prior=self.location(spec), image_size=spec.image_size,
+                              random_init=spec.random_init, seed=spec.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# the project's commands
+# ---------------------------------------------------------------------------------------------
+def child_env(study: Study) -> dict[str, str]:
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_TELEMETRY="1")
+    if study.threads_per_run:
+        threads = str(study.threads_per_run)
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def timed(command: list[str], log_file: Path, study: Study) -> dict[str, Any]:
+    """Run a command like ``grid.run_command``; its wall-clock and CPU seconds (user + system, its
+    reaped children such as DataLoader workers included) and the machine's load around it. On a
+    shared machine the wall-clock grows with the load; the CPU seconds barely move."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("$ %s", " ".join(command))
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    with log_file.open("a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        process = subprocess.Popen(command, cwd=REPO, env=child_env(study), stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[1]} failed (exit {process.returncode}); see {log_file}")
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "load_before": load_before, "load_after": os.getloadavg()[0],
+            "threads": study.threads_per_run, "parallel": study.parallel}
+
+
+def prepare_assets(study: Study) -> None:
+    if (study.dataset_dir / "dataset_dict.json").is_file() and (study.assets_dir / "efficientnet_lite0").is_dir():
+        return
+    command = [sys.executable, "recipes/prepare_offline_assets.py", "--output_dir", str(study.assets_dir),
+               "--seed", str(study.subset_seed)]
+    if study.train_limit:
+        command += ["--max_train_samples", str(study.train_limit)]
+    if study.test_limit:
+        command += ["--max_eval_samples", str(study.test_limit)]
+    grid.run_command(command, study.work_dir / "assets.log", child_env(study))
+
+
+def make_targets(study: Study, spec: PriorSpec) -> None:
+    """The prior's whitened targets for the training subset, timed (the one-off targets cost)."""
+    folder = study.targets_dir(spec)
+    if grid.targets_ready(folder):
+        return
+    command = [sys.executable, "recipes/make_targets.py", "--dataset_name", str(study.dataset_dir),
+               "--train_split", "train", "--prior", study.location(spec), "--student_width", str(study.student_width),
+               "--output_dir", str(folder), "--overwrite_output_dir", "--prior_batch_size", "128",
+               "--device", "cpu", "--seed", str(spec.seed)]
+    if spec.image_size:
+        command += ["--prior_image_size", str(spec.image_size)]
+    if spec.random_init:
+        command += ["--prior_random_init", "true"]
+    timing = timed(command, folder.parent / f"{spec.name}.log", study)
+    (folder / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
+
+
+def train(study: Study, name: str, **options: Any) -> Path:
+    """``recipes/byol_rela.py`` into ``runs/<name>`` (resumed from its checkpoint), then evaluated."""
+    run_dir = study.run_dir(name)
+    if not (run_dir / "training_summary.json").is_file():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = {**study.trainer, **options, "output_dir": str(run_dir)}
+        (run_dir / "benchmark_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        resume = ["--resume_from_checkpoint", "latest"] if any(run_dir.glob("checkpoint*")) else ["--overwrite_output_dir"]
+        timing = timed([sys.executable, "recipes/byol_rela.py", "--config", str(run_dir / "benchmark_config.yaml"), *resume],
+                       run_dir / "train.log", study)
+        with (run_dir / "benchmark_timing.jsonl").open("a") as attempts:  # one line per (resumed) attempt
+            attempts.write(json.dumps(timing) + "\n")
+    if not (run_dir / "eval_results.json").is_file():
+        command = [sys.executable, "recipes/evaluate_encoder.py", "--model_name_or_path", str(run_dir / "backbone"),
+                   "--dataset_name", str(study.dataset_dir), "--dataset_pretty_name", "fashion_mnist",
+                   "--train_split", "train", "--eval_split", "test", "--output_file", str(run_dir / "eval_results.json")]
+        flags = {"epochs": "probe_epochs", "k": "knn_k", "temperature": "knn_temperature"}
+        command += [item for key, flag in flags.items() if key in study.evaluation
+                    for item in (f"--{flag}", str(study.evaluation[key]))]
+        grid.run_command(command, run_dir / "eval.log", child_env(study))
+    return run_dir
+
+
+def method_alone(study: Study, name: str) -> str:
+    steps = study.students.get(name, study.trainer["max_train_steps"])
+    train(study, name, dataset_name=str(study.dataset_dir), use_rela=False, max_train_steps=steps)
+    return name
+
+
+def rela_with(study: Study, spec: PriorSpec) -> str:
+    make_targets(study, spec)
+    train(study, f"rela_{spec.name}", dataset_name=str(study.targets_dir(spec)), use_rela=True)
+    return spec.name
+
+
+def score(study: Study) -> Path:
+    """``recipes/score_priors.py`` over every prior at once, with labels; timed."""
+    output = study.scores_dir / RESULTS
+    if output.is_file():
+        return output
+    command = [sys.executable, "recipes/score_priors.py", "--dataset_name", str(study.dataset_dir),
+               "--train_split", "train", "--label_column", "label", "--student_width", str(study.student_width),
+               "--output_dir", str(study.scores_dir), "--overwrite_output_dir", "--device", "cpu",
+               "--priors", *[study.candidate(spec).spec() for spec in study.priors]]
+    command += [item for key, value in study.scoring.items() for item in (f"--{key}", str(value))]
+    timing = timed(command, study.work_dir / "scores.log", study)
+    (study.scores_dir / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
+    return output
+
+
+def run_study(study: Study) -> None:
+    """Everything, ``parallel`` jobs at a time: runs whose prior is a run of this study wait for it."""
+    study.work_dir.mkdir(parents=True, exist_ok=True)
+    prepare_assets(study)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=study.parallel) as pool:
+        first = [pool.submit(method_alone, study, name) for name in ["baseline", *study.students]]
+        first += [pool.submit(rela_with, study, spec) for spec in study.priors if not spec.student]
+        for future in concurrent.futures.as_completed(first):
+            logger.info("done: %s", future.result())
+        later = [pool.submit(rela_with, study, spec) for spec in study.priors if spec.student]
+        for future in concurrent.futures.as_completed(later):
+            logger.info("done: %s", future.result())
+    score(study)
+
+
+# ---------------------------------------------------------------------------------------------
+# results
+# ---------------------------------------------------------------------------------------------
+def _accuracies(run_dir: Path) -> dict[str, float] | None:
+    summary, results = run_dir / "training_summary.json", run_dir / "eval_results.json"
+    if not (summary.is_file() and results.is_file()):
+        return None
+    by_protocol = {entry["protocol"]: entry["value"] for entry in json.loads(results.read_text())["results"]}
+    return {"knn": by_protocol["knn"], "linear": by_protocol["linear_probe"],
+            "wall_clock_seconds": json.loads(summary.read_text())["wall_clock_seconds"],
+            "steps": json.loads(summary.read_text())["steps"]}
+
+
+def collect(study: Study) -> dict[str, Any]:
+    """The measured gains, the scores and the costs, one row per prior."""
+    baseline = _accuracies(study.run_dir("baseline"))
+    scores_file = study.scores_dir / RESULTS
+    scores = {row["name"]: row for row in json.loads(scores_file.read_text())["priors"]} if scores_file.is_file() else {}
+    rows = []
+    for spec in study.priors:
+        run = _accuracies(study.run_dir(f"rela_{spec.name}"))
+        timing_file = study.targets_dir(spec) / "benchmark_timing.json"
+        row: dict[str, Any] = {"prior": spec.name, "score": scores.get(spec.name), "run": run,
+                               "targets_seconds": json.loads(timing_file.read_text())["seconds"] if timing_file.is_file() else None}
+        if run and baseline:
+            row["gain"] = {metric: 100 * (run[metric] - baseline[metric]) for metric in ("knn", "linear")}
+        rows.append(row)
+    timing_file = study.scores_dir / "benchmark_timing.json"
+    return {"baseline": baseline, "rows": rows, "students": {name: _accuracies(study.run_dir(name)) for name in study.students},
+            "scoring_timing": json.loads(timing_file.read_text()) if timing_file.is_file() else None,
+            "scoring": json.loads(scores_file.read_text()) if scores_file.is_file() else None}
+
+
+def correlations(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Spearman's rho of every score against the kNN and linear gains, over the finished priors."""
+    done = [row for row in rows if row.get("gain") and row.get("score")]
+    if len(done) < 3:
+        return {}
+    names = [key for key, value in done[0]["score"]["scores"].items() if value is not None]
+    return {name: {metric: spearman([row["score"]["scores"][name] for row in done], [row["gain"][metric] for row in done])
+                   for metric in ("knn", "linear")} for name in names}
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render_markdown(study: Study, results: dict[str, Any], rho: dict[str, dict[str, float]]) -> str:
+    baseline, timing = results["baseline"], results["scoring_timing"]
+    names = list(rho) or ["view_alignment"]
+    lines = [f"# Prior scores vs the gain ReLA gives (`{study.name}`)", "", study.description.strip(), ""]
+    if baseline:
+        lines += [f"BYOL alone at the budget ({baseline['steps']} steps): kNN {100 * baseline['knn']:.2f} %, "
+                  f"linear {100 * baseline['linear']:.2f} % (Fashion-MNIST test split).", ""]
+    header = ["prior", *names, "kNN of targets (labels)", "targets cost, projected (s)", "targets cost, measured (s)",
+              "ReLA kNN %", "ReLA linear %", "kNN gain (pt)", "linear gain (pt)"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in results["rows"]:
+        scored, run, gain = row["score"] or {}, row["run"] or {}, row.get("gain") or {}
+        values = scored.get("scores", {})
+        lines.append("| " + " | ".join([
+            f"`{row['prior']}`", *[_cell(values.get(name)) for name in names],
+            _cell(100 * scored["knn_accuracy"] if scored.get("knn_accuracy") is not None else None, 1),
+            _cell(scored.get("projected_targets_seconds"), 0), _cell(row["targets_seconds"], 0),
+            _cell(100 * run["knn"] if run else None, 2), _cell(100 * run["linear"] if run else None, 2),
+            _cell(gain.get("knn"), 2), _cell(gain.get("linear"), 2)]) + " |")
+    lines += ["", "## Rank correlation (Spearman) of each score with the measured gain", "",
+              "| score | vs kNN gain | vs linear gain |", "|---|---|---|"]
+    lines += [f"| `{name}` | {_cell(value['knn'], 2)} | {_cell(value['linear'], 2)} |" for name, value in rho.items()]
+    runs = [row["run"]["wall_clock_seconds"] for row in results["rows"] if row["run"]]
+    if timing and runs and results["scoring"]:
+        per_prior = [row["scoring_seconds"] for row in results["scoring"]["priors"]]
+        one_run = statistics.median(runs)
+        lines += ["", "## Cost", "",
+                  f"- One ReLA run of this grid (training loop, median of {len(runs)}): {one_run:.0f} s.",
+                  f"- The scorer, all {len(per_prior)} priors in one command: {timing['seconds']:.0f} s "
+                  f"(load average {timing['load_before']:.1f} before / {timing['load_after']:.1f} after, "
+                  f"{timing['threads']} thread); per prior: median {statistics.median(per_prior):.1f} s, "
+                  f"at most {max(per_prior):.1f} s = **{100 * max(per_prior) / one_run:.1f} %** of one ReLA run "
+                  f"(median {100 * statistics.median(per_prior) / one_run:.1f} %)."]
+    lines += ["", "Reproduce: `python benchmarks/prior_scores.py --config benchmarks/configs/prior_scores.yaml`; "
+              f"the scorer alone: `{results['scoring']['command'] if results['scoring'] else 'recipes/score_priors.py'}`."]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(study: Study) -> Path:
+    results = collect(study)
+    rho = correlations(results["rows"])
+    study.results_dir.mkdir(parents=True, exist_ok=True)
+    (study.results_dir / "results.json").write_text(json.dumps({**results, "spearman": rho}, indent=2) + "\n")
+    path = study.results_dir / "results.md"
+    path.write_text(render_markdown(study, results, rho))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, required=True, help="benchmarks/configs/prior_scores.yaml")
+    parser.add_argument("--report_only", action="store_true", help="Only rebuild the results from what exists.")
+    parser.add_argument("--parallel", type=int, default=None, help="Override execution.parallel.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    study = Study.from_yaml(args.config.resolve())
+    if args.parallel:
+        study.parallel = args.parallel
+    if not args.report_only:
+        run_study(study)
+    logger.info("wrote %s", write_results(study))
+
+
+if __name__ == "__main__":
+    main()
