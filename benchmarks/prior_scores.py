@@ -29,7 +29,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -38,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import acceleration as grid  # benchmarks/acceleration.py: run_command, targets_ready
+import prior_scores_report as report  # benchmarks/prior_scores_report.py: results.md / results.json
 import yaml
 
-from rela_hf.prior_scores import PriorCandidate, spearman
+from rela_hf.prior_scores import PriorCandidate
 
 REPO = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("prior_scores")
-RESULTS = "prior_scores.json"  # what recipes/score_priors.py writes in its --output_dir
+RESULTS = report.RESULTS
 
 
 @dataclass
@@ -123,6 +123,11 @@ class Study:
     @property
     def scores_dir(self) -> Path:
         return self.work_dir / "scores"
+
+    @property
+    def sample_sizes(self) -> list[int]:
+        """The images scored: one scorer run per size (the first is the one the table shows)."""
+        return list(self.scoring.get("sample_sizes", [512]))
 
     def location(self, spec: PriorSpec) -> str:
         """What load_prior is given for this prior."""
@@ -233,19 +238,22 @@ def rela_with(study: Study, spec: PriorSpec) -> str:
     return spec.name
 
 
-def score(study: Study) -> Path:
-    """``recipes/score_priors.py`` over every prior at once, with labels; timed."""
-    output = study.scores_dir / RESULTS
-    if output.is_file():
-        return output
+def score(study: Study, num_images: int) -> Path:
+    """``recipes/score_priors.py`` over every prior at once on ``num_images`` images, with labels; timed."""
+    folder = study.scores_dir / f"n{num_images}"
+    if (folder / RESULTS).is_file():
+        return folder / RESULTS
+    missing = [spec.name for spec in study.priors if spec.student and not (study.run_dir(spec.student) / "backbone").is_dir()]
+    if missing:
+        raise SystemExit(f"priors {missing}: their runs have not finished; run the whole study first.")
     command = [sys.executable, "recipes/score_priors.py", "--dataset_name", str(study.dataset_dir),
                "--train_split", "train", "--label_column", "label", "--student_width", str(study.student_width),
-               "--output_dir", str(study.scores_dir), "--overwrite_output_dir", "--device", "cpu",
-               "--priors", *[study.candidate(spec).spec() for spec in study.priors]]
-    command += [item for key, value in study.scoring.items() for item in (f"--{key}", str(value))]
-    timing = timed(command, study.work_dir / "scores.log", study)
-    (study.scores_dir / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
-    return output
+               "--output_dir", str(folder), "--overwrite_output_dir", "--device", "cpu",
+               "--max_train_samples", str(num_images), "--priors", *[study.candidate(spec).spec() for spec in study.priors]]
+    command += [item for key, value in study.scoring.items() if key != "sample_sizes" for item in (f"--{key}", str(value))]
+    timing = timed(command, folder / "score.log", study)
+    (folder / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
+    return folder / RESULTS
 
 
 def run_study(study: Study) -> None:
@@ -260,117 +268,27 @@ def run_study(study: Study) -> None:
         later = [pool.submit(rela_with, study, spec) for spec in study.priors if spec.student]
         for future in concurrent.futures.as_completed(later):
             logger.info("done: %s", future.result())
-    score(study)
-
-
-# ---------------------------------------------------------------------------------------------
-# results
-# ---------------------------------------------------------------------------------------------
-def _accuracies(run_dir: Path) -> dict[str, float] | None:
-    summary, results = run_dir / "training_summary.json", run_dir / "eval_results.json"
-    if not (summary.is_file() and results.is_file()):
-        return None
-    by_protocol = {entry["protocol"]: entry["value"] for entry in json.loads(results.read_text())["results"]}
-    return {"knn": by_protocol["knn"], "linear": by_protocol["linear_probe"],
-            "wall_clock_seconds": json.loads(summary.read_text())["wall_clock_seconds"],
-            "steps": json.loads(summary.read_text())["steps"]}
-
-
-def collect(study: Study) -> dict[str, Any]:
-    """The measured gains, the scores and the costs, one row per prior."""
-    baseline = _accuracies(study.run_dir("baseline"))
-    scores_file = study.scores_dir / RESULTS
-    scores = {row["name"]: row for row in json.loads(scores_file.read_text())["priors"]} if scores_file.is_file() else {}
-    rows = []
-    for spec in study.priors:
-        run = _accuracies(study.run_dir(f"rela_{spec.name}"))
-        timing_file = study.targets_dir(spec) / "benchmark_timing.json"
-        row: dict[str, Any] = {"prior": spec.name, "score": scores.get(spec.name), "run": run,
-                               "targets_seconds": json.loads(timing_file.read_text())["seconds"] if timing_file.is_file() else None}
-        if run and baseline:
-            row["gain"] = {metric: 100 * (run[metric] - baseline[metric]) for metric in ("knn", "linear")}
-        rows.append(row)
-    timing_file = study.scores_dir / "benchmark_timing.json"
-    return {"baseline": baseline, "rows": rows, "students": {name: _accuracies(study.run_dir(name)) for name in study.students},
-            "scoring_timing": json.loads(timing_file.read_text()) if timing_file.is_file() else None,
-            "scoring": json.loads(scores_file.read_text()) if scores_file.is_file() else None}
-
-
-def correlations(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Spearman's rho of every score against the kNN and linear gains, over the finished priors."""
-    done = [row for row in rows if row.get("gain") and row.get("score")]
-    if len(done) < 3:
-        return {}
-    names = [key for key, value in done[0]["score"]["scores"].items() if value is not None]
-    return {name: {metric: spearman([row["score"]["scores"][name] for row in done], [row["gain"][metric] for row in done])
-                   for metric in ("knn", "linear")} for name in names}
-
-
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def render_markdown(study: Study, results: dict[str, Any], rho: dict[str, dict[str, float]]) -> str:
-    baseline, timing = results["baseline"], results["scoring_timing"]
-    names = list(rho) or ["view_alignment"]
-    lines = [f"# Prior scores vs the gain ReLA gives (`{study.name}`)", "", study.description.strip(), ""]
-    if baseline:
-        lines += [f"BYOL alone at the budget ({baseline['steps']} steps): kNN {100 * baseline['knn']:.2f} %, "
-                  f"linear {100 * baseline['linear']:.2f} % (Fashion-MNIST test split).", ""]
-    header = ["prior", *names, "kNN of targets (labels)", "targets cost, projected (s)", "targets cost, measured (s)",
-              "ReLA kNN %", "ReLA linear %", "kNN gain (pt)", "linear gain (pt)"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in results["rows"]:
-        scored, run, gain = row["score"] or {}, row["run"] or {}, row.get("gain") or {}
-        values = scored.get("scores", {})
-        lines.append("| " + " | ".join([
-            f"`{row['prior']}`", *[_cell(values.get(name)) for name in names],
-            _cell(100 * scored["knn_accuracy"] if scored.get("knn_accuracy") is not None else None, 1),
-            _cell(scored.get("projected_targets_seconds"), 0), _cell(row["targets_seconds"], 0),
-            _cell(100 * run["knn"] if run else None, 2), _cell(100 * run["linear"] if run else None, 2),
-            _cell(gain.get("knn"), 2), _cell(gain.get("linear"), 2)]) + " |")
-    lines += ["", "## Rank correlation (Spearman) of each score with the measured gain", "",
-              "| score | vs kNN gain | vs linear gain |", "|---|---|---|"]
-    lines += [f"| `{name}` | {_cell(value['knn'], 2)} | {_cell(value['linear'], 2)} |" for name, value in rho.items()]
-    runs = [row["run"]["wall_clock_seconds"] for row in results["rows"] if row["run"]]
-    if timing and runs and results["scoring"]:
-        per_prior = [row["scoring_seconds"] for row in results["scoring"]["priors"]]
-        one_run = statistics.median(runs)
-        lines += ["", "## Cost", "",
-                  f"- One ReLA run of this grid (training loop, median of {len(runs)}): {one_run:.0f} s.",
-                  f"- The scorer, all {len(per_prior)} priors in one command: {timing['seconds']:.0f} s "
-                  f"(load average {timing['load_before']:.1f} before / {timing['load_after']:.1f} after, "
-                  f"{timing['threads']} thread); per prior: median {statistics.median(per_prior):.1f} s, "
-                  f"at most {max(per_prior):.1f} s = **{100 * max(per_prior) / one_run:.1f} %** of one ReLA run "
-                  f"(median {100 * statistics.median(per_prior) / one_run:.1f} %)."]
-    lines += ["", "Reproduce: `python benchmarks/prior_scores.py --config benchmarks/configs/prior_scores.yaml`; "
-              f"the scorer alone: `{results['scoring']['command'] if results['scoring'] else 'recipes/score_priors.py'}`."]
-    return "\n".join(lines) + "\n"
-
-
-def write_results(study: Study) -> Path:
-    results = collect(study)
-    rho = correlations(results["rows"])
-    study.results_dir.mkdir(parents=True, exist_ok=True)
-    (study.results_dir / "results.json").write_text(json.dumps({**results, "spearman": rho}, indent=2) + "\n")
-    path = study.results_dir / "results.md"
-    path.write_text(render_markdown(study, results, rho))
-    return path
+    for num_images in study.sample_sizes:
+        score(study, num_images)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="benchmarks/configs/prior_scores.yaml")
     parser.add_argument("--report_only", action="store_true", help="Only rebuild the results from what exists.")
+    parser.add_argument("--scores_only", action="store_true", help="Only score the priors (their runs must exist).")
     parser.add_argument("--parallel", type=int, default=None, help="Override execution.parallel.")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     study = Study.from_yaml(args.config.resolve())
     if args.parallel:
         study.parallel = args.parallel
-    if not args.report_only:
+    if args.scores_only:
+        for num_images in study.sample_sizes:
+            score(study, num_images)
+    elif not args.report_only:
         run_study(study)
-    logger.info("wrote %s", write_results(study))
+    logger.info("wrote %s", report.write_results(study))
 
 
 if __name__ == "__main__":

@@ -60,18 +60,24 @@ class PriorCandidate:
     preprocessing: str = "prior"
 
     @classmethod
-    def parse(cls, value: str | Mapping[str, Any], *, image_size: int | None = None) -> PriorCandidate:
+    def parse(
+        cls, value: str | Mapping[str, Any], *, image_size: int | None = None
+    ) -> PriorCandidate:
         """A candidate from ``[name=]prior[,option=value...]`` or a mapping of the same keys;
         ``image_size`` is the default input size of candidates that set none."""
         if isinstance(value, PriorCandidate):
             return value
         options = dict(value) if isinstance(value, Mapping) else _split(value)
         if not options.get("prior"):
-            raise ValueError(f"prior candidate {value!r}: no prior given (expected [name=]prior[,option=value...]).")
+            raise ValueError(
+                f"prior candidate {value!r}: no prior given (expected [name=]prior[,option=value...])."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := set(options) - known:
-            raise ValueError(f"prior candidate {value!r}: unknown option(s) {sorted(unknown)}; "
-                             f"expected {sorted(known - {'name', 'prior'})}.")
+            raise ValueError(
+                f"prior candidate {value!r}: unknown option(s) {sorted(unknown)}; "
+                f"expected {sorted(known - {'name', 'prior'})}."
+            )
         try:
             typed = {key: _typed(key, raw) for key, raw in options.items()}
         except ValueError as error:
@@ -83,9 +89,11 @@ class PriorCandidate:
     def spec(self) -> str:
         """The one-string form :meth:`parse` reads back (options that differ from the defaults)."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        options = [f"{key}={str(getattr(self, key)).lower() if isinstance(getattr(self, key), bool) else getattr(self, key)}"
-                   for key in ("image_size", "random_init", "seed", "revision", "library", "preprocessing")
-                   if getattr(self, key) != defaults[key]]
+        options = [
+            f"{key}={str(getattr(self, key)).lower() if isinstance(getattr(self, key), bool) else getattr(self, key)}"
+            for key in ("image_size", "random_init", "seed", "revision", "library", "preprocessing")
+            if getattr(self, key) != defaults[key]
+        ]
         return ",".join([f"{self.name}={self.prior}", *options])
 
 
@@ -130,12 +138,23 @@ def _default_name(options: Mapping[str, Any]) -> str:
     return name
 
 
-def load_candidate(candidate: PriorCandidate, *, device: str | torch.device | None = None,
-                   trust_remote_code: bool = False) -> Prior:
+def load_candidate(
+    candidate: PriorCandidate,
+    *,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> Prior:
     """The candidate as a :class:`~rela_hf.priors.Prior` (random weights seeded, so repeatable)."""
     with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
         if candidate.random_init:
             torch.manual_seed(candidate.seed)  # as rela-hf-targets --prior_random_init --seed does
-        return load_prior(candidate.prior, revision=candidate.revision, library=candidate.library,
-                          preprocessing=candidate.preprocessing, image_size=candidate.image_size,
-                          pretrained=not candidate.random_init, device=device, trust_remote_code=trust_remote_code)
+        return load_prior(
+            candidate.prior,
+            revision=candidate.revision,
+            library=candidate.library,
+            preprocessing=candidate.preprocessing,
+            image_size=candidate.image_size,
+            pretrained=not candidate.random_init,
+            device=device,
+            trust_remote_code=trust_remote_code,
+        )

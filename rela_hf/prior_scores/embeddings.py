@@ -23,10 +23,23 @@ from torchvision.transforms import v2
 
 from rela_hf.preprocessing import ConvertImageMode
 from rela_hf.priors import Prior
-from rela_hf.views import HORIZONTAL_FLIP_P, RELA_COLOR_JITTER, RELA_COLOR_JITTER_P, RELA_CROP_SCALE, RELA_GRAYSCALE_P
+from rela_hf.views import (
+    HORIZONTAL_FLIP_P,
+    RELA_COLOR_JITTER,
+    RELA_COLOR_JITTER_P,
+    RELA_CROP_SCALE,
+    RELA_GRAYSCALE_P,
+)
 from rela_hf.whitening import first_non_finite_row
 
-__all__ = ["ImageSample", "PriorEmbeddings", "embed_prior", "pixel_features", "rela_view", "sample_images"]
+__all__ = [
+    "ImageSample",
+    "PriorEmbeddings",
+    "embed_prior",
+    "pixel_features",
+    "rela_view",
+    "sample_images",
+]
 
 #: Side of the raw-pixel reference representation (the images resized to it, flattened).
 PIXEL_REFERENCE_SIZE = 32
@@ -40,6 +53,7 @@ class ImageSample:
     labels: torch.Tensor | None
     indices: list[int]
     decode_seconds_per_image: float
+    decode_cpu_seconds_per_image: float
     dataset_size: int
 
 
@@ -49,11 +63,18 @@ class PriorEmbeddings:
 
     clean: torch.Tensor
     views: torch.Tensor
-    embed_seconds_per_image: float  # clean images, preprocessing + forward pass
+    embed_seconds_per_image: float  # clean images, preprocessing + forward pass, wall-clock
+    embed_cpu_seconds_per_image: float  # the same in CPU seconds of this process
 
 
-def sample_images(dataset: datasets.Dataset, *, image_column: str = "image", label_column: str | None = None,
-                  max_samples: int | None = 512, seed: int = 0) -> ImageSample:
+def sample_images(
+    dataset: datasets.Dataset,
+    *,
+    image_column: str = "image",
+    label_column: str | None = None,
+    max_samples: int | None = 512,
+    seed: int = 0,
+) -> ImageSample:
     """Decode ``max_samples`` images of ``dataset`` drawn at random with ``seed`` (all if fewer).
 
     Raises:
@@ -61,48 +82,70 @@ def sample_images(dataset: datasets.Dataset, *, image_column: str = "image", lab
     """
     for role, column in (("image", image_column), ("label", label_column)):
         if column is not None and column not in dataset.column_names:
-            raise ValueError(f"The dataset has no {role} column {column!r}; its columns are {dataset.column_names}. "
-                             f"Pass --{role}_column <column>" + (" (or 'none')." if role == "label" else "."))
+            raise ValueError(
+                f"The dataset has no {role} column {column!r}; its columns are {dataset.column_names}. "
+                f"Pass --{role}_column <column>" + (" (or 'none')." if role == "label" else ".")
+            )
     size = len(dataset)
     count = size if max_samples is None else min(max_samples, size)
     if count < 3:
-        raise ValueError(f"Scoring priors needs at least 3 images; the dataset has {size} (max_samples={max_samples}).")
-    indices = sorted(torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist())
+        raise ValueError(
+            f"Scoring priors needs at least 3 images; the dataset has {size} (max_samples={max_samples})."
+        )
+    indices = sorted(
+        torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist()
+    )
     subset = dataset.select(indices)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     images = [ConvertImageMode("RGB")(image) for image in subset[image_column]]
-    decode_seconds = time.perf_counter() - start
+    decode_seconds, decode_cpu_seconds = (
+        time.perf_counter() - start,
+        time.process_time() - cpu_start,
+    )
     labels = torch.as_tensor(subset[label_column]).long() if label_column is not None else None
-    return ImageSample(images, labels, indices, decode_seconds / count, size)
+    return ImageSample(
+        images, labels, indices, decode_seconds / count, decode_cpu_seconds / count, size
+    )
 
 
 def rela_view(image_size: int) -> v2.Compose:
     """ReLA's view augmentation on a PIL image, returning a PIL image (``image_size`` square) for
     the prior's own preprocessing."""
-    return v2.Compose([
-        ConvertImageMode("RGB"),
-        v2.RandomResizedCrop(image_size, scale=RELA_CROP_SCALE),
-        v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
-        v2.RandomApply([v2.ColorJitter(*RELA_COLOR_JITTER)], p=RELA_COLOR_JITTER_P),
-        v2.RandomGrayscale(p=RELA_GRAYSCALE_P),
-    ])
+    return v2.Compose(
+        [
+            ConvertImageMode("RGB"),
+            v2.RandomResizedCrop(image_size, scale=RELA_CROP_SCALE),
+            v2.RandomHorizontalFlip(p=HORIZONTAL_FLIP_P),
+            v2.RandomApply([v2.ColorJitter(*RELA_COLOR_JITTER)], p=RELA_COLOR_JITTER_P),
+            v2.RandomGrayscale(p=RELA_GRAYSCALE_P),
+        ]
+    )
 
 
 def _embed(prior: Prior, images: Sequence[PIL.Image.Image], batch_size: int) -> torch.Tensor:
-    rows = torch.cat([prior.embed(images[start : start + batch_size]) for start in range(0, len(images), batch_size)])
+    rows = torch.cat(
+        [
+            prior.embed(images[start : start + batch_size])
+            for start in range(0, len(images), batch_size)
+        ]
+    )
     if (row := first_non_finite_row(rows)) is not None:
-        raise ValueError(f"The prior {prior.name!r} gave a non-finite embedding (NaN/inf) for image {row} of the sample.")
+        raise ValueError(
+            f"The prior {prior.name!r} gave a non-finite embedding (NaN/inf) for image {row} of the sample."
+        )
     return rows
 
 
-def embed_prior(prior: Prior, images: Sequence[PIL.Image.Image], *, batch_size: int = 64, seed: int = 0) -> PriorEmbeddings:
+def embed_prior(
+    prior: Prior, images: Sequence[PIL.Image.Image], *, batch_size: int = 64, seed: int = 0
+) -> PriorEmbeddings:
     """The prior's embeddings of the clean images (timed) and of one ReLA view of each.
 
     The views are drawn with ``seed``, so every prior sees the same crops, flips and jitter.
     """
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     clean = _embed(prior, images, batch_size)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     input_size = int(prior.preprocessing.get("input_size", [3, 224, 224])[-1])
     augment = rela_view(input_size)
     state = torch.random.get_rng_state()
@@ -111,12 +154,21 @@ def embed_prior(prior: Prior, images: Sequence[PIL.Image.Image], *, batch_size: 
         views = [augment(image) for image in images]
     finally:
         torch.random.set_rng_state(state)
-    return PriorEmbeddings(clean, _embed(prior, views, batch_size), seconds / len(images))
+    return PriorEmbeddings(
+        clean, _embed(prior, views, batch_size), seconds / len(images), cpu_seconds / len(images)
+    )
 
 
-def pixel_features(images: Sequence[PIL.Image.Image], size: int = PIXEL_REFERENCE_SIZE) -> torch.Tensor:
+def pixel_features(
+    images: Sequence[PIL.Image.Image], size: int = PIXEL_REFERENCE_SIZE
+) -> torch.Tensor:
     """The cheapest reference representation: each image resized to ``size`` px, RGB in [0, 1],
     flattened."""
-    rows = [np.asarray(image.convert("RGB").resize((size, size), PIL.Image.BILINEAR), dtype=np.float32).ravel() / 255.0
-            for image in images]
+    rows = [
+        np.asarray(
+            image.convert("RGB").resize((size, size), PIL.Image.BILINEAR), dtype=np.float32
+        ).ravel()
+        / 255.0
+        for image in images
+    ]
     return torch.from_numpy(np.stack(rows))

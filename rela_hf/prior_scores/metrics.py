@@ -42,14 +42,18 @@ RANK_RTOL = 1e-10
 
 def _float64(matrix: Tensor, what: str) -> Tensor:
     if matrix.ndim != 2 or matrix.shape[0] < 2:
-        raise ValueError(f"{what} must be an [N, D] matrix with N >= 2, got shape {tuple(matrix.shape)}.")
+        raise ValueError(
+            f"{what} must be an [N, D] matrix with N >= 2, got shape {tuple(matrix.shape)}."
+        )
     return matrix.detach().to(device="cpu", dtype=torch.float64)
 
 
 def _paired(a: Tensor, b: Tensor, what: str) -> tuple[Tensor, Tensor]:
     a, b = _float64(a, what), _float64(b, what)
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"{what}: the two matrices must have one row per image each, got {a.shape[0]} and {b.shape[0]}.")
+        raise ValueError(
+            f"{what}: the two matrices must have one row per image each, got {a.shape[0]} and {b.shape[0]}."
+        )
     return a, b
 
 
@@ -76,7 +80,9 @@ def spearman(x: Tensor, y: Tensor) -> float:
     """
     x, y = torch.as_tensor(x).reshape(-1), torch.as_tensor(y).reshape(-1)
     if x.shape != y.shape or x.numel() < 2:
-        raise ValueError(f"spearman needs two sequences of the same length >= 2, got {x.numel()} and {y.numel()}.")
+        raise ValueError(
+            f"spearman needs two sequences of the same length >= 2, got {x.numel()} and {y.numel()}."
+        )
     rx, ry = rank_values(x), rank_values(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = float(rx.norm() * ry.norm())
@@ -165,8 +171,15 @@ def linear_cka(a: Tensor, b: Tensor) -> float:
 # ---------------------------------------------------------------------------------------------
 # the label score
 # ---------------------------------------------------------------------------------------------
-def cross_validated_knn_accuracy(features: Tensor, labels: Tensor, *, folds: int = 5, k: int = KNN_K,
-                                 temperature: float = KNN_TEMPERATURE, seed: int = 0) -> float:
+def cross_validated_knn_accuracy(
+    features: Tensor,
+    labels: Tensor,
+    *,
+    folds: int = 5,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+    seed: int = 0,
+) -> float:
     """Weighted kNN accuracy (k=200, t=0.1, :func:`rela_hf.evaluation.knn_predict`) with every
     image queried once against the other folds' images (a fixed random split)."""
     features = _float64(features, "features").float()
@@ -180,8 +193,14 @@ def cross_validated_knn_accuracy(features: Tensor, labels: Tensor, *, folds: int
     for fold in range(folds):
         queries = order[fold::folds]
         bank = torch.cat([order[other::folds] for other in range(folds) if other != fold])
-        predictions = knn_predict(features[bank], labels[bank], features[queries], k=k,
-                                  temperature=temperature, num_classes=num_classes)
+        predictions = knn_predict(
+            features[bank],
+            labels[bank],
+            features[queries],
+            k=k,
+            temperature=temperature,
+            num_classes=num_classes,
+        )
         correct += int((predictions == labels[queries]).sum())
     return correct / features.shape[0]
 
@@ -200,8 +219,15 @@ def whitened_targets(clean: Tensor, views: Tensor, target_dim: int) -> tuple[Ten
     return whitening.transform(clean), whitening.transform(views), k
 
 
-def score_embeddings(clean: Tensor, views: Tensor, *, target_dim: int, pixels: Tensor | None = None,
-                     labels: Tensor | None = None, seed: int = 0) -> dict[str, float | int | None]:
+def score_embeddings(
+    clean: Tensor,
+    views: Tensor,
+    *,
+    target_dim: int,
+    pixels: Tensor | None = None,
+    labels: Tensor | None = None,
+    seed: int = 0,
+) -> dict[str, float | int | None]:
     """Every score of one prior from its embeddings of ``N`` images: ``clean`` (what its targets
     are made of) and ``views`` (one ReLA view of each image), both ``[N, D]``.
 
@@ -219,7 +245,9 @@ def score_embeddings(clean: Tensor, views: Tensor, *, target_dim: int, pixels: T
         "view_alignment": view_alignment(clean_targets, view_targets),
         "view_retrieval": view_retrieval(clean_targets, view_targets),
         "target_invariance": target_invariance(clean_targets, view_targets),
-        "embedding_view_alignment": view_alignment(clean - clean.mean(dim=0), views - clean.mean(dim=0)),
+        "embedding_view_alignment": view_alignment(
+            clean - clean.mean(dim=0), views - clean.mean(dim=0)
+        ),
         "effective_rank": effective_rank(clean),
         "pixel_cka": linear_cka(clean, pixels) if pixels is not None else None,
         "pixel_knn_overlap": knn_overlap(clean, pixels) if pixels is not None else None,

@@ -38,8 +38,15 @@ __all__ = ["LABEL_FREE_SCORES", "PRIMARY_SCORE", "PriorScore", "score_priors"]
 logger = logging.getLogger(__name__)
 
 #: The label-free scores, every one higher-is-better (``rela_hf.prior_scores.metrics``).
-LABEL_FREE_SCORES = ("view_alignment", "view_retrieval", "target_invariance", "embedding_view_alignment",
-                     "effective_rank", "pixel_cka", "pixel_knn_overlap")
+LABEL_FREE_SCORES = (
+    "view_alignment",
+    "view_retrieval",
+    "target_invariance",
+    "embedding_view_alignment",
+    "effective_rank",
+    "pixel_cka",
+    "pixel_knn_overlap",
+)
 #: The label-free score priors are ranked by: the one that ranked priors best by measured gain.
 PRIMARY_SCORE = "view_alignment"
 
@@ -61,7 +68,9 @@ class PriorScore:
         scores: The label-free scores (:data:`LABEL_FREE_SCORES`, higher is better).
         knn_accuracy: The label score: kNN accuracy (k=200, t=0.1, cross-validated on the sample)
             of its whitened targets; None without labels.
-        seconds_per_image: Decoding, preprocessing and the forward pass of one image (the targets pass).
+        seconds_per_image: Decoding, preprocessing and the forward pass of one image (the targets
+            pass), wall-clock.
+        cpu_seconds_per_image: The same in CPU seconds (all threads; steady under a shared machine's load).
         dataset_size: Images in the dataset the targets would be made for.
         projected_targets_seconds: ``seconds_per_image * dataset_size``: the one-off targets cost.
         scoring_seconds: What scoring this prior took (loading, embedding, scores), wall-clock.
@@ -78,6 +87,7 @@ class PriorScore:
     scores: dict[str, float | None]
     knn_accuracy: float | None
     seconds_per_image: float
+    cpu_seconds_per_image: float
     dataset_size: int
     projected_targets_seconds: float
     scoring_seconds: float
@@ -97,32 +107,68 @@ def _target_width(embed_dim: int, target_dim: int | None, student_width: int | N
     return min(target_dim or student_width or embed_dim, embed_dim)
 
 
-def _score_one(candidate: CandidateLike, sample: ImageSample, pixels: torch.Tensor, options: dict[str, Any]) -> PriorScore:
+def _score_one(
+    candidate: CandidateLike, sample: ImageSample, pixels: torch.Tensor, options: dict[str, Any]
+) -> PriorScore:
     start, cpu_start = time.perf_counter(), time.process_time()
     if isinstance(candidate, Prior):
         prior, name = candidate, candidate.name
     else:
         spec = PriorCandidate.parse(candidate, image_size=options["image_size"])
-        prior, name = load_candidate(spec, device=options["device"], trust_remote_code=options["trust_remote_code"]), spec.name
-    embeddings = embed_prior(prior, sample.images, batch_size=options["batch_size"], seed=options["seed"])
-    values = score_embeddings(embeddings.clean, embeddings.views, pixels=pixels, labels=sample.labels, seed=options["seed"],
-                              target_dim=_target_width(prior.embed_dim, options["target_dim"], options["student_width"]))
+        prior, name = (
+            load_candidate(
+                spec, device=options["device"], trust_remote_code=options["trust_remote_code"]
+            ),
+            spec.name,
+        )
+    embeddings = embed_prior(
+        prior, sample.images, batch_size=options["batch_size"], seed=options["seed"]
+    )
+    values = score_embeddings(
+        embeddings.clean,
+        embeddings.views,
+        pixels=pixels,
+        labels=sample.labels,
+        seed=options["seed"],
+        target_dim=_target_width(prior.embed_dim, options["target_dim"], options["student_width"]),
+    )
     per_image = sample.decode_seconds_per_image + embeddings.embed_seconds_per_image
+    cpu_per_image = sample.decode_cpu_seconds_per_image + embeddings.embed_cpu_seconds_per_image
     dataset_size = options["dataset_size"] or sample.dataset_size
     return PriorScore(
-        name=name, prior=prior.name, embed_dim=prior.embed_dim, target_dim=int(values["target_dim"]),
-        numerical_rank=int(values["numerical_rank"]), num_images=len(sample.images),
-        scores={key: values[key] for key in LABEL_FREE_SCORES}, knn_accuracy=values["knn_accuracy"],
-        seconds_per_image=per_image, dataset_size=dataset_size, projected_targets_seconds=per_image * dataset_size,
-        scoring_seconds=time.perf_counter() - start, scoring_cpu_seconds=time.process_time() - cpu_start,
+        name=name,
+        prior=prior.name,
+        embed_dim=prior.embed_dim,
+        target_dim=int(values["target_dim"]),
+        numerical_rank=int(values["numerical_rank"]),
+        num_images=len(sample.images),
+        scores={key: values[key] for key in LABEL_FREE_SCORES},
+        knn_accuracy=values["knn_accuracy"],
+        seconds_per_image=per_image,
+        cpu_seconds_per_image=cpu_per_image,
+        dataset_size=dataset_size,
+        projected_targets_seconds=per_image * dataset_size,
+        scoring_seconds=time.perf_counter() - start,
+        scoring_cpu_seconds=time.process_time() - cpu_start,
     )
 
 
-def score_priors(dataset: datasets.Dataset, priors: Sequence[CandidateLike], *, image_column: str = "image",
-                 label_column: str | None = None, max_samples: int | None = 512, target_dim: int | None = None,
-                 student_width: int | None = None, image_size: int | None = None, batch_size: int = 64,
-                 seed: int = 0, device: str | torch.device | None = None, trust_remote_code: bool = False,
-                 dataset_size: int | None = None) -> list[PriorScore]:
+def score_priors(
+    dataset: datasets.Dataset,
+    priors: Sequence[CandidateLike],
+    *,
+    image_column: str = "image",
+    label_column: str | None = None,
+    max_samples: int | None = 512,
+    target_dim: int | None = None,
+    student_width: int | None = None,
+    image_size: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+    dataset_size: int | None = None,
+) -> list[PriorScore]:
     """Score candidate priors on ``max_samples`` images of ``dataset``, best first.
 
     Args:
@@ -151,18 +197,40 @@ def score_priors(dataset: datasets.Dataset, priors: Sequence[CandidateLike], *, 
     """
     if not priors:
         raise ValueError("score_priors needs at least one candidate prior.")
-    candidates = [c if isinstance(c, Prior) else PriorCandidate.parse(c, image_size=image_size) for c in priors]
+    candidates = [
+        c if isinstance(c, Prior) else PriorCandidate.parse(c, image_size=image_size)
+        for c in priors
+    ]
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise ValueError(f"Two candidates share a name ({names}); name them: name=prior,...")
-    sample = sample_images(dataset, image_column=image_column, label_column=label_column, max_samples=max_samples, seed=seed)
+    sample = sample_images(
+        dataset,
+        image_column=image_column,
+        label_column=label_column,
+        max_samples=max_samples,
+        seed=seed,
+    )
     pixels = pixel_features(sample.images)
-    options = {"image_size": image_size, "device": device, "trust_remote_code": trust_remote_code,
-               "batch_size": batch_size, "seed": seed, "target_dim": target_dim, "student_width": student_width,
-               "dataset_size": dataset_size}
+    options = {
+        "image_size": image_size,
+        "device": device,
+        "trust_remote_code": trust_remote_code,
+        "batch_size": batch_size,
+        "seed": seed,
+        "target_dim": target_dim,
+        "student_width": student_width,
+        "dataset_size": dataset_size,
+    }
     results = []
     for candidate in candidates:
         result = _score_one(candidate, sample, pixels, options)
-        logger.info("prior %s: %s %.3f (%.1f s)", result.name, PRIMARY_SCORE, result.score, result.scoring_seconds)
+        logger.info(
+            "prior %s: %s %.3f (%.1f s)",
+            result.name,
+            PRIMARY_SCORE,
+            result.score,
+            result.scoring_seconds,
+        )
         results.append(result)
     return sorted(results, key=lambda result: result.score, reverse=True)

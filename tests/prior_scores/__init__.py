@@ -1,0 +1,1 @@
+"""Tests of rela_hf.prior_scores: the prior scorer."""
