@@ -56,6 +56,7 @@ class PriorSpec:
     image_size: int | None = None
     random_init: bool = False
     seed: int = 0
+    target_dim: int | None = None  # k, when the prior's embeddings have fewer directions than it
 
     @property
     def student(self) -> str | None:
@@ -83,29 +84,56 @@ class Study:
     parallel: int
     threads_per_run: int | None
     evaluation: dict[str, Any]
+    cost_reference: dict[str, Any] = field(default_factory=dict)
     config_path: Path = field(default=Path())
 
     @classmethod
     def from_yaml(cls, path: Path) -> Study:
         raw = yaml.safe_load(path.read_text())
-        known = {"name", "description", "data", "students", "priors", "trainer", "scoring", "execution", "evaluation"}
+        known = {
+            "name",
+            "description",
+            "data",
+            "students",
+            "priors",
+            "trainer",
+            "scoring",
+            "execution",
+            "evaluation",
+            "cost_reference",
+        }
         if unknown := set(raw) - known:
-            raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")
+            raise SystemExit(
+                f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}."
+            )
         data, execution = raw["data"], raw.get("execution", {})
         priors = [PriorSpec(name=name, **options) for name, options in raw["priors"].items()]
         runs = {"baseline", *raw.get("students", {})}
         for spec in priors:
             if spec.student and spec.student not in runs:
-                raise SystemExit(f"{path}: prior {spec.name!r} uses run {spec.student!r}, not among {sorted(runs)}.")
+                raise SystemExit(
+                    f"{path}: prior {spec.name!r} uses run {spec.student!r}, "
+                    f"not among {sorted(runs)}."
+                )
         return cls(
-            name=raw["name"], description=raw.get("description", ""),
-            assets_dir=REPO / data["assets_dir"], work_dir=REPO / data["work_dir"],
-            results_dir=REPO / data["results_dir"], train_limit=data.get("train_limit"),
-            test_limit=data.get("test_limit"), subset_seed=data.get("subset_seed", 0),
-            student_width=data["student_width"], students=dict(raw.get("students", {})), priors=priors,
-            trainer=dict(raw["trainer"]), scoring=dict(raw.get("scoring", {})),
-            parallel=execution.get("parallel", 1), threads_per_run=execution.get("threads_per_run"),
-            evaluation=raw.get("evaluation", {}), config_path=path,
+            name=raw["name"],
+            description=raw.get("description", ""),
+            assets_dir=REPO / data["assets_dir"],
+            work_dir=REPO / data["work_dir"],
+            results_dir=REPO / data["results_dir"],
+            train_limit=data.get("train_limit"),
+            test_limit=data.get("test_limit"),
+            subset_seed=data.get("subset_seed", 0),
+            student_width=data["student_width"],
+            students=dict(raw.get("students", {})),
+            priors=priors,
+            trainer=dict(raw["trainer"]),
+            scoring=dict(raw.get("scoring", {})),
+            parallel=execution.get("parallel", 1),
+            threads_per_run=execution.get("threads_per_run"),
+            evaluation=raw.get("evaluation", {}),
+            cost_reference=raw.get("cost_reference", {}),
+            config_path=path,
         )
 
     # --- paths ---------------------------------------------------------------------------------
@@ -138,8 +166,13 @@ class Study:
         return spec.prior
 
     def candidate(self, spec: PriorSpec) -> PriorCandidate:
-        return PriorCandidate(name=spec.name, prior=self.location(spec), image_size=spec.image_size,
-                              random_init=spec.random_init, seed=spec.seed)
+        return PriorCandidate(
+            name=spec.name,
+            prior=self.location(spec),
+            image_size=spec.image_size,
+            random_init=spec.random_init,
+            seed=spec.seed,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,21 +197,36 @@ def timed(command: list[str], log_file: Path, study: Study) -> dict[str, Any]:
     with log_file.open("a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(command, cwd=REPO, env=child_env(study), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=REPO, env=child_env(study), stdout=log, stderr=subprocess.STDOUT
+        )
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"{command[1]} failed (exit {process.returncode}); see {log_file}")
-    return {"seconds": time.perf_counter() - start, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "load_before": load_before, "load_after": os.getloadavg()[0],
-            "threads": study.threads_per_run, "parallel": study.parallel}
+    return {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "threads": study.threads_per_run,
+        "parallel": study.parallel,
+    }
 
 
 def prepare_assets(study: Study) -> None:
-    if (study.dataset_dir / "dataset_dict.json").is_file() and (study.assets_dir / "efficientnet_lite0").is_dir():
+    if (study.dataset_dir / "dataset_dict.json").is_file() and (
+        study.assets_dir / "efficientnet_lite0"
+    ).is_dir():
         return
-    command = [sys.executable, "recipes/prepare_offline_assets.py", "--output_dir", str(study.assets_dir),
-               "--seed", str(study.subset_seed)]
+    command = [
+        sys.executable,
+        "recipes/prepare_offline_assets.py",
+        "--output_dir",
+        str(study.assets_dir),
+        "--seed",
+        str(study.subset_seed),
+    ]
     if study.train_limit:
         command += ["--max_train_samples", str(study.train_limit)]
     if study.test_limit:
@@ -191,37 +239,88 @@ def make_targets(study: Study, spec: PriorSpec) -> None:
     folder = study.targets_dir(spec)
     if grid.targets_ready(folder):
         return
-    command = [sys.executable, "recipes/make_targets.py", "--dataset_name", str(study.dataset_dir),
-               "--train_split", "train", "--prior", study.location(spec), "--student_width", str(study.student_width),
-               "--output_dir", str(folder), "--overwrite_output_dir", "--prior_batch_size", "128",
-               "--device", "cpu", "--seed", str(spec.seed)]
+    command = [
+        sys.executable,
+        "recipes/make_targets.py",
+        "--dataset_name",
+        str(study.dataset_dir),
+        "--train_split",
+        "train",
+        "--prior",
+        study.location(spec),
+        "--student_width",
+        str(study.student_width),
+        "--output_dir",
+        str(folder),
+        "--overwrite_output_dir",
+        "--prior_batch_size",
+        "128",
+        "--device",
+        "cpu",
+        "--seed",
+        str(spec.seed),
+    ]
     if spec.image_size:
         command += ["--prior_image_size", str(spec.image_size)]
     if spec.random_init:
         command += ["--prior_random_init", "true"]
+    if spec.target_dim:
+        command += ["--target_dim", str(spec.target_dim)]
     timing = timed(command, folder.parent / f"{spec.name}.log", study)
     (folder / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
 
 
 def train(study: Study, name: str, **options: Any) -> Path:
-    """``recipes/byol_rela.py`` into ``runs/<name>`` (resumed from its checkpoint), then evaluated."""
+    """``recipes/byol_rela.py`` into ``runs/<name>`` (resumed from its checkpoint), evaluated."""
     run_dir = study.run_dir(name)
     if not (run_dir / "training_summary.json").is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         config = {**study.trainer, **options, "output_dir": str(run_dir)}
         (run_dir / "benchmark_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        resume = ["--resume_from_checkpoint", "latest"] if any(run_dir.glob("checkpoint*")) else ["--overwrite_output_dir"]
-        timing = timed([sys.executable, "recipes/byol_rela.py", "--config", str(run_dir / "benchmark_config.yaml"), *resume],
-                       run_dir / "train.log", study)
-        with (run_dir / "benchmark_timing.jsonl").open("a") as attempts:  # one line per (resumed) attempt
+        resume = (
+            ["--resume_from_checkpoint", "latest"]
+            if any(run_dir.glob("checkpoint*"))
+            else ["--overwrite_output_dir"]
+        )
+        timing = timed(
+            [
+                sys.executable,
+                "recipes/byol_rela.py",
+                "--config",
+                str(run_dir / "benchmark_config.yaml"),
+                *resume,
+            ],
+            run_dir / "train.log",
+            study,
+        )
+        with (run_dir / "benchmark_timing.jsonl").open(
+            "a"
+        ) as attempts:  # one line per (resumed) attempt
             attempts.write(json.dumps(timing) + "\n")
     if not (run_dir / "eval_results.json").is_file():
-        command = [sys.executable, "recipes/evaluate_encoder.py", "--model_name_or_path", str(run_dir / "backbone"),
-                   "--dataset_name", str(study.dataset_dir), "--dataset_pretty_name", "fashion_mnist",
-                   "--train_split", "train", "--eval_split", "test", "--output_file", str(run_dir / "eval_results.json")]
+        command = [
+            sys.executable,
+            "recipes/evaluate_encoder.py",
+            "--model_name_or_path",
+            str(run_dir / "backbone"),
+            "--dataset_name",
+            str(study.dataset_dir),
+            "--dataset_pretty_name",
+            "fashion_mnist",
+            "--train_split",
+            "train",
+            "--eval_split",
+            "test",
+            "--output_file",
+            str(run_dir / "eval_results.json"),
+        ]
         flags = {"epochs": "probe_epochs", "k": "knn_k", "temperature": "knn_temperature"}
-        command += [item for key, flag in flags.items() if key in study.evaluation
-                    for item in (f"--{flag}", str(study.evaluation[key]))]
+        command += [
+            item
+            for key, flag in flags.items()
+            if key in study.evaluation
+            for item in (f"--{flag}", str(study.evaluation[key]))
+        ]
         grid.run_command(command, run_dir / "eval.log", child_env(study))
     return run_dir
 
@@ -239,34 +338,70 @@ def rela_with(study: Study, spec: PriorSpec) -> str:
 
 
 def score(study: Study, num_images: int) -> Path:
-    """``recipes/score_priors.py`` over every prior at once on ``num_images`` images, with labels; timed."""
+    """``recipes/score_priors.py`` over every prior on ``num_images`` images, with labels; timed."""
     folder = study.scores_dir / f"n{num_images}"
     if (folder / RESULTS).is_file():
         return folder / RESULTS
-    missing = [spec.name for spec in study.priors if spec.student and not (study.run_dir(spec.student) / "backbone").is_dir()]
+    missing = [
+        spec.name
+        for spec in study.priors
+        if spec.student and not (study.run_dir(spec.student) / "backbone").is_dir()
+    ]
     if missing:
-        raise SystemExit(f"priors {missing}: their runs have not finished; run the whole study first.")
-    command = [sys.executable, "recipes/score_priors.py", "--dataset_name", str(study.dataset_dir),
-               "--train_split", "train", "--label_column", "label", "--student_width", str(study.student_width),
-               "--output_dir", str(folder), "--overwrite_output_dir", "--device", "cpu",
-               "--max_train_samples", str(num_images), "--priors", *[study.candidate(spec).spec() for spec in study.priors]]
-    command += [item for key, value in study.scoring.items() if key != "sample_sizes" for item in (f"--{key}", str(value))]
+        raise SystemExit(
+            f"priors {missing}: their runs have not finished; run the whole study first."
+        )
+    command = [
+        sys.executable,
+        "recipes/score_priors.py",
+        "--dataset_name",
+        str(study.dataset_dir),
+        "--train_split",
+        "train",
+        "--label_column",
+        "label",
+        "--student_width",
+        str(study.student_width),
+        "--output_dir",
+        str(folder),
+        "--overwrite_output_dir",
+        "--device",
+        "cpu",
+        "--max_train_samples",
+        str(num_images),
+        "--priors",
+        *[study.candidate(spec).spec() for spec in study.priors],
+    ]
+    command += [
+        item
+        for key, value in study.scoring.items()
+        if key != "sample_sizes"
+        for item in (f"--{key}", str(value))
+    ]
     timing = timed(command, folder / "score.log", study)
     (folder / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
     return folder / RESULTS
 
 
 def run_study(study: Study) -> None:
-    """Everything, ``parallel`` jobs at a time: runs whose prior is a run of this study wait for it."""
+    """Everything, ``parallel`` jobs at a time; a prior that is a run of this study waits for it.
+
+    The method-alone runs are queued first, so a waiting job only ever waits for a started one.
+    """
     study.work_dir.mkdir(parents=True, exist_ok=True)
     prepare_assets(study)
     with concurrent.futures.ThreadPoolExecutor(max_workers=study.parallel) as pool:
-        first = [pool.submit(method_alone, study, name) for name in ["baseline", *study.students]]
-        first += [pool.submit(rela_with, study, spec) for spec in study.priors if not spec.student]
-        for future in concurrent.futures.as_completed(first):
-            logger.info("done: %s", future.result())
-        later = [pool.submit(rela_with, study, spec) for spec in study.priors if spec.student]
-        for future in concurrent.futures.as_completed(later):
+        runs = {
+            name: pool.submit(method_alone, study, name) for name in ["baseline", *study.students]
+        }
+
+        def rela_after_student(spec: PriorSpec) -> str:
+            if spec.student:
+                runs[spec.student].result()
+            return rela_with(study, spec)
+
+        jobs = [*runs.values(), *[pool.submit(rela_after_student, spec) for spec in study.priors]]
+        for future in concurrent.futures.as_completed(jobs):
             logger.info("done: %s", future.result())
     for num_images in study.sample_sizes:
         score(study, num_images)
@@ -274,12 +409,20 @@ def run_study(study: Study) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="benchmarks/configs/prior_scores.yaml")
-    parser.add_argument("--report_only", action="store_true", help="Only rebuild the results from what exists.")
-    parser.add_argument("--scores_only", action="store_true", help="Only score the priors (their runs must exist).")
+    parser.add_argument(
+        "--config", type=Path, required=True, help="benchmarks/configs/prior_scores.yaml"
+    )
+    parser.add_argument(
+        "--report_only", action="store_true", help="Only rebuild the results from what exists."
+    )
+    parser.add_argument(
+        "--scores_only", action="store_true", help="Only score the priors (their runs must exist)."
+    )
     parser.add_argument("--parallel", type=int, default=None, help="Override execution.parallel.")
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+    )
     study = Study.from_yaml(args.config.resolve())
     if args.parallel:
         study.parallel = args.parallel
