@@ -187,6 +187,20 @@ def child_env(study: Study) -> dict[str, str]:
     return env
 
 
+def flags(**options: Any) -> list[str]:
+    """``--name value`` for every option that is set (booleans as ``true`` / ``false``)."""
+
+    def text(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return [
+        item
+        for name, value in options.items()
+        if value is not None
+        for item in (f"--{name}", text(value))
+    ]
+
+
 def timed(command: list[str], log_file: Path, study: Study) -> dict[str, Any]:
     """Run a command like ``grid.run_command``; its wall-clock and CPU seconds (user + system, its
     reaped children such as DataLoader workers included) and the machine's load around it. On a
@@ -215,22 +229,19 @@ def timed(command: list[str], log_file: Path, study: Study) -> dict[str, Any]:
 
 
 def prepare_assets(study: Study) -> None:
-    if (study.dataset_dir / "dataset_dict.json").is_file() and (
-        study.assets_dir / "efficientnet_lite0"
-    ).is_dir():
+    assets = study.dataset_dir / "dataset_dict.json", study.assets_dir / "efficientnet_lite0"
+    if assets[0].is_file() and assets[1].is_dir():
         return
     command = [
         sys.executable,
         "recipes/prepare_offline_assets.py",
-        "--output_dir",
-        str(study.assets_dir),
-        "--seed",
-        str(study.subset_seed),
+        *flags(
+            output_dir=study.assets_dir,
+            seed=study.subset_seed,
+            max_train_samples=study.train_limit or None,
+            max_eval_samples=study.test_limit or None,
+        ),
     ]
-    if study.train_limit:
-        command += ["--max_train_samples", str(study.train_limit)]
-    if study.test_limit:
-        command += ["--max_eval_samples", str(study.test_limit)]
     grid.run_command(command, study.work_dir / "assets.log", child_env(study))
 
 
@@ -242,30 +253,21 @@ def make_targets(study: Study, spec: PriorSpec) -> None:
     command = [
         sys.executable,
         "recipes/make_targets.py",
-        "--dataset_name",
-        str(study.dataset_dir),
-        "--train_split",
-        "train",
-        "--prior",
-        study.location(spec),
-        "--student_width",
-        str(study.student_width),
-        "--output_dir",
-        str(folder),
         "--overwrite_output_dir",
-        "--prior_batch_size",
-        "128",
-        "--device",
-        "cpu",
-        "--seed",
-        str(spec.seed),
+        *flags(
+            dataset_name=study.dataset_dir,
+            train_split="train",
+            prior=study.location(spec),
+            student_width=study.student_width,
+            output_dir=folder,
+            prior_batch_size=128,
+            device="cpu",
+            seed=spec.seed,
+            prior_image_size=spec.image_size,
+            prior_random_init=spec.random_init or None,
+            target_dim=spec.target_dim,
+        ),
     ]
-    if spec.image_size:
-        command += ["--prior_image_size", str(spec.image_size)]
-    if spec.random_init:
-        command += ["--prior_random_init", "true"]
-    if spec.target_dim:
-        command += ["--target_dim", str(spec.target_dim)]
     timing = timed(command, folder.parent / f"{spec.name}.log", study)
     (folder / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
 
@@ -282,44 +284,30 @@ def train(study: Study, name: str, **options: Any) -> Path:
             if any(run_dir.glob("checkpoint*"))
             else ["--overwrite_output_dir"]
         )
+        config_file = str(run_dir / "benchmark_config.yaml")
         timing = timed(
-            [
-                sys.executable,
-                "recipes/byol_rela.py",
-                "--config",
-                str(run_dir / "benchmark_config.yaml"),
-                *resume,
-            ],
+            [sys.executable, "recipes/byol_rela.py", "--config", config_file, *resume],
             run_dir / "train.log",
             study,
         )
-        with (run_dir / "benchmark_timing.jsonl").open(
-            "a"
-        ) as attempts:  # one line per (resumed) attempt
+        with (run_dir / "benchmark_timing.jsonl").open("a") as attempts:  # one line per attempt
             attempts.write(json.dumps(timing) + "\n")
     if not (run_dir / "eval_results.json").is_file():
+        evaluation = study.evaluation
         command = [
             sys.executable,
             "recipes/evaluate_encoder.py",
-            "--model_name_or_path",
-            str(run_dir / "backbone"),
-            "--dataset_name",
-            str(study.dataset_dir),
-            "--dataset_pretty_name",
-            "fashion_mnist",
-            "--train_split",
-            "train",
-            "--eval_split",
-            "test",
-            "--output_file",
-            str(run_dir / "eval_results.json"),
-        ]
-        flags = {"epochs": "probe_epochs", "k": "knn_k", "temperature": "knn_temperature"}
-        command += [
-            item
-            for key, flag in flags.items()
-            if key in study.evaluation
-            for item in (f"--{flag}", str(study.evaluation[key]))
+            *flags(
+                model_name_or_path=run_dir / "backbone",
+                dataset_name=study.dataset_dir,
+                dataset_pretty_name="fashion_mnist",
+                train_split="train",
+                eval_split="test",
+                output_file=run_dir / "eval_results.json",
+                probe_epochs=evaluation.get("epochs"),
+                knn_k=evaluation.get("k"),
+                knn_temperature=evaluation.get("temperature"),
+            ),
         ]
         grid.run_command(command, run_dir / "eval.log", child_env(study))
     return run_dir
@@ -351,32 +339,24 @@ def score(study: Study, num_images: int) -> Path:
         raise SystemExit(
             f"priors {missing}: their runs have not finished; run the whole study first."
         )
+    candidates = [study.candidate(spec).spec() for spec in study.priors]
+    options = {key: value for key, value in study.scoring.items() if key != "sample_sizes"}
     command = [
         sys.executable,
         "recipes/score_priors.py",
-        "--dataset_name",
-        str(study.dataset_dir),
-        "--train_split",
-        "train",
-        "--label_column",
-        "label",
-        "--student_width",
-        str(study.student_width),
-        "--output_dir",
-        str(folder),
         "--overwrite_output_dir",
-        "--device",
-        "cpu",
-        "--max_train_samples",
-        str(num_images),
+        *flags(
+            dataset_name=study.dataset_dir,
+            train_split="train",
+            label_column="label",
+            student_width=study.student_width,
+            output_dir=folder,
+            device="cpu",
+            max_train_samples=num_images,
+            **options,
+        ),
         "--priors",
-        *[study.candidate(spec).spec() for spec in study.priors],
-    ]
-    command += [
-        item
-        for key, value in study.scoring.items()
-        if key != "sample_sizes"
-        for item in (f"--{key}", str(value))
+        *candidates,
     ]
     timing = timed(command, folder / "score.log", study)
     (folder / "benchmark_timing.json").write_text(json.dumps(timing) + "\n")
