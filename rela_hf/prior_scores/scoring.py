@@ -47,7 +47,8 @@ LABEL_FREE_SCORES = (
     "pixel_cka",
     "pixel_knn_overlap",
 )
-#: The label-free score priors are ranked by: the one that ranked priors best by measured gain.
+#: The label-free score priors are ranked by: the most stable ranker of the validation study's
+#: measured gains over three sample sizes (Spearman 0.69-0.73 with the kNN gain, 8 priors).
 PRIMARY_SCORE = "view_alignment"
 
 CandidateLike = str | Mapping[str, Any] | PriorCandidate | Prior
