@@ -48,7 +48,7 @@ LABEL_FREE_SCORES = (
     "pixel_knn_overlap",
 )
 #: The label-free score priors are ranked by: the most stable ranker of the validation study's
-#: measured gains over three sample sizes (Spearman 0.69-0.73 with the kNN gain, 8 priors).
+#: measured gains over three sample sizes (Spearman 0.63-0.64 with the kNN gain, 9 priors).
 PRIMARY_SCORE = "view_alignment"
 
 CandidateLike = str | Mapping[str, Any] | PriorCandidate | Prior
