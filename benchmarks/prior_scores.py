@@ -103,18 +103,13 @@ class Study:
             "cost_reference",
         }
         if unknown := set(raw) - known:
-            raise SystemExit(
-                f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}."
-            )
+            raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")
         data, execution = raw["data"], raw.get("execution", {})
         priors = [PriorSpec(name=name, **options) for name, options in raw["priors"].items()]
         runs = {"baseline", *raw.get("students", {})}
         for spec in priors:
             if spec.student and spec.student not in runs:
-                raise SystemExit(
-                    f"{path}: prior {spec.name!r} uses run {spec.student!r}, "
-                    f"not among {sorted(runs)}."
-                )
+                raise SystemExit(f"{path}: prior {spec.name!r} uses run {spec.student!r}, not among {sorted(runs)}.")
         return cls(
             name=raw["name"],
             description=raw.get("description", ""),
@@ -193,12 +188,7 @@ def flags(**options: Any) -> list[str]:
     def text(value: Any) -> str:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
-    return [
-        item
-        for name, value in options.items()
-        if value is not None
-        for item in (f"--{name}", text(value))
-    ]
+    return [item for name, value in options.items() if value is not None for item in (f"--{name}", text(value))]
 
 
 def timed(command: list[str], log_file: Path, study: Study) -> dict[str, Any]:
@@ -211,9 +201,7 @@ def timed(command: list[str], log_file: Path, study: Study) -> dict[str, Any]:
     with log_file.open("a") as log:
         log.write(f"\n$ {' '.join(command)}\n")
         log.flush()
-        process = subprocess.Popen(
-            command, cwd=REPO, env=child_env(study), stdout=log, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen(command, cwd=REPO, env=child_env(study), stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
@@ -280,9 +268,7 @@ def train(study: Study, name: str, **options: Any) -> Path:
         config = {**study.trainer, **options, "output_dir": str(run_dir)}
         (run_dir / "benchmark_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         resume = (
-            ["--resume_from_checkpoint", "latest"]
-            if any(run_dir.glob("checkpoint*"))
-            else ["--overwrite_output_dir"]
+            ["--resume_from_checkpoint", "latest"] if any(run_dir.glob("checkpoint*")) else ["--overwrite_output_dir"]
         )
         config_file = str(run_dir / "benchmark_config.yaml")
         timing = timed(
@@ -331,14 +317,10 @@ def score(study: Study, num_images: int) -> Path:
     if (folder / RESULTS).is_file():
         return folder / RESULTS
     missing = [
-        spec.name
-        for spec in study.priors
-        if spec.student and not (study.run_dir(spec.student) / "backbone").is_dir()
+        spec.name for spec in study.priors if spec.student and not (study.run_dir(spec.student) / "backbone").is_dir()
     ]
     if missing:
-        raise SystemExit(
-            f"priors {missing}: their runs have not finished; run the whole study first."
-        )
+        raise SystemExit(f"priors {missing}: their runs have not finished; run the whole study first.")
     candidates = [study.candidate(spec).spec() for spec in study.priors]
     options = {key: value for key, value in study.scoring.items() if key != "sample_sizes"}
     command = [
@@ -371,9 +353,7 @@ def run_study(study: Study) -> None:
     study.work_dir.mkdir(parents=True, exist_ok=True)
     prepare_assets(study)
     with concurrent.futures.ThreadPoolExecutor(max_workers=study.parallel) as pool:
-        runs = {
-            name: pool.submit(method_alone, study, name) for name in ["baseline", *study.students]
-        }
+        runs = {name: pool.submit(method_alone, study, name) for name in ["baseline", *study.students]}
 
         def rela_after_student(spec: PriorSpec) -> str:
             if spec.student:
@@ -389,20 +369,12 @@ def run_study(study: Study) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--config", type=Path, required=True, help="benchmarks/configs/prior_scores.yaml"
-    )
-    parser.add_argument(
-        "--report_only", action="store_true", help="Only rebuild the results from what exists."
-    )
-    parser.add_argument(
-        "--scores_only", action="store_true", help="Only score the priors (their runs must exist)."
-    )
+    parser.add_argument("--config", type=Path, required=True, help="benchmarks/configs/prior_scores.yaml")
+    parser.add_argument("--report_only", action="store_true", help="Only rebuild the results from what exists.")
+    parser.add_argument("--scores_only", action="store_true", help="Only score the priors (their runs must exist).")
     parser.add_argument("--parallel", type=int, default=None, help="Override execution.parallel.")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     study = Study.from_yaml(args.config.resolve())
     if args.parallel:
         study.parallel = args.parallel

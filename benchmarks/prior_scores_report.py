@@ -43,11 +43,7 @@ def run_result(run_dir: Path) -> dict[str, Any] | None:
         return None
     by_protocol = {entry["protocol"]: entry["value"] for entry in evaluation["results"]}
     attempts_file = run_dir / "benchmark_timing.jsonl"
-    attempts = (
-        [json.loads(line) for line in attempts_file.read_text().splitlines()]
-        if attempts_file.is_file()
-        else []
-    )
+    attempts = [json.loads(line) for line in attempts_file.read_text().splitlines()] if attempts_file.is_file() else []
     return {
         "knn": by_protocol["knn"],
         "linear": by_protocol["linear_probe"],
@@ -216,8 +212,7 @@ def correlation_table(rho: dict[int, dict[str, Any]]) -> list[str]:
         [
             f"`{name}`" + (" (labels)" if name == LABEL_SCORE else ""),
             *(
-                f"{_cell(rho[n]['scores'][name]['knn'], 2)} / "
-                f"{_cell(rho[n]['scores'][name]['linear'], 2)}"
+                f"{_cell(rho[n]['scores'][name]['knn'], 2)} / {_cell(rho[n]['scores'][name]['linear'], 2)}"
                 for n in sizes
             ),
         ]
@@ -339,9 +334,7 @@ def write_results(study: Study) -> Path:
     results = collect(study)
     rho = correlations(results)
     study.results_dir.mkdir(parents=True, exist_ok=True)
-    (study.results_dir / "results.json").write_text(
-        json.dumps({**results, "spearman": rho}, indent=2) + "\n"
-    )
+    (study.results_dir / "results.json").write_text(json.dumps({**results, "spearman": rho}, indent=2) + "\n")
     path = study.results_dir / "results.md"
     path.write_text(render_markdown(results, rho))
     return path
@@ -358,9 +351,7 @@ def render_saved(results_json: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "results_json", type=Path, help="benchmarks/results/prior_scores/results.json"
-    )
+    parser.add_argument("results_json", type=Path, help="benchmarks/results/prior_scores/results.json")
     args = parser.parse_args(argv)
     print(f"wrote {render_saved(args.results_json)}")
 

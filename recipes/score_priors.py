@@ -88,13 +88,9 @@ class ScorePriorsArguments(ScoredImagesArguments, CandidatePriorsArguments, Scor
 
     def __post_init__(self) -> None:
         if self.dataset_name is None:
-            raise ConfigError(
-                "--dataset_name is required (on the command line or as `dataset_name:` in --config)."
-            )
+            raise ConfigError("--dataset_name is required (on the command line or as `dataset_name:` in --config).")
         if not self.priors:
-            raise ConfigError(
-                "--priors is required: one or more candidates, each [name=]prior[,option=value...]."
-            )
+            raise ConfigError("--priors is required: one or more candidates, each [name=]prior[,option=value...].")
         for option in (
             "max_train_samples",
             "prior_batch_size",
@@ -104,29 +100,19 @@ class ScorePriorsArguments(ScoredImagesArguments, CandidatePriorsArguments, Scor
         ):
             value = getattr(self, option)
             if value is not None and value < (3 if option == "max_train_samples" else 1):
-                raise ConfigError(
-                    f"--{option} {value}: must be at least {3 if option == 'max_train_samples' else 1}."
-                )
+                raise ConfigError(f"--{option} {value}: must be at least {3 if option == 'max_train_samples' else 1}.")
         try:
-            self.candidates = [
-                PriorCandidate.parse(item, image_size=self.prior_image_size) for item in self.priors
-            ]
+            self.candidates = [PriorCandidate.parse(item, image_size=self.prior_image_size) for item in self.priors]
         except ValueError as error:
             raise ConfigError(f"--priors: {error}") from error
         names = [candidate.name for candidate in self.candidates]
         if len(set(names)) != len(names):
-            raise ConfigError(
-                f"--priors: two candidates share a name ({names}); name them: name=prior,..."
-            )
+            raise ConfigError(f"--priors: two candidates share a name ({names}); name them: name=prior,...")
         results = Path(self.output_dir) / RESULTS_FILE if self.output_dir else None
         if results and Path(self.output_dir).is_file():
-            raise ConfigError(
-                f"--output_dir {self.output_dir} is a file; pass a folder (it is created if missing)."
-            )
+            raise ConfigError(f"--output_dir {self.output_dir} is a file; pass a folder (it is created if missing).")
         if results and results.exists() and not self.overwrite_output_dir:
-            raise ConfigError(
-                f"{results} exists: pass --overwrite_output_dir or another --output_dir."
-            )
+            raise ConfigError(f"{results} exists: pass --overwrite_output_dir or another --output_dir.")
 
 
 def parse_args(argv: list[str] | None = None) -> ScorePriorsArguments:
@@ -136,15 +122,9 @@ def parse_args(argv: list[str] | None = None) -> ScorePriorsArguments:
 def load_images(args: ScorePriorsArguments) -> tuple[Any, dict[str, Any]]:
     """The split to score on and where it came from (a Hub dataset's commit is pinned)."""
     local = Path(args.dataset_name).expanduser().is_dir()
-    if not local and (
-        Path(args.dataset_name).exists() or args.dataset_name.startswith((".", "/", "~"))
-    ):
-        raise ConfigError(
-            f"--dataset_name {args.dataset_name!r} is not a folder (save_to_disk or image folder)."
-        )
-    revision = (
-        args.dataset_revision if local else dataset_commit(args.dataset_name, args.dataset_revision)
-    )
+    if not local and (Path(args.dataset_name).exists() or args.dataset_name.startswith((".", "/", "~"))):
+        raise ConfigError(f"--dataset_name {args.dataset_name!r} is not a folder (save_to_disk or image folder).")
+    revision = args.dataset_revision if local else dataset_commit(args.dataset_name, args.dataset_revision)
     try:
         dataset = load_image_dataset(
             args.dataset_name,
@@ -155,11 +135,7 @@ def load_images(args: ScorePriorsArguments) -> tuple[Any, dict[str, Any]]:
         )
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"--dataset_name {args.dataset_name!r}: {error}") from error
-    name = (
-        (dataset.info.dataset_name or Path(args.dataset_name).resolve().name)
-        if local
-        else args.dataset_name
-    )
+    name = (dataset.info.dataset_name or Path(args.dataset_name).resolve().name) if local else args.dataset_name
     return dataset, {
         "name": name,
         "config": args.dataset_config_name,
@@ -190,11 +166,7 @@ def ranking_table(ranked: list[PriorScore]) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, result in enumerate(ranked, start=1):
-        label = (
-            [f"{100 * result.knn_accuracy:.1f} %" if result.knn_accuracy is not None else "—"]
-            if labelled
-            else []
-        )
+        label = [f"{100 * result.knn_accuracy:.1f} %" if result.knn_accuracy is not None else "—"] if labelled else []
         lines.append(
             "| "
             + " | ".join(
@@ -225,9 +197,7 @@ def write_results(folder: Path, results: dict[str, Any]) -> Path:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     dataset, source = load_images(args)
     try:
         ranked = score_priors(

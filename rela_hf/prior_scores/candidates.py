@@ -60,18 +60,14 @@ class PriorCandidate:
     preprocessing: str = "prior"
 
     @classmethod
-    def parse(
-        cls, value: str | Mapping[str, Any], *, image_size: int | None = None
-    ) -> PriorCandidate:
+    def parse(cls, value: str | Mapping[str, Any] | PriorCandidate, *, image_size: int | None = None) -> PriorCandidate:
         """A candidate from ``[name=]prior[,option=value...]`` or a mapping of the same keys;
         ``image_size`` is the default input size of candidates that set none."""
         if isinstance(value, PriorCandidate):
             return value
         options = dict(value) if isinstance(value, Mapping) else _split(value)
         if not options.get("prior"):
-            raise ValueError(
-                f"prior candidate {value!r}: no prior given (expected [name=]prior[,option=value...])."
-            )
+            raise ValueError(f"prior candidate {value!r}: no prior given (expected [name=]prior[,option=value...]).")
         known = {f.name for f in dataclasses.fields(cls)}
         if unknown := set(options) - known:
             raise ValueError(

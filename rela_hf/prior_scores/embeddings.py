@@ -89,12 +89,8 @@ def sample_images(
     size = len(dataset)
     count = size if max_samples is None else min(max_samples, size)
     if count < 3:
-        raise ValueError(
-            f"Scoring priors needs at least 3 images; the dataset has {size} (max_samples={max_samples})."
-        )
-    indices = sorted(
-        torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist()
-    )
+        raise ValueError(f"Scoring priors needs at least 3 images; the dataset has {size} (max_samples={max_samples}).")
+    indices = sorted(torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:count].tolist())
     subset = dataset.select(indices)
     start, cpu_start = time.perf_counter(), time.process_time()
     images = [ConvertImageMode("RGB")(image) for image in subset[image_column]]
@@ -103,9 +99,7 @@ def sample_images(
         time.process_time() - cpu_start,
     )
     labels = torch.as_tensor(subset[label_column]).long() if label_column is not None else None
-    return ImageSample(
-        images, labels, indices, decode_seconds / count, decode_cpu_seconds / count, size
-    )
+    return ImageSample(images, labels, indices, decode_seconds / count, decode_cpu_seconds / count, size)
 
 
 def rela_view(image_size: int) -> v2.Compose:
@@ -123,12 +117,7 @@ def rela_view(image_size: int) -> v2.Compose:
 
 
 def _embed(prior: Prior, images: Sequence[PIL.Image.Image], batch_size: int) -> torch.Tensor:
-    rows = torch.cat(
-        [
-            prior.embed(images[start : start + batch_size])
-            for start in range(0, len(images), batch_size)
-        ]
-    )
+    rows = torch.cat([prior.embed(images[start : start + batch_size]) for start in range(0, len(images), batch_size)])
     if (row := first_non_finite_row(rows)) is not None:
         raise ValueError(
             f"The prior {prior.name!r} gave a non-finite embedding (NaN/inf) for image {row} of the sample."
@@ -154,20 +143,14 @@ def embed_prior(
         views = [augment(image) for image in images]
     finally:
         torch.random.set_rng_state(state)
-    return PriorEmbeddings(
-        clean, _embed(prior, views, batch_size), seconds / len(images), cpu_seconds / len(images)
-    )
+    return PriorEmbeddings(clean, _embed(prior, views, batch_size), seconds / len(images), cpu_seconds / len(images))
 
 
-def pixel_features(
-    images: Sequence[PIL.Image.Image], size: int = PIXEL_REFERENCE_SIZE
-) -> torch.Tensor:
+def pixel_features(images: Sequence[PIL.Image.Image], size: int = PIXEL_REFERENCE_SIZE) -> torch.Tensor:
     """The cheapest reference representation: each image resized to ``size`` px, RGB in [0, 1],
     flattened."""
     rows = [
-        np.asarray(
-            image.convert("RGB").resize((size, size), PIL.Image.BILINEAR), dtype=np.float32
-        ).ravel()
+        np.asarray(image.convert("RGB").resize((size, size), PIL.Image.Resampling.BILINEAR), dtype=np.float32).ravel()
         / 255.0
         for image in images
     ]

@@ -42,9 +42,7 @@ RANK_RTOL = 1e-10
 
 def _float64(matrix: Tensor, what: str) -> Tensor:
     if matrix.ndim != 2 or matrix.shape[0] < 2:
-        raise ValueError(
-            f"{what} must be an [N, D] matrix with N >= 2, got shape {tuple(matrix.shape)}."
-        )
+        raise ValueError(f"{what} must be an [N, D] matrix with N >= 2, got shape {tuple(matrix.shape)}.")
     return matrix.detach().to(device="cpu", dtype=torch.float64)
 
 
@@ -80,9 +78,7 @@ def spearman(x: Tensor, y: Tensor) -> float:
     """
     x, y = torch.as_tensor(x).reshape(-1), torch.as_tensor(y).reshape(-1)
     if x.shape != y.shape or x.numel() < 2:
-        raise ValueError(
-            f"spearman needs two sequences of the same length >= 2, got {x.numel()} and {y.numel()}."
-        )
+        raise ValueError(f"spearman needs two sequences of the same length >= 2, got {x.numel()} and {y.numel()}.")
     rx, ry = rank_values(x), rank_values(y)
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = float(rx.norm() * ry.norm())
@@ -245,9 +241,7 @@ def score_embeddings(
         "view_alignment": view_alignment(clean_targets, view_targets),
         "view_retrieval": view_retrieval(clean_targets, view_targets),
         "target_invariance": target_invariance(clean_targets, view_targets),
-        "embedding_view_alignment": view_alignment(
-            clean - clean.mean(dim=0), views - clean.mean(dim=0)
-        ),
+        "embedding_view_alignment": view_alignment(clean - clean.mean(dim=0), views - clean.mean(dim=0)),
         "effective_rank": effective_rank(clean),
         "pixel_cka": linear_cka(clean, pixels) if pixels is not None else None,
         "pixel_knn_overlap": knn_overlap(clean, pixels) if pixels is not None else None,

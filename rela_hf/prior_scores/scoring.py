@@ -97,7 +97,9 @@ class PriorScore:
     @property
     def score(self) -> float:
         """The label-free score priors are ranked by (:data:`PRIMARY_SCORE`)."""
-        return float(self.scores[PRIMARY_SCORE])
+        value = self.scores[PRIMARY_SCORE]
+        assert value is not None, f"{PRIMARY_SCORE} is always computed"
+        return float(value)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "score": self.score, "primary_score": PRIMARY_SCORE}
@@ -117,14 +119,10 @@ def _score_one(
     else:
         spec = PriorCandidate.parse(candidate, image_size=options["image_size"])
         prior, name = (
-            load_candidate(
-                spec, device=options["device"], trust_remote_code=options["trust_remote_code"]
-            ),
+            load_candidate(spec, device=options["device"], trust_remote_code=options["trust_remote_code"]),
             spec.name,
         )
-    embeddings = embed_prior(
-        prior, sample.images, batch_size=options["batch_size"], seed=options["seed"]
-    )
+    embeddings = embed_prior(prior, sample.images, batch_size=options["batch_size"], seed=options["seed"])
     values = score_embeddings(
         embeddings.clean,
         embeddings.views,
@@ -136,12 +134,14 @@ def _score_one(
     per_image = sample.decode_seconds_per_image + embeddings.embed_seconds_per_image
     cpu_per_image = sample.decode_cpu_seconds_per_image + embeddings.embed_cpu_seconds_per_image
     dataset_size = options["dataset_size"] or sample.dataset_size
+    target_dim, numerical_rank = values["target_dim"], values["numerical_rank"]
+    assert target_dim is not None and numerical_rank is not None, "score_embeddings always sets both"
     return PriorScore(
         name=name,
         prior=prior.name,
         embed_dim=prior.embed_dim,
-        target_dim=int(values["target_dim"]),
-        numerical_rank=int(values["numerical_rank"]),
+        target_dim=int(target_dim),
+        numerical_rank=int(numerical_rank),
         num_images=len(sample.images),
         scores={key: values[key] for key in LABEL_FREE_SCORES},
         knn_accuracy=values["knn_accuracy"],
@@ -198,10 +198,7 @@ def score_priors(
     """
     if not priors:
         raise ValueError("score_priors needs at least one candidate prior.")
-    candidates = [
-        c if isinstance(c, Prior) else PriorCandidate.parse(c, image_size=image_size)
-        for c in priors
-    ]
+    candidates = [c if isinstance(c, Prior) else PriorCandidate.parse(c, image_size=image_size) for c in priors]
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise ValueError(f"Two candidates share a name ({names}); name them: name=prior,...")

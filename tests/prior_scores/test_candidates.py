@@ -22,9 +22,7 @@ from rela_hf.prior_scores import PriorCandidate, load_candidate
         ),
         (
             "in1k=hf-hub:timm/resnet18.a1_in1k,revision=abc,image_size=128",
-            PriorCandidate(
-                name="in1k", prior="hf-hub:timm/resnet18.a1_in1k", image_size=128, revision="abc"
-            ),
+            PriorCandidate(name="in1k", prior="hf-hub:timm/resnet18.a1_in1k", image_size=128, revision="abc"),
         ),
         (
             "/data/priors/effnet/,random_init=true",
@@ -48,14 +46,10 @@ def test_parse_the_one_string_form(text, expected):
 
 
 def test_mappings_and_a_default_input_size():
-    assert PriorCandidate.parse(
-        {"prior": "test_vit", "random_init": True}, image_size=64
-    ) == PriorCandidate(
+    assert PriorCandidate.parse({"prior": "test_vit", "random_init": True}, image_size=64) == PriorCandidate(
         name="test_vit_random0@64", prior="test_vit", image_size=64, random_init=True
     )
-    assert (
-        PriorCandidate.parse("test_vit,image_size=32", image_size=64).image_size == 32
-    )  # its own wins
+    assert PriorCandidate.parse("test_vit,image_size=32", image_size=64).image_size == 32  # its own wins
 
 
 @pytest.mark.parametrize(
@@ -75,16 +69,10 @@ def test_malformed_candidates_are_refused_with_the_reason(text, message):
 
 def test_random_priors_repeat_by_seed_and_leave_the_callers_random_state_alone():
     state = torch.random.get_rng_state()
-    first = load_candidate(
-        PriorCandidate.parse("test_resnet,random_init=true,seed=1,image_size=32"), device="cpu"
-    )
+    first = load_candidate(PriorCandidate.parse("test_resnet,random_init=true,seed=1,image_size=32"), device="cpu")
     assert torch.equal(torch.random.get_rng_state(), state)
-    again = load_candidate(
-        PriorCandidate.parse("test_resnet,random_init=true,seed=1,image_size=32"), device="cpu"
-    )
-    other = load_candidate(
-        PriorCandidate.parse("test_resnet,random_init=true,seed=2,image_size=32"), device="cpu"
-    )
+    again = load_candidate(PriorCandidate.parse("test_resnet,random_init=true,seed=1,image_size=32"), device="cpu")
+    other = load_candidate(PriorCandidate.parse("test_resnet,random_init=true,seed=2,image_size=32"), device="cpu")
     assert first.fingerprint == again.fingerprint != other.fingerprint
     assert not first.pretrained and first.preprocessing["input_size"] == [3, 32, 32]
 
@@ -95,7 +83,5 @@ def test_the_random_prior_is_the_one_rela_hf_targets_makes():
 
     torch.manual_seed(5)
     targets_prior = load_prior("test_resnet", pretrained=False, image_size=32, device="cpu")
-    scored = load_candidate(
-        PriorCandidate.parse("test_resnet,random_init=true,seed=5,image_size=32"), device="cpu"
-    )
+    scored = load_candidate(PriorCandidate.parse("test_resnet,random_init=true,seed=5,image_size=32"), device="cpu")
     assert scored.fingerprint == targets_prior.fingerprint

@@ -47,9 +47,9 @@ def test_ranks_average_ties():
     ],
 )
 def test_spearman_matches_hand_computed_values(x, y, expected):
-    assert spearman(
-        torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
-    ) == pytest.approx(expected)
+    assert spearman(torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)) == pytest.approx(
+        expected
+    )
     assert spearman(x, y) == pytest.approx(expected)  # plain lists too
 
 
@@ -78,14 +78,10 @@ def test_view_scores_are_perfect_for_unchanged_targets_and_low_for_unrelated_one
     unrelated = _random(200, 16, seed=1)
     assert abs(view_alignment(targets, unrelated)) < 0.1
     assert view_retrieval(targets, unrelated) < 0.05
-    assert target_invariance(targets, unrelated) == pytest.approx(
-        0.0, abs=0.2
-    )  # as far as another image
+    assert target_invariance(targets, unrelated) == pytest.approx(0.0, abs=0.2)  # as far as another image
     noisy = targets + 0.5 * unrelated
     assert 0.5 < view_alignment(targets, noisy) < 1.0
-    assert target_invariance(targets, noisy) == pytest.approx(
-        1 - 0.25 / 2, abs=0.05
-    )  # E|0.5 u|^2 / 2E|t|^2
+    assert target_invariance(targets, noisy) == pytest.approx(1 - 0.25 / 2, abs=0.05)  # E|0.5 u|^2 / 2E|t|^2
 
 
 def test_similarity_to_a_reference():
@@ -106,9 +102,7 @@ def test_cross_validated_knn_accuracy_separates_clusters_and_not_noise():
     assert cross_validated_knn_accuracy(clustered, labels, k=20) == 1.0
     noise = _random(120, 8, seed=5)
     assert cross_validated_knn_accuracy(noise, labels, k=20) < 0.6
-    assert cross_validated_knn_accuracy(noise, labels, k=20) == cross_validated_knn_accuracy(
-        noise, labels, k=20
-    )
+    assert cross_validated_knn_accuracy(noise, labels, k=20) == cross_validated_knn_accuracy(noise, labels, k=20)
 
 
 # --- everything at once ------------------------------------------------------------------------
@@ -135,6 +129,4 @@ def test_targets_are_capped_by_the_rank_and_the_sample():
     low_rank = _random(30, 3) @ _random(3, 20, seed=1)
     assert score_embeddings(low_rank, low_rank, target_dim=16)["target_dim"] == 3
     few = _random(6, 20)
-    assert (
-        score_embeddings(few, few, target_dim=16)["target_dim"] == 5
-    )  # N - 1 directions around the mean
+    assert score_embeddings(few, few, target_dim=16)["target_dim"] == 5  # N - 1 directions around the mean

@@ -40,7 +40,7 @@ def test_scores_are_deterministic_and_ranked(fashion_mnist_slice, single_torch_t
     first = score_priors(fashion_mnist_slice, [RANDOM_RESNET, RANDOM_VIT], **options)
     again = score_priors(fashion_mnist_slice, [RANDOM_VIT, RANDOM_RESNET], **options)
     assert [r.name for r in first] == [r.name for r in again]
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         assert a.scores == b.scores and a.knn_accuracy == b.knn_accuracy  # timings aside
     assert first[0].score >= first[1].score
     assert set(first[0].scores) == set(LABEL_FREE_SCORES)
@@ -65,9 +65,7 @@ def test_a_constant_prior_ranks_last(fashion_mnist_slice, constant_prior, single
     # their image's target than other images' do, below the constant prior's 0)
 
 
-def test_the_imagenet_prior_outscores_its_random_weights(
-    fashion_mnist_slice, efficientnet_folder, single_torch_thread
-):
+def test_the_imagenet_prior_outscores_its_random_weights(fashion_mnist_slice, efficientnet_folder, single_torch_thread):
     """A certain order on real images: ImageNet features of clothes are stable under ReLA's
     augmentations and separate the classes; the same network with random weights is not."""
     ranked = score_priors(
@@ -83,16 +81,12 @@ def test_the_imagenet_prior_outscores_its_random_weights(
     assert imagenet.knn_accuracy > random.knn_accuracy
 
 
-def test_the_targets_cost_is_the_time_per_image_times_the_dataset(
-    fashion_mnist_slice, single_torch_thread
-):
-    result = score_priors(
-        fashion_mnist_slice, [RANDOM_RESNET], max_samples=16, dataset_size=1_000_000
-    )[0]
+def test_the_targets_cost_is_the_time_per_image_times_the_dataset(fashion_mnist_slice, single_torch_thread):
+    result = score_priors(fashion_mnist_slice, [RANDOM_RESNET], max_samples=16, dataset_size=1_000_000)[0]
     assert result.knn_accuracy is None  # no labels: label-free scores only
     assert result.dataset_size == 1_000_000 and result.seconds_per_image > 0
     assert result.projected_targets_seconds == pytest.approx(1_000_000 * result.seconds_per_image)
-    assert 0 < result.scoring_seconds and 0 < result.scoring_cpu_seconds
+    assert result.scoring_seconds > 0 and result.scoring_cpu_seconds > 0
     as_dict = result.to_dict()
     assert as_dict["score"] == result.score and as_dict["primary_score"] == PRIMARY_SCORE
     assert {f.name for f in dataclasses.fields(PriorScore)} <= set(as_dict)

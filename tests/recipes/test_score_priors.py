@@ -33,9 +33,7 @@ def _argv(data, output_dir, *extra):
     ]
 
 
-def test_ranks_the_candidates_and_writes_every_score(
-    score_priors, plain_data, random_prior, tmp_path, capsys
-):
+def test_ranks_the_candidates_and_writes_every_score(score_priors, plain_data, random_prior, tmp_path, capsys):
     results = score_priors.main(
         _argv(
             plain_data,
@@ -49,8 +47,7 @@ def test_ranks_the_candidates_and_writes_every_score(
     )
     printed = capsys.readouterr().out
     assert (
-        "Priors ranked by view_alignment" in printed
-        and "40 images of fashion_mnist_64 (train, 64 images)" in printed
+        "Priors ranked by view_alignment" in printed and "40 images of fashion_mnist_64 (train, 64 images)" in printed
     )
     assert "kNN acc. of targets" in printed
     rows = [line for line in printed.splitlines() if line.startswith(("| 1 ", "| 2 "))]
@@ -72,8 +69,7 @@ def test_ranks_the_candidates_and_writes_every_score(
     by_name = {p["name"]: p for p in written["priors"]}
     assert by_name["folder"]["embed_dim"] == 96 and by_name["vit"]["embed_dim"] == 64
     assert all(
-        p["target_dim"] == 16 and 0 <= p["knn_accuracy"] <= 1 and p["dataset_size"] == 64
-        for p in written["priors"]
+        p["target_dim"] == 16 and 0 <= p["knn_accuracy"] <= 1 and p["dataset_size"] == 64 for p in written["priors"]
     )
 
 
@@ -100,13 +96,9 @@ def test_an_existing_result_is_kept_unless_overwritten(score_priors, plain_data,
         ),
     ],
 )
-def test_bad_options_are_refused_before_anything_runs(
-    score_priors, plain_data, tmp_path, extra, message
-):
+def test_bad_options_are_refused_before_anything_runs(score_priors, plain_data, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
-        score_priors.main(
-            ["--dataset_name", str(plain_data), "--output_dir", str(tmp_path), *extra]
-        )
+        score_priors.main(["--dataset_name", str(plain_data), "--output_dir", str(tmp_path), *extra])
     assert not any(tmp_path.iterdir())
 
 
@@ -119,15 +111,11 @@ def test_bad_options_are_refused_before_anything_runs(
 )
 def test_bad_priors_and_columns_are_named(score_priors, plain_data, tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
-        score_priors.main(
-            ["--dataset_name", str(plain_data), "--output_dir", str(tmp_path), *extra]
-        )
+        score_priors.main(["--dataset_name", str(plain_data), "--output_dir", str(tmp_path), *extra])
     assert not (tmp_path / "prior_scores.json").exists()
 
 
-def test_the_command_starts_and_reports_errors_on_one_line(
-    score_priors, plain_data, monkeypatch, capsys
-):
+def test_the_command_starts_and_reports_errors_on_one_line(score_priors, plain_data, monkeypatch, capsys):
     with pytest.raises(SystemExit) as help_exit:
         score_priors.parse_args(["--help"])
     assert help_exit.value.code == 0 and "--priors" in capsys.readouterr().out
