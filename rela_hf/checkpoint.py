@@ -92,13 +92,32 @@ def config_fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical_json(dict(config)).encode()).hexdigest()[:16]
 
 
-def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Keys whose values differ between two configs, as ``{key: (old, new)}``."""
+def config_diff(
+    old: Mapping[str, Any], new: Mapping[str, Any], added_options: Mapping[str, Any] | None = None
+) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two configs, as ``{key: (old, new)}``.
+
+    Args:
+        old: The checkpoint's config.
+        new: This run's config.
+        added_options: Options that a newer rela-hf added, with the value that reproduces what
+            runs did before them: such a key, absent from ``old`` and at that value in ``new``,
+            is no difference (a run checkpointed before an upgrade still resumes).
+
+    Examples:
+        >>> config_diff({"lr": 1e-3}, {"lr": 1e-3, "handover": "hard"}, {"handover": "hard"})
+        {}
+        >>> config_diff({"lr": 1e-3}, {"lr": 1e-3, "handover": "fade"}, {"handover": "hard"})
+        {'handover': (None, 'fade')}
+    """
+    added_options = added_options or {}
     keys = sorted(set(old) | set(new))
     missing = object()
     diff = {}
     for key in keys:
         a, b = old.get(key, missing), new.get(key, missing)
+        if a is missing and key in added_options and b == added_options[key]:
+            continue
         if _canonical_json(a if a is not missing else "<unset>") != _canonical_json(
             b if b is not missing else "<unset>"
         ):
@@ -179,9 +198,7 @@ def verify_checkpoint_files(checkpoint_dir: str | os.PathLike) -> None:
             ) from error
 
 
-def resolve_checkpoint(
-    output_dir: str | os.PathLike, resume_from_checkpoint: str | None
-) -> Path | None:
+def resolve_checkpoint(output_dir: str | os.PathLike, resume_from_checkpoint: str | None) -> Path | None:
     """Which checkpoint to resume from.
 
     Args:
@@ -212,17 +229,26 @@ def resolve_checkpoint(
     return path
 
 
-def check_same_run(run_state: Mapping[str, Any], run_config: Mapping[str, Any], *, where: str) -> None:
+def check_same_run(
+    run_state: Mapping[str, Any],
+    run_config: Mapping[str, Any],
+    *,
+    where: str,
+    added_options: Mapping[str, Any] | None = None,
+) -> None:
     """Raise :class:`CheckpointError` unless a checkpoint was written by a run with this config.
 
     Args:
         run_state: The checkpoint's ``run_state.json``.
         run_config: This run's fingerprinted config (see :func:`config_fingerprint`).
         where: The checkpoint, for the message.
+        added_options: See :func:`config_diff`.
     """
     if run_state.get("config_fingerprint") == config_fingerprint(run_config):
         return
-    diff = config_diff(run_state.get("run_config", {}), run_config)
+    diff = config_diff(run_state.get("run_config", {}), run_config, added_options)
+    if not diff and "run_config" in run_state:
+        return  # only options added since, at the value the checkpoint's run had
     raise CheckpointError(
         f"{where} was written by a run with another config (fingerprint "
         f"{run_state.get('config_fingerprint')}, this run's is {config_fingerprint(run_config)}); "
@@ -237,6 +263,7 @@ def check_output_dir(
     *,
     resuming: bool,
     overwrite: bool,
+    added_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Refuse to start a run in a folder that already holds checkpoints, unless told to.
 
@@ -250,6 +277,7 @@ def check_output_dir(
         run_config: This run's fingerprinted config.
         resuming: Whether the run resumes (``--resume_from_checkpoint``).
         overwrite: Whether ``--overwrite_output_dir`` was given.
+        added_options: See :func:`config_diff`.
 
     Raises:
         OutputDirError: with the remedy in the message.
@@ -259,8 +287,8 @@ def check_output_dir(
         return
     state = read_run_state(latest)
     fingerprint = config_fingerprint(run_config)
-    if state.get("config_fingerprint") != fingerprint:
-        diff = config_diff(state.get("run_config", {}), run_config)
+    diff = config_diff(state.get("run_config", {}), run_config, added_options)
+    if state.get("config_fingerprint") != fingerprint and (diff or "run_config" not in state):
         raise OutputDirError(
             f"{output_dir} holds checkpoints of another run (latest {latest.name}, config "
             f"fingerprint {state.get('config_fingerprint')}; this run's is {fingerprint}; "
@@ -363,9 +391,7 @@ def save_checkpoint(
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_json_atomically(
-            tmp / RUN_STATE_NAME, {"format": RUN_STATE_FORMAT, "step": step, **run_state}
-        )
+        _write_json_atomically(tmp / RUN_STATE_NAME, {"format": RUN_STATE_FORMAT, "step": step, **run_state})
         stale = None
         if final.exists():  # e.g. resumed from an older checkpoint and reached this step again
             stale = final.with_name(final.name + ".stale")

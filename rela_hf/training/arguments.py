@@ -40,20 +40,36 @@ __all__ = ["ADDED_OPTIONS", "RENAMED_OPTIONS", "RESUMABLE_OPTIONS", "ReLATrainin
 
 #: Options that may change when a run is resumed; all others are the run's identity (its
 #: fingerprint), and a checkpoint made with another value refuses to load.
-RESUMABLE_OPTIONS = frozenset({
-    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "logging_steps",
-    "checkpointing_steps", "checkpoints_total_limit", "dataloader_num_workers", "prior_batch_size",
-    "torch_compile", "channels_last", "ddp_timeout", "push_to_hub", "hub_model_id", "hub_private_repo",
-    "hub_strategy", "hub_always_push", "verify_images", "eval_dataset_name", "eval_split", "eval_steps",
-    "max_eval_samples", "eval_bank_max_samples", "trust_remote_code", "verify_images_max_samples",
-    "verify_images_num_proc",
-})
-
-#: Options added after runs were already being checkpointed, with the value that reproduces what
-#: runs did before the option existed. At that value an option stays out of the fingerprint, so a
-#: run checkpointed by an older rela-hf still resumes after an upgrade; any other value is part of
-#: the run's identity as usual.
-ADDED_OPTIONS: dict[str, Any] = {"view_pipeline": "pil"}
+RESUMABLE_OPTIONS = frozenset(
+    {
+        "output_dir",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        "report_to",
+        "logging_steps",
+        "checkpointing_steps",
+        "checkpoints_total_limit",
+        "dataloader_num_workers",
+        "prior_batch_size",
+        "torch_compile",
+        "channels_last",
+        "ddp_timeout",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_private_repo",
+        "hub_strategy",
+        "hub_always_push",
+        "verify_images",
+        "eval_dataset_name",
+        "eval_split",
+        "eval_steps",
+        "max_eval_samples",
+        "eval_bank_max_samples",
+        "trust_remote_code",
+        "verify_images_max_samples",
+        "verify_images_num_proc",
+    }
+)
 
 #: Options renamed in rela-hf 0.3 (the former names work, with a FutureWarning, until 0.4).
 RENAMED_OPTIONS = (
@@ -207,8 +223,16 @@ class MonitorArguments:
 
 @dataclass
 class ReLATrainingArguments(
-    TrainingDataArguments, PriorArguments, StudentArguments, MethodArguments, OptimizationArguments,
-    RuntimeArguments, OutputArguments, HubArguments, BestModelArguments, MonitorArguments,
+    TrainingDataArguments,
+    PriorArguments,
+    StudentArguments,
+    MethodArguments,
+    OptimizationArguments,
+    RuntimeArguments,
+    OutputArguments,
+    HubArguments,
+    BestModelArguments,
+    MonitorArguments,
 ):
     """Every option of a ReLA training run (see the module docstring); checked when built.
 
@@ -227,11 +251,14 @@ class ReLATrainingArguments(
         self.backbone_kwargs_dict()
 
     @classmethod
-    def from_config(cls, path_or_preset: str, presets_dir: Path | None = None, **overrides: Any) -> ReLATrainingArguments:
+    def from_config(
+        cls, path_or_preset: str, presets_dir: Path | None = None, **overrides: Any
+    ) -> ReLATrainingArguments:
         """Arguments from a YAML config file or a shipped preset, with ``overrides`` on top."""
         presets_dir = presets_dir or shipped_presets_dir()
-        values = values_from_config(cls, path_or_preset, renames=cls.renamed, presets_dir=presets_dir,
-                                    translate=translate_former_values)
+        values = values_from_config(
+            cls, path_or_preset, renames=cls.renamed, presets_dir=presets_dir, translate=translate_former_values
+        )
         return cls(**{**values, **overrides})
 
     # --- derived values -----------------------------------------------------------------------
@@ -254,16 +281,17 @@ class ReLATrainingArguments(
         return dataclasses.asdict(self)
 
     def run_config(self) -> dict[str, Any]:
-        """The options that define the run (its fingerprint): all but :data:`RESUMABLE_OPTIONS`,
-        and :data:`ADDED_OPTIONS` left at the value runs had before them."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in RESUMABLE_OPTIONS and not (k in ADDED_OPTIONS and ADDED_OPTIONS[k] == v)}
+        """The options that define the run (its fingerprint): all but :data:`RESUMABLE_OPTIONS`."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUMABLE_OPTIONS}
 
     def method_options_object(self) -> Any:
         """The method's ``Options``: ``method_options`` (+ the BYOL flags, for BYOL)."""
         values = mapping_option(self.method_options, "method_options")
-        byol_flags = {"projection_dim": self.projection_dim, "projector_hidden_dim": self.projector_hidden_dim,
-                      "predictor_hidden_dim": self.predictor_hidden_dim}
+        byol_flags = {
+            "projection_dim": self.projection_dim,
+            "projector_hidden_dim": self.projector_hidden_dim,
+            "predictor_hidden_dim": self.predictor_hidden_dim,
+        }
         if self.method == "byol":
             values = {**byol_flags, **values}
         elif any(value != getattr(BYOLOptions(), key) for key, value in byol_flags.items()):
@@ -308,7 +336,9 @@ class ReLATrainingArguments(
         if self.targets_dataset_name and not self.use_rela:
             raise ConfigError("targets_dataset_name gives ReLA targets, but use_rela is false.")
         if self.load_best_model_at_end and not 0.0 < self.train_val_split < 1.0:
-            raise ConfigError(f"train_val_split must be in (0, 1) for load_best_model_at_end, got {self.train_val_split}.")
+            raise ConfigError(
+                f"train_val_split must be in (0, 1) for load_best_model_at_end, got {self.train_val_split}."
+            )
 
     def _check_optimization(self) -> None:
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
@@ -347,9 +377,33 @@ def translate_former_values(values: dict[str, Any], explicit: set[str]) -> dict[
         warnings.warn(
             f"--method {method} is rela-hf 0.2's meaning: it is now --use_rela {str(use_rela).lower()}, and "
             f"--method names the method (--method {values['method']}); the old form works until rela-hf 0.4.",
-            FutureWarning, stacklevel=3,
+            FutureWarning,
+            stacklevel=3,
         )
     elif given:
         values["method"] = ssl_method
         warnings.warn(Rename("ssl_method", "method").message(), FutureWarning, stacklevel=3)
     return values
+
+
+#: Options added in rela-hf 0.3, at the value that reproduces what runs did before them (their
+#: defaults). A checkpoint whose config lacks one of them resumes when this run leaves it there
+#: (rela_hf.checkpoint.config_diff); any other value is a different run, as usual.
+ADDED_OPTIONS: dict[str, Any] = {
+    field.name: field.default
+    for field in dataclasses.fields(ReLATrainingArguments)
+    if field.name
+    in {
+        "view_pipeline",
+        "handover",
+        "handover_steps",
+        "handover_weight",
+        "load_best_model_at_end",
+        "metric_for_best_model",
+        "greater_is_better",
+        "train_val_split",
+        "targets_dataset_name",
+        "targets_config_name",
+        "targets_revision",
+    }
+}

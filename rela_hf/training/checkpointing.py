@@ -32,6 +32,7 @@ from rela_hf.checkpoint import (
 from rela_hf.errors import ConfigError
 from rela_hf.hub import download_training_state
 from rela_hf.run_layout import RunLayout
+from rela_hf.training.arguments import ADDED_OPTIONS
 from rela_hf.training.state import RunState
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class RunComponents:
     scheduler: Any  # a torch LR scheduler
 
 
-def find_resume_checkpoint(args: ReLATrainingArguments, accelerator: Accelerator) -> tuple[Path | None, RunState | None]:
+def find_resume_checkpoint(
+    args: ReLATrainingArguments, accelerator: Accelerator
+) -> tuple[Path | None, RunState | None]:
     """The checkpoint to resume (``None``: a fresh start) and its state, checked against this run.
 
     ``resume_from_checkpoint hub`` first downloads the ``last-checkpoint/`` the run pushed, then
@@ -74,11 +77,17 @@ def find_resume_checkpoint(args: ReLATrainingArguments, accelerator: Accelerator
         resume = "latest"
     resume_dir = resolve_checkpoint(output_dir, resume)
     run_config = args.run_config()
-    check_output_dir(output_dir, run_config, resuming=resume_dir is not None, overwrite=args.overwrite_output_dir)
+    check_output_dir(
+        output_dir,
+        run_config,
+        resuming=resume_dir is not None,
+        overwrite=args.overwrite_output_dir,
+        added_options=ADDED_OPTIONS,
+    )
     if resume_dir is None:
         return None, None
     values = read_run_state(resume_dir)
-    check_same_run(values, run_config, where=str(resume_dir))
+    check_same_run(values, run_config, where=str(resume_dir), added_options=ADDED_OPTIONS)
     return resume_dir, RunState.from_dict(values)
 
 
@@ -112,19 +121,36 @@ def restore_run(accelerator: Accelerator, checkpoint: Path, state: RunState, com
     return state
 
 
-def save_run(args: ReLATrainingArguments, accelerator: Accelerator, state: RunState, components: RunComponents, *,
-             batches_per_epoch: int) -> Path:
+def save_run(
+    args: ReLATrainingArguments,
+    accelerator: Accelerator,
+    state: RunState,
+    components: RunComponents,
+    *,
+    batches_per_epoch: int,
+) -> Path:
     """Write ``checkpoint-<step>`` (every process takes part); returns its folder. The best
     checkpoint so far (``state.best``) is never pruned."""
     saved = dataclasses.replace(
-        state, last_metrics=dict(state.last_metrics),
+        state,
+        last_metrics=dict(state.last_metrics),
         switch=components.switch.state_dict() if components.switch is not None else None,
-        sampler=components.sampler.state_dict(), scheduler=components.scheduler.state_dict(),
+        sampler=components.sampler.state_dict(),
+        scheduler=components.scheduler.state_dict(),
         phase=components.switch.phase if components.switch is not None else state.phase,
-        num_processes=accelerator.num_processes, config_fingerprint=config_fingerprint(args.run_config()),
-        run_config=args.run_config(), config=args.to_dict(), rela_hf_version=rela_hf.__version__,
+        num_processes=accelerator.num_processes,
+        config_fingerprint=config_fingerprint(args.run_config()),
+        run_config=args.run_config(),
+        config=args.to_dict(),
+        rela_hf_version=rela_hf.__version__,
     )
     saved.at_epoch_end(batches_per_epoch)  # a finished epoch resumes at the next one
     keep = [Path(args.output_dir) / state.best["checkpoint"]] if state.best else []
-    return save_checkpoint(accelerator, args.output_dir, step=state.step, run_state=saved.to_dict(),
-                           total_limit=args.checkpoints_total_limit, keep=keep)
+    return save_checkpoint(
+        accelerator,
+        args.output_dir,
+        step=state.step,
+        run_state=saved.to_dict(),
+        total_limit=args.checkpoints_total_limit,
+        keep=keep,
+    )
