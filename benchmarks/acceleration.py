@@ -134,8 +134,19 @@ class Benchmark:
     def from_yaml(cls, path: Path) -> Benchmark:
         raw = yaml.safe_load(path.read_text())
         # "plateau": the profile of benchmarks/plateau.py, which reads this same config format
-        known = {"name", "description", "data", "priors", "trainer", "grid", "seeds", "execution", "evaluation",
-                 "plateau", "handover"}
+        known = {
+            "name",
+            "description",
+            "data",
+            "priors",
+            "trainer",
+            "grid",
+            "seeds",
+            "execution",
+            "evaluation",
+            "plateau",
+            "handover",
+        }
         unknown = set(raw) - known
         if unknown:
             raise SystemExit(f"{path}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}.")
@@ -149,24 +160,38 @@ class Benchmark:
             trainer["method"] = trainer.pop("ssl_method")
         for cell in cells:
             if cell.use_rela and cell.prior not in raw["priors"]:
-                raise SystemExit(f"{path}: cell {cell.name!r} uses prior {cell.prior!r}, not among {sorted(raw['priors'])}.")
+                raise SystemExit(
+                    f"{path}: cell {cell.name!r} uses prior {cell.prior!r}, not among {sorted(raw['priors'])}."
+                )
         if execution.get("order", "longest_first") not in ("longest_first", "shortest_first"):
             raise SystemExit(f"{path}: execution.order must be longest_first or shortest_first.")
         if len({cell.name for cell in cells}) != len(cells):
             raise SystemExit(f"{path}: cell names must be unique.")
         return cls(
-            name=raw["name"], description=raw.get("description", ""),
-            assets_dir=REPO / data["assets_dir"], cache_dir=REPO / data["cache_dir"],
-            work_dir=REPO / data["work_dir"], results_dir=REPO / data["results_dir"],
-            train_limit=data.get("train_limit"), test_limit=data.get("test_limit"),
-            subset_seed=data.get("subset_seed", 0), priors=raw["priors"],
-            prior_image_size=data.get("prior_image_size"), target_dim=data["target_dim"],
-            trainer=trainer, cells=cells, seeds=list(raw["seeds"]),
-            parallel=execution.get("parallel", 1), threads_per_run=execution.get("threads_per_run"),
+            name=raw["name"],
+            description=raw.get("description", ""),
+            assets_dir=REPO / data["assets_dir"],
+            cache_dir=REPO / data["cache_dir"],
+            work_dir=REPO / data["work_dir"],
+            results_dir=REPO / data["results_dir"],
+            train_limit=data.get("train_limit"),
+            test_limit=data.get("test_limit"),
+            subset_seed=data.get("subset_seed", 0),
+            priors=raw["priors"],
+            prior_image_size=data.get("prior_image_size"),
+            target_dim=data["target_dim"],
+            trainer=trainer,
+            cells=cells,
+            seeds=list(raw["seeds"]),
+            parallel=execution.get("parallel", 1),
+            threads_per_run=execution.get("threads_per_run"),
             # "python3" in older configs: this interpreter (a venv's python3 may not be first on PATH)
-            launcher=[sys.executable if part in ("python", "python3") else part
-                      for part in execution.get("launcher", [sys.executable])],
-            evaluation=raw.get("evaluation", {}), env=execution.get("env", {}),
+            launcher=[
+                sys.executable if part in ("python", "python3") else part
+                for part in execution.get("launcher", [sys.executable])
+            ],
+            evaluation=raw.get("evaluation", {}),
+            env=execution.get("env", {}),
             order=execution.get("order", "longest_first"),
         )
 
@@ -218,12 +243,20 @@ def run_command(command: list[str], log_file: Path, env: dict[str, str]) -> None
         log.flush()
         result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{command[1] if len(command) > 1 else command[0]} failed (exit {result.returncode}); see {log_file}")
+        raise RuntimeError(
+            f"{command[1] if len(command) > 1 else command[0]} failed (exit {result.returncode}); see {log_file}"
+        )
 
 
 def prepare_assets(bench: Benchmark) -> None:
-    command = [sys.executable, "recipes/prepare_offline_assets.py", "--output_dir", str(bench.assets_dir),
-               "--seed", str(bench.subset_seed)]
+    command = [
+        sys.executable,
+        "recipes/prepare_offline_assets.py",
+        "--output_dir",
+        str(bench.assets_dir),
+        "--seed",
+        str(bench.subset_seed),
+    ]
     if bench.train_limit:
         command += ["--max_train_samples", str(bench.train_limit)]
     if bench.test_limit:
@@ -242,9 +275,23 @@ def make_targets(bench: Benchmark, prior: str) -> None:
         logger.info("targets for prior %r cached at %s", prior, folder)
         return
     options = bench.priors[prior]
-    command = [sys.executable, "recipes/make_targets.py", "--dataset_name", str(bench.dataset_dir),
-               "--train_split", "train", "--prior", str(bench.prior_dir), "--target_dim", str(bench.target_dim),
-               "--output_dir", str(folder), "--overwrite_output_dir", "--prior_batch_size", "128"]
+    command = [
+        sys.executable,
+        "recipes/make_targets.py",
+        "--dataset_name",
+        str(bench.dataset_dir),
+        "--train_split",
+        "train",
+        "--prior",
+        str(bench.prior_dir),
+        "--target_dim",
+        str(bench.target_dim),
+        "--output_dir",
+        str(folder),
+        "--overwrite_output_dir",
+        "--prior_batch_size",
+        "128",
+    ]
     if bench.prior_image_size:
         command += ["--prior_image_size", str(bench.prior_image_size)]
     if options.get("random_init"):
@@ -255,8 +302,10 @@ def make_targets(bench: Benchmark, prior: str) -> None:
     run_command(command, folder.parent / f"{folder.name}.log", child_env(bench))
     seconds = time.perf_counter() - start
     # the conditions, since a shared machine's load changes the figure several-fold
-    note = (f"{bench.threads_per_run or 'default'} thread(s), load average {load_before:.1f} before / "
-            f"{os.getloadavg()[0]:.1f} after, {bench.parallel} job(s) at a time")
+    note = (
+        f"{bench.threads_per_run or 'default'} thread(s), load average {load_before:.1f} before / "
+        f"{os.getloadavg()[0]:.1f} after, {bench.parallel} job(s) at a time"
+    )
     (folder / "benchmark_timing.json").write_text(json.dumps({"seconds": seconds, "note": note}) + "\n")
 
 
@@ -276,8 +325,11 @@ def train_cell(bench: Benchmark, cell: Cell, seed: int) -> Path:
     config_file = run_dir / "benchmark_config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     resume = ["--resume_from_checkpoint", "latest"] if any(run_dir.glob("checkpoint*")) else ["--overwrite_output_dir"]
-    run_command([*bench.launcher, "recipes/byol_rela.py", "--config", str(config_file), *resume],
-                run_dir / "train.log", child_env(bench))
+    run_command(
+        [*bench.launcher, "recipes/byol_rela.py", "--config", str(config_file), *resume],
+        run_dir / "train.log",
+        child_env(bench),
+    )
     return run_dir
 
 
@@ -286,18 +338,47 @@ def evaluate_cell(bench: Benchmark, run_dir: Path) -> None:
     output = run_dir / "eval_results.json"
     if output.is_file():
         return
-    command = [sys.executable, "recipes/evaluate_encoder.py", "--model_name_or_path", str(run_dir / "backbone"),
-               "--dataset_name", str(bench.dataset_dir), "--dataset_pretty_name", "fashion_mnist",
-               "--train_split", "train", "--eval_split", "test", "--output_file", str(output)]
-    flags = {"epochs": "probe_epochs", "k": "knn_k", "temperature": "knn_temperature", "batch_size": "per_device_eval_batch_size"}
+    command = [
+        sys.executable,
+        "recipes/evaluate_encoder.py",
+        "--model_name_or_path",
+        str(run_dir / "backbone"),
+        "--dataset_name",
+        str(bench.dataset_dir),
+        "--dataset_pretty_name",
+        "fashion_mnist",
+        "--train_split",
+        "train",
+        "--eval_split",
+        "test",
+        "--output_file",
+        str(output),
+    ]
+    flags = {
+        "epochs": "probe_epochs",
+        "k": "knn_k",
+        "temperature": "knn_temperature",
+        "batch_size": "per_device_eval_batch_size",
+    }
     for key, flag in flags.items():
         if key in bench.evaluation:
             command += [f"--{flag}", str(bench.evaluation[key])]
     run_command(command, run_dir / "eval.log", child_env(bench))
     if method_class(bench.method).requires_labels:  # the classifier the method trained, too
-        run_command([sys.executable, "benchmarks/classifier_accuracy.py", "--run_dir", str(run_dir),
-                     "--dataset_name", str(bench.dataset_dir), "--eval_split", "test"],
-                    run_dir / "eval.log", child_env(bench))
+        run_command(
+            [
+                sys.executable,
+                "benchmarks/classifier_accuracy.py",
+                "--run_dir",
+                str(run_dir),
+                "--dataset_name",
+                str(bench.dataset_dir),
+                "--eval_split",
+                "test",
+            ],
+            run_dir / "eval.log",
+            child_env(bench),
+        )
 
 
 def _alive(pid: int) -> bool:
@@ -331,8 +412,11 @@ def floors_job(bench: Benchmark) -> str:
     """The floors, in a child process with the run's thread count (``--floors_only``)."""
     output = bench.work_dir / "floors.json"
     if not output.is_file():
-        run_command([sys.executable, str(Path(__file__).resolve()), "--config", str(bench.config_path),
-                     "--floors_only"], bench.work_dir / "floors.log", child_env(bench))
+        run_command(
+            [sys.executable, str(Path(__file__).resolve()), "--config", str(bench.config_path), "--floors_only"],
+            bench.work_dir / "floors.log",
+            child_env(bench),
+        )
     return "floors"
 
 
@@ -342,8 +426,14 @@ def floors_job(bench: Benchmark) -> str:
 def _probe(train_x, train_y, test_x, test_y, bench: Benchmark) -> dict[str, float]:
     from rela_hf.evaluation import knn_accuracy, linear_probe
 
-    knn = knn_accuracy(train_x, train_y, test_x, test_y, k=bench.evaluation.get("k", 200),
-                       temperature=bench.evaluation.get("temperature", 0.1))
+    knn = knn_accuracy(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        k=bench.evaluation.get("k", 200),
+        temperature=bench.evaluation.get("temperature", 0.1),
+    )
     probe = linear_probe(train_x, train_y, test_x, test_y, epochs=bench.evaluation.get("epochs", 100))
     return {"knn": knn, "linear": probe["accuracy"], "linear_std": probe["accuracy_std"]}
 
@@ -365,14 +455,19 @@ def compute_floors(bench: Benchmark) -> dict[str, Any]:
     floors: dict[str, Any] = {}
 
     def pixels(split: Any) -> torch.Tensor:
-        return torch.tensor(np.stack([np.asarray(img.convert("L"), dtype=np.float32).ravel() / 255.0
-                                      for img in split["image"]]))
+        return torch.tensor(
+            np.stack([np.asarray(img.convert("L"), dtype=np.float32).ravel() / 255.0 for img in split["image"]])
+        )
 
-    raw_cache = bench.cache_dir / (f"floor_raw_pixels_n{len(train)}_{len(test)}_"
-                                   f"{bench.evaluation.get('k', 200)}_{bench.evaluation.get('epochs', 100)}.json")
+    raw_cache = bench.cache_dir / (
+        f"floor_raw_pixels_n{len(train)}_{len(test)}_"
+        f"{bench.evaluation.get('k', 200)}_{bench.evaluation.get('epochs', 100)}.json"
+    )
     if not raw_cache.is_file():
-        raw = {"what": "raw 28x28 pixels in [0, 1] (784-d)",
-               **_probe(pixels(train), train_y, pixels(test), test_y, bench)}
+        raw = {
+            "what": "raw 28x28 pixels in [0, 1] (784-d)",
+            **_probe(pixels(train), train_y, pixels(test), test_y, bench),
+        }
         raw_cache.write_text(json.dumps(raw, indent=2) + "\n")
     floors["raw_pixels"] = json.loads(raw_cache.read_text())
     logger.info("floor raw pixels: %s", floors["raw_pixels"])
@@ -383,12 +478,17 @@ def compute_floors(bench: Benchmark) -> dict[str, Any]:
     students = []
     for seed in bench.seeds:
         torch.manual_seed(seed)
-        student = create_backbone(trainer.get("backbone", "resnet18"), cifar_stem=trainer.get("cifar_stem", False), **kwargs)
+        student = create_backbone(
+            trainer.get("backbone", "resnet18"), cifar_stem=trainer.get("cifar_stem", False), **kwargs
+        )
         tr_x, _ = extract_features(student, train, transform, batch_size=256, device=device)
         te_x, _ = extract_features(student, test, transform, batch_size=256, device=device)
         students.append({"seed": seed, **_probe(tr_x, train_y, te_x, test_y, bench)})
-    floors["random_student"] = {"what": "the student's architecture, randomly initialised, untrained",
-                                "per_seed": students, **_mean_of(students)}
+    floors["random_student"] = {
+        "what": "the student's architecture, randomly initialised, untrained",
+        "per_seed": students,
+        **_mean_of(students),
+    }
     logger.info("floor random student: %s", floors["random_student"])
 
     floors["priors"] = {name: prior_floor(bench, name, train, test, train_y, test_y) for name in bench.priors}
@@ -416,7 +516,9 @@ def prior_floor(bench: Benchmark, name: str, train: Any, test: Any, train_y: Any
     folder = bench.targets_dir(name)
     if not targets_ready(folder):
         return {"what": "targets not computed"}
-    cache = folder / f"benchmark_prior_floor_{bench.evaluation.get('k', 200)}_{bench.evaluation.get('epochs', 100)}.json"
+    cache = (
+        folder / f"benchmark_prior_floor_{bench.evaluation.get('k', 200)}_{bench.evaluation.get('epochs', 100)}.json"
+    )
     if cache.is_file():  # the test split's prior embeddings are slow on CPU: once per prior
         return json.loads(cache.read_text())
     dataset = load_image_dataset(str(folder), split="train").with_format("numpy", columns=["rela_target", "label"])
@@ -435,15 +537,20 @@ def prior_floor(bench: Benchmark, name: str, train: Any, test: Any, train_y: Any
     if random_init:
         torch.manual_seed(bench.priors[name].get("seed", 0))  # as make_targets.py seeded it
     # the prior exactly as recorded with the targets (its name is part of its identity)
-    prior = load_prior(info.prior.name, image_size=bench.prior_image_size, pretrained=not random_init,
-                       preprocessing=bench.priors[name].get("preprocessing", "prior"),
-                       device="cuda" if torch.cuda.is_available() else "cpu")
+    prior = load_prior(
+        info.prior.name,
+        image_size=bench.prior_image_size,
+        pretrained=not random_init,
+        preprocessing=bench.priors[name].get("preprocessing", "prior"),
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
     if prior.fingerprint != info.prior.fingerprint:
         logger.warning("prior %r cannot be rebuilt (targets from unseeded random weights): hold-out floor only", name)
     else:
         images = [image.convert("RGB") for image in test["image"]]
-        test_targets = torch.cat([whiten_new_images(images[i : i + 256], prior, info)
-                                  for i in range(0, len(images), 256)])
+        test_targets = torch.cat(
+            [whiten_new_images(images[i : i + 256], prior, info) for i in range(0, len(images), 256)]
+        )
         result["test"] = _probe(targets, train_y, test_targets.cpu(), test_y, bench)
     logger.info("floor prior %s: %s", name, result)
     cache.write_text(json.dumps(result, indent=2) + "\n")
@@ -465,20 +572,30 @@ def collect_rows(bench: Benchmark) -> list[dict[str, Any]]:
             by_protocol = {entry["protocol"]: entry for entry in evaluation["results"]}
             classifier_file = run_dir / "classifier_results.json"
             classifier = json.loads(classifier_file.read_text()) if classifier_file.is_file() else {}
-            rows.append({
-                "cell": cell.name, "label": cell.label or cell.name, "use_rela": cell.use_rela, "prior": cell.prior,
-                "data_ratio": cell.data_ratio,
-                "switch_rule": cell.switch_rule if cell.use_rela else None,
-                "switch_fraction": cell.switch_fraction if cell.use_rela else None,
-                "trainable_transfer_head": cell.trainable_transfer_head if cell.use_rela else None,
-                "seed": seed, "steps": summary["steps"], "images_seen": summary["images_seen"],
-                "batch_size": summary["global_batch_size"], "wall_clock_seconds": summary["wall_clock_seconds"],
-                "switch_step": summary["switch_step"], "final_phase": summary["phase"],
-                "final_rho": _last_logged(run_dir / "history.jsonl", "train/rho"),
-                "knn": by_protocol["knn"]["value"], "linear": by_protocol["linear_probe"]["value"],
-                "linear_last_epochs_std": by_protocol["linear_probe"]["std"],
-                "classifier": classifier.get("classifier_top1") if classifier.get("classifier_trained") else None,
-            })
+            rows.append(
+                {
+                    "cell": cell.name,
+                    "label": cell.label or cell.name,
+                    "use_rela": cell.use_rela,
+                    "prior": cell.prior,
+                    "data_ratio": cell.data_ratio,
+                    "switch_rule": cell.switch_rule if cell.use_rela else None,
+                    "switch_fraction": cell.switch_fraction if cell.use_rela else None,
+                    "trainable_transfer_head": cell.trainable_transfer_head if cell.use_rela else None,
+                    "seed": seed,
+                    "steps": summary["steps"],
+                    "images_seen": summary["images_seen"],
+                    "batch_size": summary["global_batch_size"],
+                    "wall_clock_seconds": summary["wall_clock_seconds"],
+                    "switch_step": summary["switch_step"],
+                    "final_phase": summary["phase"],
+                    "final_rho": _last_logged(run_dir / "history.jsonl", "train/rho"),
+                    "knn": by_protocol["knn"]["value"],
+                    "linear": by_protocol["linear_probe"]["value"],
+                    "linear_last_epochs_std": by_protocol["linear_probe"]["std"],
+                    "classifier": classifier.get("classifier_top1") if classifier.get("classifier_trained") else None,
+                }
+            )
     return rows
 
 
@@ -504,15 +621,21 @@ def aggregate(bench: Benchmark, rows: list[dict[str, Any]]) -> list[dict[str, An
         mine = [row for row in rows if row["cell"] == cell.name]
         if not mine:
             continue
-        cells.append({
-            "cell": cell, "rows": mine, "seeds": [row["seed"] for row in mine],
-            "knn": [row["knn"] for row in mine], "linear": [row["linear"] for row in mine],
-            "classifier": [row["classifier"] for row in mine if row.get("classifier") is not None],
-            "steps": mine[0]["steps"], "images_seen": mine[0]["images_seen"],
-            "wall": [row["wall_clock_seconds"] for row in mine],
-            "switch": [row["switch_step"] for row in mine],
-            "rho": [row["final_rho"] for row in mine],
-        })
+        cells.append(
+            {
+                "cell": cell,
+                "rows": mine,
+                "seeds": [row["seed"] for row in mine],
+                "knn": [row["knn"] for row in mine],
+                "linear": [row["linear"] for row in mine],
+                "classifier": [row["classifier"] for row in mine if row.get("classifier") is not None],
+                "steps": mine[0]["steps"],
+                "images_seen": mine[0]["images_seen"],
+                "wall": [row["wall_clock_seconds"] for row in mine],
+                "switch": [row["switch_step"] for row in mine],
+                "rho": [row["final_rho"] for row in mine],
+            }
+        )
     return cells
 
 
@@ -520,27 +643,36 @@ def _switch_text(cell: Cell, switches: list[int | None], rhos: list[float | None
     if not cell.use_rela:
         return "—"
     # a run that never switched: how close the adaptive rule came (it fires at rho >= 0.995)
-    return ", ".join(str(step) if step is not None
-                     else "never" + (f" (ρ {rho:.3f})" if rho is not None and cell.switch_rule == "adaptive" else "")
-                     for step, rho in zip(switches, rhos, strict=True))
+    return ", ".join(
+        str(step)
+        if step is not None
+        else "never" + (f" (ρ {rho:.3f})" if rho is not None and cell.switch_rule == "adaptive" else "")
+        for step, rho in zip(switches, rhos, strict=True)
+    )
 
 
 def _floor_rows(floors: dict[str, Any]) -> list[str]:
     lines = []
     raw, student = floors.get("raw_pixels"), floors.get("random_student")
     if raw:
-        lines.append(f"| floor: raw pixels (784-d) | — | — | — | — | — | {100 * raw['knn']:.2f} | {100 * raw['linear']:.2f} |")
+        lines.append(
+            f"| floor: raw pixels (784-d) | — | — | — | — | — | {100 * raw['knn']:.2f} | {100 * raw['linear']:.2f} |"
+        )
     if student:
         knn = [row["knn"] for row in student["per_seed"]]
         lin = [row["linear"] for row in student["per_seed"]]
         lines.append(f"| floor: randomly initialised student | — | 0 | 0 | — | — | {_pm(knn)} | {_pm(lin)} |")
     for name, prior in (floors.get("priors") or {}).items():
         if "test" in prior:
-            lines.append(f"| floor: prior `{name}` targets, test split | — | — | — | — | — | "
-                         f"{100 * prior['test']['knn']:.2f} | {100 * prior['test']['linear']:.2f} |")
+            lines.append(
+                f"| floor: prior `{name}` targets, test split | — | — | — | — | — | "
+                f"{100 * prior['test']['knn']:.2f} | {100 * prior['test']['linear']:.2f} |"
+            )
         if "holdout" in prior:
-            lines.append(f"| floor: prior `{name}` targets, train hold-out* | — | — | — | — | — | "
-                         f"{100 * prior['holdout']['knn']:.2f} | {100 * prior['holdout']['linear']:.2f} |")
+            lines.append(
+                f"| floor: prior `{name}` targets, train hold-out* | — | — | — | — | — | "
+                f"{100 * prior['holdout']['knn']:.2f} | {100 * prior['holdout']['linear']:.2f} |"
+            )
     return lines
 
 
@@ -552,19 +684,26 @@ def comparison(cells: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         return {}
     reference = statistics.fmean(byol_full[metric])
     rule = "static" if metric == "classifier" else "adaptive"
-    main = sorted((c for c in cells if _is_main_rela(c["cell"], rule) and c[metric]), key=lambda c: c["cell"].data_ratio)
+    main = sorted(
+        (c for c in cells if _is_main_rela(c["cell"], rule) and c[metric]), key=lambda c: c["cell"].data_ratio
+    )
     verdicts = []
     for c in main:
         mean = statistics.fmean(c[metric])
-        verdicts.append({"data_ratio": c["cell"].data_ratio, "mean": mean, "delta_points": 100 * (mean - reference),
-                         "matches": 100 * (mean - reference) >= -MATCH_TOLERANCE_POINTS})
+        verdicts.append(
+            {
+                "data_ratio": c["cell"].data_ratio,
+                "mean": mean,
+                "delta_points": 100 * (mean - reference),
+                "matches": 100 * (mean - reference) >= -MATCH_TOLERANCE_POINTS,
+            }
+        )
     first = next((v["data_ratio"] for v in verdicts if v["matches"]), None)
     return {"byol_full": reference, "rela": verdicts, "first_matching_ratio": first}
 
 
 def _is_main_rela(cell: Cell, rule: str = "adaptive") -> bool:
-    return (cell.use_rela and cell.prior == "imagenet" and cell.switch_rule == rule
-            and not cell.trainable_transfer_head)
+    return cell.use_rela and cell.prior == "imagenet" and cell.switch_rule == rule and not cell.trainable_transfer_head
 
 
 def _targets_cost_line(bench: Benchmark, cells: list[dict[str, Any]], timings: dict[str, Any]) -> str | None:
@@ -574,15 +713,25 @@ def _targets_cost_line(bench: Benchmark, cells: list[dict[str, Any]], timings: d
     if not byol or not used:
         return None
     seconds_per_step = statistics.fmean(w / c["steps"] for c in byol for w in c["wall"])
-    parts = [f"prior `{name}` {timings[name]['seconds']:.0f} s (≈ {timings[name]['seconds'] / seconds_per_step:,.0f} "
-             f"{bench.ssl_title} steps of this grid; {timings[name].get('note', 'conditions not recorded')})" for name in used]
-    return ("**One-off cost not in the budget column:** the targets (the prior embedding every training image "
-            "once, shared by every ReLA run on this dataset, and by everyone who loads a published efficient "
-            "dataset instead) took " + "; ".join(parts) + ".")
+    parts = [
+        f"prior `{name}` {timings[name]['seconds']:.0f} s (≈ {timings[name]['seconds'] / seconds_per_step:,.0f} "
+        f"{bench.ssl_title} steps of this grid; {timings[name].get('note', 'conditions not recorded')})"
+        for name in used
+    ]
+    return (
+        "**One-off cost not in the budget column:** the targets (the prior embedding every training image "
+        "once, shared by every ReLA run on this dataset, and by everyone who loads a published efficient "
+        "dataset instead) took " + "; ".join(parts) + "."
+    )
 
 
-def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[str, Any], plot_name: str,
-                    timings: dict[str, Any] | None = None) -> str:
+def render_markdown(
+    bench: Benchmark,
+    cells: list[dict[str, Any]],
+    floors: dict[str, Any],
+    plot_name: str,
+    timings: dict[str, Any] | None = None,
+) -> str:
     expected = len(bench.cells) * len(bench.seeds)
     done = sum(len(c["rows"]) for c in cells)
     supervised = method_class(bench.method).requires_labels
@@ -591,13 +740,15 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
         "",
         bench.description.strip(),
         "",
-        (f"Runs finished: **{done} of {expected}** (cells × seeds {bench.seeds}). "
-         "Accuracies are top-1 % on the Fashion-MNIST test split (10,000 images), mean ± sample std over "
-        "the seeds finished (no ± with one seed); kNN: k=200, t=0.1, cosine; linear: the official probe "
-        "(Adam 3e-4, 100 epochs, mean of the last 3 epochs). Budget = optimizer steps at batch "
-        f"{bench.trainer.get('per_device_train_batch_size', 128)}, identical for both methods; wall-clock is the "
-        "training loop only (evaluation excluded), measured in the same grid on the same machine "
-         f"({bench.parallel} run(s) at a time, {bench.threads_per_run or 'default'} thread(s) each)."),
+        (
+            f"Runs finished: **{done} of {expected}** (cells × seeds {bench.seeds}). "
+            "Accuracies are top-1 % on the Fashion-MNIST test split (10,000 images), mean ± sample std over "
+            "the seeds finished (no ± with one seed); kNN: k=200, t=0.1, cosine; linear: the official probe "
+            "(Adam 3e-4, 100 epochs, mean of the last 3 epochs). Budget = optimizer steps at batch "
+            f"{bench.trainer.get('per_device_train_batch_size', 128)}, identical for both methods; wall-clock is the "
+            "training loop only (evaluation excluded), measured in the same grid on the same machine "
+            f"({bench.parallel} run(s) at a time, {bench.threads_per_run or 'default'} thread(s) each)."
+        ),
         "",
         "| run | r | steps | images seen | wall-clock (s) | switch step | kNN % | linear % |"
         + (" trained classifier % |" if supervised else ""),
@@ -608,14 +759,18 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
         cell = c["cell"]
         wall = statistics.fmean(c["wall"])
         classifier = (f" {_pm(c['classifier'])} |" if c["classifier"] else " — (never trained) |") if supervised else ""
-        lines.append(f"| {cell.label or cell.name} | {cell.data_ratio} | {c['steps']} | {c['images_seen']:,} | "
-                     f"{wall:.0f} | {_switch_text(cell, c['switch'], c['rho'])} | {_pm(c['knn'])} | {_pm(c['linear'])} |"
-                     + classifier)
+        lines.append(
+            f"| {cell.label or cell.name} | {cell.data_ratio} | {c['steps']} | {c['images_seen']:,} | "
+            f"{wall:.0f} | {_switch_text(cell, c['switch'], c['rho'])} | {_pm(c['knn'])} | {_pm(c['linear'])} |"
+            + classifier
+        )
     cost = _targets_cost_line(bench, cells, timings or {})
     lines += [
         "",
-        ("\\* hold-out floor: bank/probe on a fixed 80 % of the training subset, queries the other 20 % "
-         "(where the prior cannot be rebuilt to embed the test images: targets of an unseeded random prior)."),
+        (
+            "\\* hold-out floor: bank/probe on a fixed 80 % of the training subset, queries the other 20 % "
+            "(where the prior cannot be rebuilt to embed the test images: targets of an unseeded random prior)."
+        ),
         *(["", cost] if cost else []),
         "",
         f"![accuracy vs compute]({plot_name})",
@@ -631,33 +786,49 @@ def render_markdown(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[
             + "): the adaptive switch cannot fire, so these runs are pure distillation of the prior; compare "
             f"them with {bench.ssl_title} at the same r, with the static-rule rows (ReLA for the first half, then "
             f"{bench.ssl_title}), and "
-            "with the prior floor.")
+            "with the prior floor."
+        )
     byol = {c["cell"].data_ratio: statistics.fmean(c["knn"]) for c in cells if c["cell"].is_baseline}
     title = bench.ssl_title
     if 0.5 in byol and 1.0 in byol:
         gain = 100 * (byol[1.0] - byol[0.5])
         lines.append(
             f"- **Has {title} levelled off?** {title} kNN r=0.5 → r=1.0: {gain:+.2f} pt. "
-            + (f"It is still improving, so r=1.0 is *not* {title}'s converged accuracy here: the comparison "
-               f"below is at equal budgets (the paper's setting: {title}'s full budget vs ReLA's fraction of it), "
-               f"not against {title} trained to convergence." if gain > MATCH_TOLERANCE_POINTS
-               else f"Within the tolerance: {title}'s accuracy has about levelled off, so the comparison below "
-                    "tests the paper's claim at this scale."))
-    metrics = (("knn", "kNN"), ("linear", "linear probe")) + ((("classifier", "trained classifier"),) if supervised else ())
+            + (
+                f"It is still improving, so r=1.0 is *not* {title}'s converged accuracy here: the comparison "
+                f"below is at equal budgets (the paper's setting: {title}'s full budget vs ReLA's fraction of it), "
+                f"not against {title} trained to convergence."
+                if gain > MATCH_TOLERANCE_POINTS
+                else f"Within the tolerance: {title}'s accuracy has about levelled off, so the comparison below "
+                "tests the paper's claim at this scale."
+            )
+        )
+    metrics = (("knn", "kNN"), ("linear", "linear probe")) + (
+        (("classifier", "trained classifier"),) if supervised else ()
+    )
     for metric, title in metrics:
         verdict = comparison(cells, metric)
         name = bench.ssl_title
         if not verdict:
             lines.append(f"- **Reaches {name} r=1.0 with less budget** ({title}): {name} at r=1.0 not finished yet.")
             continue
-        parts = [f"r={v['data_ratio']}: {100 * v['mean']:.2f} ({v['delta_points']:+.2f} pt, "
-                 f"{'matches' if v['matches'] else 'below'})" for v in verdict["rela"]]
+        parts = [
+            f"r={v['data_ratio']}: {100 * v['mean']:.2f} ({v['delta_points']:+.2f} pt, "
+            f"{'matches' if v['matches'] else 'below'})"
+            for v in verdict["rela"]
+        ]
         first = verdict["first_matching_ratio"]
         lines.append(
             f"- **Reaches {name} r=1.0 with less budget** ({title}): {name} r=1.0 = {100 * verdict['byol_full']:.2f}; "
-            f"ReLA (ImageNet prior, {'static' if metric == 'classifier' else 'adaptive'}) " + "; ".join(parts) + ". "
-            + (f"First ReLA budget of this grid matching it (within {MATCH_TOLERANCE_POINTS} pt): r={first}." if first is not None
-               else f"No ReLA budget run here matches it (within {MATCH_TOLERANCE_POINTS} pt)."))
+            f"ReLA (ImageNet prior, {'static' if metric == 'classifier' else 'adaptive'}) "
+            + "; ".join(parts)
+            + ". "
+            + (
+                f"First ReLA budget of this grid matching it (within {MATCH_TOLERANCE_POINTS} pt): r={first}."
+                if first is not None
+                else f"No ReLA budget run here matches it (within {MATCH_TOLERANCE_POINTS} pt)."
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -695,8 +866,10 @@ def plot(bench: Benchmark, cells: list[dict[str, Any]], floors: dict[str, Any], 
             y = [100 * statistics.fmean(c[metric]) for c in mine]
             err = [100 * statistics.stdev(c[metric]) if len(c[metric]) > 1 else 0.0 for c in mine]
             ax.errorbar(x, y, yerr=err, capsize=3, linestyle="-" if len(mine) > 1 else "none", **style)
-        floor_lines = [("raw pixels", floors.get("raw_pixels", {}).get(metric), "gray", ":"),
-                       ("random student", (floors.get("random_student") or {}).get(metric), "black", "--")]
+        floor_lines = [
+            ("raw pixels", floors.get("raw_pixels", {}).get(metric), "gray", ":"),
+            ("random student", (floors.get("random_student") or {}).get(metric), "black", "--"),
+        ]
         prior = (floors.get("priors") or {}).get("imagenet", {})
         if "test" in prior:
             floor_lines.append(("ImageNet prior targets", prior["test"][metric], "tab:red", "-."))
@@ -727,11 +900,19 @@ def write_results(bench: Benchmark) -> Path:
     cells = aggregate(bench, rows)
     out = bench.results_dir
     out.mkdir(parents=True, exist_ok=True)
-    timings = {name: json.loads((bench.targets_dir(name) / "benchmark_timing.json").read_text())
-               for name in bench.priors if (bench.targets_dir(name) / "benchmark_timing.json").is_file()}
-    raw = {"benchmark": bench.name, "config": str(bench.config_path.relative_to(REPO)), "floors": floors,
-           "target_seconds": timings, "runs": rows,
-           "comparison": {metric: comparison(cells, metric) for metric in ("knn", "linear", "classifier")}}
+    timings = {
+        name: json.loads((bench.targets_dir(name) / "benchmark_timing.json").read_text())
+        for name in bench.priors
+        if (bench.targets_dir(name) / "benchmark_timing.json").is_file()
+    }
+    raw = {
+        "benchmark": bench.name,
+        "config": str(bench.config_path.relative_to(REPO)),
+        "floors": floors,
+        "target_seconds": timings,
+        "runs": rows,
+        "comparison": {metric: comparison(cells, metric) for metric in ("knn", "linear", "classifier")},
+    }
     (out / "results.json").write_text(json.dumps(raw, indent=2) + "\n")
     if rows:
         with (out / "results.csv").open("w", newline="") as handle:
@@ -755,8 +936,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floors_only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--parallel", type=int, default=None, help="Override execution.parallel.")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Override the config's seeds.")
-    parser.add_argument("--cells", nargs="+", default=None,
-                        help="Train only these cells of the grid (names); the results list every finished run.")
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=None,
+        help="Train only these cells of the grid (names); the results list every finished run.",
+    )
     return parser.parse_args(argv)
 
 
@@ -766,7 +951,9 @@ def main(argv: list[str] | None = None) -> None:
     bench = Benchmark.from_yaml(args.config)
     bench.config_path = args.config.resolve()
     if "plateau" in yaml.safe_load(args.config.read_text()) and not args.floors_only:
-        raise SystemExit(f"{args.config} is a plateau profile: run it with benchmarks/plateau.py --config {args.config}")
+        raise SystemExit(
+            f"{args.config} is a plateau profile: run it with benchmarks/plateau.py --config {args.config}"
+        )
     if args.parallel:
         bench.parallel = args.parallel
     if args.seeds:
@@ -793,9 +980,12 @@ def run_grid(bench: Benchmark, only: set[str] | None = None) -> None:
     # the tail), "shortest_first" leaves complete short-budget comparisons when a grid on a
     # shared machine is cut short
     sign = -1 if bench.order == "longest_first" else 1
-    jobs = [(cell, seed) for seed in bench.seeds
-            for cell in sorted(bench.cells, key=lambda c: (sign * c.data_ratio, not c.use_rela))
-            if only is None or cell.name in only]
+    jobs = [
+        (cell, seed)
+        for seed in bench.seeds
+        for cell in sorted(bench.cells, key=lambda c: (sign * c.data_ratio, not c.use_rela))
+        if only is None or cell.name in only
+    ]
     failures = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, bench.parallel)) as pool:
         # targets first (one per prior, side by side), then the floors and the runs
@@ -805,8 +995,12 @@ def run_grid(bench: Benchmark, only: set[str] | None = None) -> None:
         first_seed = [(cell, seed) for cell, seed in jobs if seed == bench.seeds[0]]
         futures = {pool.submit(run_job, bench, cell, seed): f"{cell.name} seed {seed}" for cell, seed in first_seed}
         futures[pool.submit(floors_job, bench)] = "floors"
-        futures.update({pool.submit(run_job, bench, cell, seed): f"{cell.name} seed {seed}"
-                        for cell, seed in jobs[len(first_seed):]})
+        futures.update(
+            {
+                pool.submit(run_job, bench, cell, seed): f"{cell.name} seed {seed}"
+                for cell, seed in jobs[len(first_seed) :]
+            }
+        )
         for future in concurrent.futures.as_completed(futures):
             try:
                 logger.info("done: %s", future.result())

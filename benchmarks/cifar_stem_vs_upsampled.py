@@ -160,16 +160,12 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
     widths = {"full": {}, "quarter": QUARTER_WIDTH}
     load_before = os.getloadavg()[0]
     result: dict[str, Any] = {
-        "architectures": [
-            row for width, kwargs in widths.items() for row in architecture_table(width, kwargs)
-        ]
+        "architectures": [row for width, kwargs in widths.items() for row in architecture_table(width, kwargs)]
     }
     result["train_step_images_per_s"] = {}
     for width, batch in (("full", args.batch_size), ("quarter", 128)):
         timers = {arm.name: _train_step_timer(arm, widths[width], batch) for arm in ARMS}
-        result["train_step_images_per_s"][f"{width}, batch {batch}"] = interleaved_rate(
-            timers, batch, args.rounds
-        )
+        result["train_step_images_per_s"][f"{width}, batch {batch}"] = interleaved_rate(timers, batch, args.rounds)
     images = [image.convert("RGB") for image in foolbox_dataset("cifar10")["image"]]
     pipelines = {
         "32 px (no blur)": byol_view_transforms(32),
@@ -180,13 +176,8 @@ def measure_cost(args: argparse.Namespace) -> dict[str, Any]:
             v2.Compose([view, v2.Resize(128, antialias=False)]) for view in byol_view_transforms(32)
         ],
     }
-    view_timers = {
-        name: views_timer(list(views), images, args.view_passes)
-        for name, views in pipelines.items()
-    }
-    result["byol_views_images_per_s"] = interleaved_rate(
-        view_timers, len(images) * args.view_passes, args.rounds
-    )
+    view_timers = {name: views_timer(list(views), images, args.view_passes) for name, views in pipelines.items()}
+    result["byol_views_images_per_s"] = interleaved_rate(view_timers, len(images) * args.view_passes, args.rounds)
     result["conditions"] = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -220,9 +211,7 @@ def run_logged(command: list[str], log: Path) -> None:
         raise RuntimeError(f"{command[1]} failed (exit {code}); see {log}")
 
 
-def trainer_config(
-    arm: Arm, method: str, dataset: Path, run_dir: Path, steps: int
-) -> dict[str, Any]:
+def trainer_config(arm: Arm, method: str, dataset: Path, run_dir: Path, steps: int) -> dict[str, Any]:
     return {
         "dataset_name": str(dataset),
         "train_split": "train",
@@ -258,13 +247,9 @@ def train_and_evaluate(arm: Arm, method: str, dataset: Path, steps: int) -> dict
     if not (run_dir / "training_summary.json").is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
         config = run_dir / "benchmark_config.yaml"
-        config.write_text(
-            yaml.safe_dump(trainer_config(arm, method, dataset, run_dir, steps), sort_keys=False)
-        )
+        config.write_text(yaml.safe_dump(trainer_config(arm, method, dataset, run_dir, steps), sort_keys=False))
         resume = (
-            ["--resume_from_checkpoint", "latest"]
-            if any(run_dir.glob("checkpoint*"))
-            else ["--overwrite_output_dir"]
+            ["--resume_from_checkpoint", "latest"] if any(run_dir.glob("checkpoint*")) else ["--overwrite_output_dir"]
         )
         run_logged(
             [sys.executable, "recipes/byol_rela.py", "--config", str(config), *resume],
@@ -290,9 +275,7 @@ def train_and_evaluate(arm: Arm, method: str, dataset: Path, steps: int) -> dict
             run_dir / "eval.log",
         )
     summary = json.loads((run_dir / "training_summary.json").read_text())
-    by_protocol = {
-        entry["protocol"]: entry["value"] for entry in json.loads(evaluation.read_text())["results"]
-    }
+    by_protocol = {entry["protocol"]: entry["value"] for entry in json.loads(evaluation.read_text())["results"]}
     return {
         "method": method,
         "arm": arm.name,
@@ -325,9 +308,7 @@ def measure_quality(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     for method in args.methods:  # both arms of a method side by side: the same machine load
         with concurrent.futures.ThreadPoolExecutor(max_workers=len(ARMS)) as pool:
-            futures = [
-                pool.submit(train_and_evaluate, arm, method, dataset, args.steps) for arm in ARMS
-            ]
+            futures = [pool.submit(train_and_evaluate, arm, method, dataset, args.steps) for arm in ARMS]
             rows += [future.result() for future in futures]
     return {
         "runs": rows,
@@ -352,9 +333,7 @@ def summary_lines(cost: dict[str, Any] | None, quality: dict[str, Any] | None) -
         )
     for setting, rates in (cost or {}).get("train_step_images_per_s", {}).items():
         old, new = (rates[arm.name] for arm in ARMS)
-        lines.append(
-            f"train step ({setting}): {old:.1f} vs {new:.1f} images/s, ratio {new / old:.2f}"
-        )
+        lines.append(f"train step ({setting}): {old:.1f} vs {new:.1f} images/s, ratio {new / old:.2f}")
     for name, rate in (cost or {}).get("byol_views_images_per_s", {}).items():
         lines.append(f"BYOL two views, {name}: {rate:.0f} images/s")
     for row in (quality or {}).get("runs", []):
@@ -372,17 +351,11 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=["cost", "quality", "report"])
-    parser.add_argument(
-        "--batch_size", type=int, default=16, help="cost: full-width training-step batch"
-    )
+    parser.add_argument("--batch_size", type=int, default=16, help="cost: full-width training-step batch")
     parser.add_argument("--rounds", type=int, default=5, help="cost: interleaved timing rounds")
-    parser.add_argument(
-        "--view_passes", type=int, default=10, help="cost: passes over the 20 images per round"
-    )
+    parser.add_argument("--view_passes", type=int, default=10, help="cost: passes over the 20 images per round")
     parser.add_argument("--steps", type=int, default=156, help="quality: optimizer steps per run")
-    parser.add_argument(
-        "--methods", nargs="+", default=["byol"], help="quality: byol, supervised, ..."
-    )
+    parser.add_argument("--methods", nargs="+", default=["byol"], help="quality: byol, supervised, ...")
     return parser.parse_args(argv)
 
 

@@ -32,8 +32,9 @@ RESULT_NAME = "classifier_results.json"
 CLASSIFIER_PREFIX = "method.classifier."
 
 
-def classifier_accuracy(run_dir: Path, dataset_name: str, eval_split: str = "test", *,
-                        batch_size: int = 256) -> dict[str, Any]:
+def classifier_accuracy(
+    run_dir: Path, dataset_name: str, eval_split: str = "test", *, batch_size: int = 256
+) -> dict[str, Any]:
     """Top-1 of ``run_dir``'s trained classifier on ``eval_split`` (a fraction in [0, 1])."""
     layout = RunLayout(run_dir)
     summary = TrainingSummary.load(layout.summary_file)
@@ -50,8 +51,13 @@ def classifier_accuracy(run_dir: Path, dataset_name: str, eval_split: str = "tes
     with torch.no_grad():
         accuracy = (classifier(features).argmax(dim=1) == labels).float().mean().item()
     trained = summary.use_rela is False or summary.switch_step is not None
-    return {"classifier_top1": accuracy, "classifier_trained": trained, "split": eval_split,
-            "num_samples": len(labels), "checkpoint": summary.checkpoint}
+    return {
+        "classifier_top1": accuracy,
+        "classifier_trained": trained,
+        "split": eval_split,
+        "num_samples": len(labels),
+        "checkpoint": summary.checkpoint,
+    }
 
 
 def main() -> None:

@@ -73,9 +73,17 @@ PYTHON = sys.executable
 # ---------------------------------------------------------------------------------------------
 def child_env(hub_url: str, hf_home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=hub_url, HF_TOKEN=SENTINEL, HF_HOME=str(hf_home), HF_HUB_DISABLE_XET="1",
-               HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO))
+    env.update(
+        HF_ENDPOINT=hub_url,
+        HF_TOKEN=SENTINEL,
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_XET="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=str(REPO),
+    )
     return env
 
 
@@ -96,8 +104,11 @@ def kill(process: subprocess.Popen) -> bool:
 
 
 def latest_step(output_dir: Path) -> int:
-    steps = [int(p.name.split("-")[1]) for p in output_dir.glob("checkpoint-*")
-             if p.name.split("-")[1].isdigit() and (p / "run_state.json").is_file()]
+    steps = [
+        int(p.name.split("-")[1])
+        for p in output_dir.glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit() and (p / "run_state.json").is_file()
+    ]
     return max(steps, default=0)
 
 
@@ -110,7 +121,8 @@ def optimizers_equal(a: Path, b: Path) -> bool:
     left = torch.load(a, weights_only=True)["state"]
     right = torch.load(b, weights_only=True)["state"]
     return left.keys() == right.keys() and all(
-        torch.equal(left[i][key], right[i][key]) for i in left for key in left[i] if torch.is_tensor(left[i][key]))
+        torch.equal(left[i][key], right[i][key]) for i in left for key in left[i] if torch.is_tensor(left[i][key])
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,24 +131,51 @@ def optimizers_equal(a: Path, b: Path) -> bool:
 def prepare_data(work: Path) -> tuple[Path, Path]:
     """64 real images with 16-d targets of a seeded random prior (trainer), and 3,000 raw images."""
 
-
     rela_data, raw = work / "rela_data", work / "raw_3000"
     if not (rela_data / "dataset_info.json").is_file():
         torch.manual_seed(0)
         prior = load_prior("test_resnet", pretrained=False, image_size=32)
-        save_rela_dataset(add_rela_targets(fashion_mnist_dataset("train", limit=64, seed=0), prior, k=16),
-                          rela_data, overwrite=True)
+        save_rela_dataset(
+            add_rela_targets(fashion_mnist_dataset("train", limit=64, seed=0), prior, k=16), rela_data, overwrite=True
+        )
     if not (raw / "dataset_info.json").is_file():
         fashion_mnist_dataset("train", limit=3000, seed=1).save_to_disk(str(raw))
     return rela_data, raw
 
 
 def trainer_command(data: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [PYTHON, "recipes/byol_rela.py", "--dataset_name", str(data), "--output_dir", str(output_dir),
-            "--backbone", "test_resnet", "--cifar_stem", "--image_size", "32", "--per_device_train_batch_size", "8",
-            "--max_train_steps", "40", "--switch_rule", "static", "--switch_fraction", "0.3",
-            "--checkpointing_steps", "1", "--checkpoints_total_limit", "2", "--dataloader_num_workers", "0",
-            "--logging_steps", "5", "--report_to", "tensorboard", *extra]
+    return [
+        PYTHON,
+        "recipes/byol_rela.py",
+        "--dataset_name",
+        str(data),
+        "--output_dir",
+        str(output_dir),
+        "--backbone",
+        "test_resnet",
+        "--cifar_stem",
+        "--image_size",
+        "32",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_train_steps",
+        "40",
+        "--switch_rule",
+        "static",
+        "--switch_fraction",
+        "0.3",
+        "--checkpointing_steps",
+        "1",
+        "--checkpoints_total_limit",
+        "2",
+        "--dataloader_num_workers",
+        "0",
+        "--logging_steps",
+        "5",
+        "--report_to",
+        "tensorboard",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +184,9 @@ def trainer_command(data: Path, output_dir: Path, *extra: str) -> list[str]:
 def kill_loop(hub: Any, data: Path, work: Path, env: dict[str, str], kills: int, rng: random.Random) -> dict[str, Any]:
     reference = work / "trainer_reference"
     shutil.rmtree(reference, ignore_errors=True)
-    done = subprocess.run(trainer_command(data, reference), cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        trainer_command(data, reference), cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"reference run failed:\n{done.stderr[-3000:]}")
 
@@ -177,21 +218,32 @@ def kill_loop(hub: Any, data: Path, work: Path, env: dict[str, str], kills: int,
             break  # it finished before the kill
         preparations = len(hub.find_requests(contains="/preupload/", since=requests_before))
         commits = len(hub.find_requests(contains="/commit/", since=requests_before))
-        records.append({"after_step": latest_step(output_dir), "from_step": before,
-                        "mid_checkpoint_write": any(output_dir.glob("checkpoint-*.tmp")),
-                        # a push staged (its snapshot not yet removed) or uploading
-                        "mid_push": preparations > commits or any(output_dir.glob(".hub-push-*"))})
+        records.append(
+            {
+                "after_step": latest_step(output_dir),
+                "from_step": before,
+                "mid_checkpoint_write": any(output_dir.glob("checkpoint-*.tmp")),
+                # a push staged (its snapshot not yet removed) or uploading
+                "mid_push": preparations > commits or any(output_dir.glob(".hub-push-*")),
+            }
+        )
     final = output_dir / "checkpoint-40"
     hub_weights = work / "hub_final.safetensors"
     hub_weights.write_bytes(hub.files(repo_id)["last-checkpoint/model.safetensors"])
     return {
-        "kills": len(records), "lives": lives, "records": records,
+        "kills": len(records),
+        "lives": lives,
+        "records": records,
         "mid_checkpoint_write": sum(r["mid_checkpoint_write"] for r in records),
         "mid_push": sum(r["mid_push"] for r in records),
         "before_first_checkpoint_of_the_life": sum(r["after_step"] == r["from_step"] for r in records),
         "steps_at_each_kill": [r["after_step"] for r in records],
-        "weights_bitwise_equal": tensors_equal(final / "model.safetensors", reference / "checkpoint-40" / "model.safetensors"),
-        "optimizer_bitwise_equal": optimizers_equal(final / "optimizer.bin", reference / "checkpoint-40" / "optimizer.bin"),
+        "weights_bitwise_equal": tensors_equal(
+            final / "model.safetensors", reference / "checkpoint-40" / "model.safetensors"
+        ),
+        "optimizer_bitwise_equal": optimizers_equal(
+            final / "optimizer.bin", reference / "checkpoint-40" / "optimizer.bin"
+        ),
         "hub_copy_equals_final": tensors_equal(hub_weights, final / "model.safetensors"),
         "leftover_tmp_folders": len(list(output_dir.glob("*.tmp"))),
     }
@@ -201,9 +253,27 @@ def kill_loop(hub: Any, data: Path, work: Path, env: dict[str, str], kills: int,
 # 2. make_targets killed mid-map
 # ---------------------------------------------------------------------------------------------
 def targets_command(raw: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [PYTHON, "recipes/make_targets.py", "--dataset", str(raw), "--prior", "test_resnet", "--random_init",
-            "--seed", "0", "--image_size", "32", "--k", "16", "--batch_size", "32", "--output_dir", str(output_dir),
-            "--overwrite_output_dir", *extra]
+    return [
+        PYTHON,
+        "recipes/make_targets.py",
+        "--dataset",
+        str(raw),
+        "--prior",
+        "test_resnet",
+        "--random_init",
+        "--seed",
+        "0",
+        "--image_size",
+        "32",
+        "--k",
+        "16",
+        "--batch_size",
+        "32",
+        "--output_dir",
+        str(output_dir),
+        "--overwrite_output_dir",
+        *extra,
+    ]
 
 
 def targets_of(folder: Path) -> Any:
@@ -215,7 +285,9 @@ def make_targets_kills(raw: Path, work: Path, env: dict[str, str], kills: int, r
     fresh_raw = work / "raw_reference"  # its own copy: no map cache shared with the killed runs
     shutil.rmtree(fresh_raw, ignore_errors=True)
     shutil.copytree(raw, fresh_raw)
-    done = subprocess.run(targets_command(fresh_raw, reference), cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        targets_command(fresh_raw, reference), cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"make_targets reference failed:\n{done.stderr[-3000:]}")
     output_dir, log = work / "targets_killed", work / "targets_killed.log"
@@ -227,15 +299,21 @@ def make_targets_kills(raw: Path, work: Path, env: dict[str, str], kills: int, r
         if not kill(process):
             break
         killed += 1
-        if output_dir.exists() and not ((output_dir / "dataset_info.json").is_file() and (output_dir / "rela_targets.json").is_file()):
+        if output_dir.exists() and not (
+            (output_dir / "dataset_info.json").is_file() and (output_dir / "rela_targets.json").is_file()
+        ):
             half_written += 1
     process = start(targets_command(raw, output_dir), env, log)
     if process.wait() != 0:
         raise RuntimeError(f"make_targets rerun failed; see {log}")
     reused = "Loading cached processed dataset" in log.read_text() or "cached" in log.read_text()
-    return {"kills": killed, "half_written_outputs_seen": half_written, "rerun_used_the_cache": reused,
-            "targets_bitwise_equal": bool(np.array_equal(targets_of(output_dir), targets_of(reference))),
-            "leftover_staging": [p.name for p in work.glob(".targets_killed*")]}
+    return {
+        "kills": killed,
+        "half_written_outputs_seen": half_written,
+        "rerun_used_the_cache": reused,
+        "targets_bitwise_equal": bool(np.array_equal(targets_of(output_dir), targets_of(reference))),
+        "leftover_staging": [p.name for p in work.glob(".targets_killed*")],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,18 +322,36 @@ def make_targets_kills(raw: Path, work: Path, env: dict[str, str], kills: int, r
 def divergence(data: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
     output_dir = work / "diverged"
     shutil.rmtree(output_dir, ignore_errors=True)
-    command = trainer_command(data, output_dir, "--learning_rate", "1e6", "--logging_steps", "1",
-                              "--push_to_hub", "--hub_model_id", "faults/diverged", "--hub_strategy", "every_save")
+    command = trainer_command(
+        data,
+        output_dir,
+        "--learning_rate",
+        "1e6",
+        "--logging_steps",
+        "1",
+        "--push_to_hub",
+        "--hub_model_id",
+        "faults/diverged",
+        "--hub_strategy",
+        "every_save",
+    )
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     checkpoints = list(output_dir.glob("checkpoint-*"))
     # the exception line of the traceback: "module.ErrorName: message"
-    message = next((line for line in reversed(done.stderr.splitlines())
-                    if re.match(r"^[\w.]+(Error|Diverged): ", line)), "")
-    return {"exit_code": done.returncode, "message": message[-400:], "checkpoints_kept": len(checkpoints),
-            "all_checkpoints_finite": all(all(bool(torch.isfinite(t).all()) for t in load_file(str(c / "model.safetensors")).values())
-                                          for c in checkpoints),
-            "exported": (output_dir / "backbone").exists(),
-            "pushed": HfApi(endpoint=env["HF_ENDPOINT"], token=False).repo_exists("faults/diverged")}
+    message = next(
+        (line for line in reversed(done.stderr.splitlines()) if re.match(r"^[\w.]+(Error|Diverged): ", line)), ""
+    )
+    return {
+        "exit_code": done.returncode,
+        "message": message[-400:],
+        "checkpoints_kept": len(checkpoints),
+        "all_checkpoints_finite": all(
+            all(bool(torch.isfinite(t).all()) for t in load_file(str(c / "model.safetensors")).values())
+            for c in checkpoints
+        ),
+        "exported": (output_dir / "backbone").exists(),
+        "pushed": HfApi(endpoint=env["HF_ENDPOINT"], token=False).repo_exists("faults/diverged"),
+    }
 
 
 def secrets(hub: Any, roots: list[Path]) -> dict[str, Any]:
@@ -269,7 +365,11 @@ def secrets(hub: Any, roots: list[Path]) -> dict[str, Any]:
                     if needle in handle.read():
                         found.append(str(path))
     hub_files = 0
-    for repo_type, repo_id in (("model", "faults/trainer"), ("model", "faults/diverged"), ("dataset", "faults/targets")):
+    for repo_type, repo_id in (
+        ("model", "faults/trainer"),
+        ("model", "faults/diverged"),
+        ("dataset", "faults/targets"),
+    ):
         try:
             stored = hub.files(repo_id, repo_type=repo_type)
         except Exception as error:  # noqa: BLE001 - a repo that was never created (no push happened)
@@ -303,35 +403,91 @@ def load(work: Path, env: dict[str, str], images: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 def render(report: dict[str, Any]) -> str:
     kl, mt, dv, sc, ld = (report.get(k) for k in ("kill_loop", "make_targets", "divergence", "secrets", "load"))
-    rows = [] if kl is None else [
-        ("trainer SIGKILLs (checkpoint every step, background checkpoint pushes)", (f"{kl['kills']} kills over {kl['lives']} lives: "
-         f"{kl['mid_checkpoint_write']} during a checkpoint write, {kl['mid_push']} during a push, "
-         f"{kl['before_first_checkpoint_of_the_life']} before the life's first checkpoint")),
-        ("final weights / optimizer vs an uninterrupted run", f"bitwise equal: {kl['weights_bitwise_equal']} / {kl['optimizer_bitwise_equal']}"),
-        ("the Hub's last-checkpoint vs the final checkpoint", f"bitwise equal: {kl['hub_copy_equals_final']}"),
+    rows = (
+        []
+        if kl is None
+        else [
+            (
+                "trainer SIGKILLs (checkpoint every step, background checkpoint pushes)",
+                (
+                    f"{kl['kills']} kills over {kl['lives']} lives: "
+                    f"{kl['mid_checkpoint_write']} during a checkpoint write, {kl['mid_push']} during a push, "
+                    f"{kl['before_first_checkpoint_of_the_life']} before the life's first checkpoint"
+                ),
+            ),
+            (
+                "final weights / optimizer vs an uninterrupted run",
+                f"bitwise equal: {kl['weights_bitwise_equal']} / {kl['optimizer_bitwise_equal']}",
+            ),
+            ("the Hub's last-checkpoint vs the final checkpoint", f"bitwise equal: {kl['hub_copy_equals_final']}"),
+        ]
+    )
+    rows += (
+        []
+        if mt is None
+        else [
+            (
+                "make_targets SIGKILLs mid-map",
+                (
+                    f"{mt['kills']} kills; half-written outputs seen: {mt['half_written_outputs_seen']}; "
+                    f"targets bitwise equal after the rerun: {mt['targets_bitwise_equal']}"
+                ),
+            ),
+        ]
+    )
+    rows += (
+        []
+        if dv is None
+        else [
+            (
+                "divergence (lr 1e6)",
+                (
+                    f"exit {dv['exit_code']}; {dv['checkpoints_kept']} checkpoints kept, all finite: "
+                    f"{dv['all_checkpoints_finite']}; exported: {dv['exported']}; pushed: {dv['pushed']}"
+                ),
+            ),
+        ]
+    )
+    rows += (
+        []
+        if sc is None
+        else [
+            (
+                "secrets (HF_TOKEN sentinel)",
+                (
+                    f"{sc['files_searched']} files written + {sc['hub_files_searched']} files on the Hub "
+                    f"searched; found in: {sc['sentinel_found_in'] or 'none'}"
+                ),
+            ),
+        ]
+    )
+    rows += (
+        []
+        if ld is None
+        else [
+            (
+                f"add_rela_targets, {ld['images']:,} images",
+                (
+                    f"one process: {ld['num_proc_1']['peak_rss_mib']} MiB peak, "
+                    f"{ld['num_proc_1']['seconds']} s; num_proc=2: {ld['num_proc_2']['peak_rss_mib']} MiB peak (process tree), "
+                    f"{ld['num_proc_2']['seconds']} s; targets bitwise equal: {ld['targets_bitwise_equal']}"
+                    + (f" ({ld['conditions']})" if "conditions" in ld else "")
+                ),
+            ),
+        ]
+    )
+    lines = [
+        "# Fault injection (`benchmarks/faults.py`)",
+        "",
+        report["conditions"],
+        "",
+        "| fault | outcome |",
+        "|---|---|",
+        *[f"| {a} | {b} |" for a, b in rows],
+        "",
+        *([f"Divergence message: `{dv['message']}`", ""] if dv else []),
+        "Raw numbers, every kill with its classification: `results.json`.",
     ]
-    rows += [] if mt is None else [
-        ("make_targets SIGKILLs mid-map", (f"{mt['kills']} kills; half-written outputs seen: {mt['half_written_outputs_seen']}; "
-         f"targets bitwise equal after the rerun: {mt['targets_bitwise_equal']}")),
-    ]
-    rows += [] if dv is None else [
-        ("divergence (lr 1e6)", (f"exit {dv['exit_code']}; {dv['checkpoints_kept']} checkpoints kept, all finite: "
-         f"{dv['all_checkpoints_finite']}; exported: {dv['exported']}; pushed: {dv['pushed']}")),
-    ]
-    rows += [] if sc is None else [
-        ("secrets (HF_TOKEN sentinel)", (f"{sc['files_searched']} files written + {sc['hub_files_searched']} files on the Hub "
-         f"searched; found in: {sc['sentinel_found_in'] or 'none'}")),
-    ]
-    rows += [] if ld is None else [
-        (f"add_rela_targets, {ld['images']:,} images", (f"one process: {ld['num_proc_1']['peak_rss_mib']} MiB peak, "
-         f"{ld['num_proc_1']['seconds']} s; num_proc=2: {ld['num_proc_2']['peak_rss_mib']} MiB peak (process tree), "
-         f"{ld['num_proc_2']['seconds']} s; targets bitwise equal: {ld['targets_bitwise_equal']}"
-         + (f" ({ld['conditions']})" if "conditions" in ld else ""))),
-    ]
-    lines = ["# Fault injection (`benchmarks/faults.py`)", "", report["conditions"], "",
-             "| fault | outcome |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
-             *([f"Divergence message: `{dv['message']}`", ""] if dv else []),
-             "Raw numbers, every kill with its classification: `results.json`."]
     return "\n".join(lines) + "\n"
 
 
@@ -342,30 +498,40 @@ def remeasure_load(args: argparse.Namespace) -> None:
     work.mkdir(parents=True)
     report = json.loads((args.results_dir / "results.json").read_text())
     report["load"] = load(work, child_env("http://127.0.0.1:9", work / "hf_home"), args.load_images)
-    report["load"]["conditions"] = (f"re-measured alone at rela-hf {git_revision()}, load average "
-                                    f"{report['load']['num_proc_1']['load_average'][0]} at the start")
+    report["load"]["conditions"] = (
+        f"re-measured alone at rela-hf {git_revision()}, load average "
+        f"{report['load']['num_proc_1']['load_average'][0]} at the start"
+    )
     (args.results_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.results_dir / "results.md").write_text(render(report))
     print(render(report))
 
 
 def git_revision() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kills", type=int, default=20, help="SIGKILLs of the trainer (and of make_targets: a quarter).")
+    parser.add_argument(
+        "--kills", type=int, default=20, help="SIGKILLs of the trainer (and of make_targets: a quarter)."
+    )
     parser.add_argument("--load_images", type=int, default=20_000)
     parser.add_argument("--work_dir", type=Path, default=REPO / "outputs" / "faults")
     parser.add_argument("--results_dir", type=Path, default=REPO / "benchmarks" / "results" / "faults")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES, help="which faults to inject")
-    parser.add_argument("--request_delay", type=float, default=0.2,
-                        help="seconds each Hub request waits (a slow link: kills land mid-push more often)")
-    parser.add_argument("--only_load", action="store_true",
-                        help="Re-measure the load case alone and update it in the existing results.")
+    parser.add_argument(
+        "--request_delay",
+        type=float,
+        default=0.2,
+        help="seconds each Hub request waits (a slow link: kills land mid-push more often)",
+    )
+    parser.add_argument(
+        "--only_load", action="store_true", help="Re-measure the load case alone and update it in the existing results."
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.only_load:
@@ -390,8 +556,14 @@ def main() -> None:
         if "make_targets" in args.cases:
             logger.info("make_targets kills")
             report["make_targets"] = make_targets_kills(raw, work, env, max(3, args.kills // 4), rng)
-            push = subprocess.run(targets_command(raw, work / "targets_pushed", "--hub_dataset_id", "faults/targets"),
-                                  cwd=REPO, env=env, capture_output=True, text=True, check=False)
+            push = subprocess.run(
+                targets_command(raw, work / "targets_pushed", "--hub_dataset_id", "faults/targets"),
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if push.returncode != 0:
                 raise RuntimeError(f"make_targets push failed:\n{push.stderr[-3000:]}")
         if "divergence" in args.cases:
@@ -403,10 +575,14 @@ def main() -> None:
         if "secrets" in args.cases:
             report["secrets"] = secrets(hub, [work])
     commit = git_revision()
-    report = {"conditions": (f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
-                             f"rela-hf at {commit}; seed {args.seed}; cases {', '.join(args.cases)}; "
-                             f"{args.kills} kills; Hub requests delayed {args.request_delay} s."),
-              **report}
+    report = {
+        "conditions": (
+            f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end; "
+            f"rela-hf at {commit}; seed {args.seed}; cases {', '.join(args.cases)}; "
+            f"{args.kills} kills; Hub requests delayed {args.request_delay} s."
+        ),
+        **report,
+    }
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.results_dir / "results.md").write_text(render(report))

@@ -74,9 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="Write .gpu_check/ and .whl/ (what the GPU machine lacks) and check the size.",
     )
-    parser.add_argument(
-        "--dry_run", action="store_true", help="With --prepare: only add up the sizes."
-    )
+    parser.add_argument("--dry_run", action="store_true", help="With --prepare: only add up the sizes.")
     parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes, the same code paths.")
     parser.add_argument(
         "--parts",
@@ -89,15 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--output_dir",
         type=Path,
         default=None,
-        help="results.json + results.md (default: benchmarks/results/gpu, or "
-        "outputs/gpu_check_smoke with --smoke)",
+        help="results.json + results.md (default: benchmarks/results/gpu, or outputs/gpu_check_smoke with --smoke)",
     )
     parser.add_argument(
         "--work_dir",
         type=Path,
         default=None,
-        help="Datasets and training runs (default: /tmp/rela_gpu_check, or "
-        "outputs/gpu_check_smoke/work with --smoke)",
+        help="Datasets and training runs (default: /tmp/rela_gpu_check, or outputs/gpu_check_smoke/work with --smoke)",
     )
     parser.add_argument(
         "--cap",
@@ -135,9 +131,7 @@ def parse_caps(pairs: list[str]) -> dict[str, float]:
                 raise ValueError(f"no part {name!r}")
             caps[name] = float(seconds)
         except ValueError as error:
-            raise SystemExit(
-                f"--cap {pair}: expected PART=SECONDS with PART one of {PART_NAMES} ({error})."
-            ) from None
+            raise SystemExit(f"--cap {pair}: expected PART=SECONDS with PART one of {PART_NAMES} ({error}).") from None
     return caps
 
 
@@ -154,9 +148,7 @@ def choose_profile(args: argparse.Namespace) -> Profile:
 class Check:
     """The parts in order, each under its cap, the results rewritten after each."""
 
-    def __init__(
-        self, profile: Profile, device: torch.device, output_dir: Path, work_dir: Path
-    ) -> None:
+    def __init__(self, profile: Profile, device: torch.device, output_dir: Path, work_dir: Path) -> None:
         self.profile, self.device = profile, device
         self.output_dir, self.work_dir = output_dir, work_dir
         self.start = time.perf_counter()
@@ -182,22 +174,14 @@ class Check:
         if name == "targets":
             return run_targets(profile.targets, device, soft_deadline)
         if name == "trainer":
-            result, self.shared["resident"] = run_trainer(
-                profile.trainer, profile.num_workers, soft_deadline
-            )
+            result, self.shared["resident"] = run_trainer(profile.trainer, profile.num_workers, soft_deadline)
             self.shared["eager"] = result["feeds"]["resident"]
             return result
         if name == "rela_vs_byol":
-            return run_rela_vs_byol(
-                profile.rela_vs_byol, profile.num_workers, self.work_dir, device, soft_deadline
-            )
+            return run_rela_vs_byol(profile.rela_vs_byol, profile.num_workers, self.work_dir, device, soft_deadline)
         if "resident" not in self.shared:
-            raise RuntimeError(
-                "compile repeats the trainer part's (iii): run the trainer part first."
-            )
-        return run_compile(
-            profile.trainer, self.shared["resident"], self.shared["eager"], soft_deadline
-        )
+            raise RuntimeError("compile repeats the trainer part's (iii): run the trainer part first.")
+        return run_compile(profile.trainer, self.shared["resident"], self.shared["eager"], soft_deadline)
 
     def run(self, names: list[str]) -> bool:
         """Every part in ``names``; True when all succeeded."""
@@ -249,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     default_root = REPO / "outputs" / "gpu_check_smoke" if args.smoke else None
     output_dir = args.output_dir or (default_root or REPO / "benchmarks" / "results" / "gpu")
-    work_dir = args.work_dir or (
-        default_root / "work" if default_root else Path("/tmp/rela_gpu_check")
-    )
+    work_dir = args.work_dir or (default_root / "work" if default_root else Path("/tmp/rela_gpu_check"))
     work_dir.mkdir(parents=True, exist_ok=True)
     print(f"[gpu_check] Fashion-MNIST from {use_prepared_fashion_mnist()}", flush=True)
     check = Check(choose_profile(args), device, output_dir, work_dir)

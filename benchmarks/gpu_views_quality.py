@@ -54,9 +54,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--method", default="byol", help="SSL method (its views are compared)")
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument(
-        "--backbone_kwargs", default='{"channels": [16, 32, 64, 128], "stem_width": 16}'
-    )
+    parser.add_argument("--backbone_kwargs", default='{"channels": [16, 32, 64, 128], "stem_width": 16}')
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=1)
@@ -119,9 +117,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train(
-    args: argparse.Namespace, pipeline: str, seed: int, train_data: Any
-) -> tuple[ReLAStudent, dict]:
+def train(args: argparse.Namespace, pipeline: str, seed: int, train_data: Any) -> tuple[ReLAStudent, dict]:
     """One run: ``epochs`` over the subset, plain loop over the library's model."""
     model = build_model(args, seed)
     optimizer = torch.optim.AdamW(model.parameter_groups(args.weight_decay), lr=args.learning_rate)
@@ -156,12 +152,8 @@ def train(
 def knn(model: ReLAStudent, bank: Any, test: Any, args: argparse.Namespace) -> float:
     """kNN top-1 (%) of the frozen backbone: bank = the training subset, queries = test split."""
     transform = eval_transform(official_data_config(args.image_size))
-    bank_x, bank_y = extract_features(
-        model.backbone, bank, transform, batch_size=512, device=args.device
-    )
-    test_x, test_y = extract_features(
-        model.backbone, test, transform, batch_size=512, device=args.device
-    )
+    bank_x, bank_y = extract_features(model.backbone, bank, transform, batch_size=512, device=args.device)
+    test_x, test_y = extract_features(model.backbone, test, transform, batch_size=512, device=args.device)
     return 100.0 * knn_accuracy(bank_x, bank_y, test_x, test_y)
 
 
@@ -235,9 +227,7 @@ def main() -> None:
     summary = report(runs, args, len(test_data))
     (args.output_dir / "results.md").write_text(summary)
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    (args.output_dir / "results.json").write_text(
-        json.dumps({"config": config, "runs": runs}, indent=2) + "\n"
-    )
+    (args.output_dir / "results.json").write_text(json.dumps({"config": config, "runs": runs}, indent=2) + "\n")
     print(summary)
 
 

@@ -59,10 +59,14 @@ def trainer_config(bench: grid.Benchmark, study: dict[str, Any], cell: grid.Cell
     forks = study["forks"]
     last = study["fork_steps"][cell.prior] if cell.name in forks.values() else study["horizon"]
     return {
-        **bench.trainer, **cell.trainer_args(),
+        **bench.trainer,
+        **cell.trainer_args(),
         "dataset_name": str(bench.targets_dir(cell.prior) if cell.use_rela else bench.dataset_dir),
-        "output_dir": str(bench.run_dir(cell, seed)), "seed": seed, "max_train_steps": last,
-        "checkpointing_steps": study["checkpoint_every"], "checkpoints_total_limit": None,
+        "output_dir": str(bench.run_dir(cell, seed)),
+        "seed": seed,
+        "max_train_steps": last,
+        "checkpointing_steps": study["checkpoint_every"],
+        "checkpoints_total_limit": None,
     }
 
 
@@ -79,13 +83,16 @@ def fork(bench: grid.Benchmark, study: dict[str, Any], cell: grid.Cell, seed: in
     args = ReLATrainingArguments(**config)
     state_file = target / "run_state.json"
     state = json.loads(state_file.read_text())
-    state.update(run_config=args.run_config(), config=args.to_dict(), config_fingerprint=config_fingerprint(args.run_config()))
+    state.update(
+        run_config=args.run_config(), config=args.to_dict(), config_fingerprint=config_fingerprint(args.run_config())
+    )
     state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     logger.info("%s: forked from %s", cell.name, source)
 
 
-def evaluate(bench: grid.Benchmark, study: dict[str, Any], evaluator: plateau.CheckpointEvaluator,
-             cell: grid.Cell, seed: int) -> list[dict[str, Any]]:
+def evaluate(
+    bench: grid.Benchmark, study: dict[str, Any], evaluator: plateau.CheckpointEvaluator, cell: grid.Cell, seed: int
+) -> list[dict[str, Any]]:
     """Evaluate the scheduled checkpoints (and the exported backbone of a best-model run)."""
     run_dir = bench.run_dir(cell, seed)
     path = run_dir / EVALS_NAME
@@ -96,8 +103,15 @@ def evaluate(bench: grid.Benchmark, study: dict[str, Any], evaluator: plateau.Ch
         if (step % study["eval_every"] and step != summary["steps"]) or (step, "checkpoint") in done:
             continue
         state = json.loads((checkpoint / "run_state.json").read_text())
-        evals.append({"step": step, "what": "checkpoint", "switch_step": (state.get("switch") or {}).get("switch_step"),
-                      "train_seconds": state["train_seconds"], **evaluator(checkpoint)})
+        evals.append(
+            {
+                "step": step,
+                "what": "checkpoint",
+                "switch_step": (state.get("switch") or {}).get("switch_step"),
+                "train_seconds": state["train_seconds"],
+                **evaluator(checkpoint),
+            }
+        )
     if summary.get("metric_for_best_model") and not any(e.get("what") == "exported" for e in evals):
         exported = run_dir / f"checkpoint-{summary['exported_step']}"
         evals.append({"step": summary["exported_step"], "what": "exported", **evaluator(exported)})
@@ -106,20 +120,30 @@ def evaluate(bench: grid.Benchmark, study: dict[str, Any], evaluator: plateau.Ch
     return evals
 
 
-def run_cell(bench: grid.Benchmark, study: dict[str, Any], evaluator: plateau.CheckpointEvaluator,
-             cell: grid.Cell, seed: int) -> str:
+def run_cell(
+    bench: grid.Benchmark, study: dict[str, Any], evaluator: plateau.CheckpointEvaluator, cell: grid.Cell, seed: int
+) -> str:
     run_dir = bench.run_dir(cell, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = trainer_config(bench, study, cell, seed)
     if cell.name in study["forks"]:
         fork(bench, study, cell, seed, config)
-    if not (run_dir / "training_summary.json").is_file() or json.loads(
-            (run_dir / "training_summary.json").read_text())["steps"] < config["max_train_steps"]:
+    if (
+        not (run_dir / "training_summary.json").is_file()
+        or json.loads((run_dir / "training_summary.json").read_text())["steps"] < config["max_train_steps"]
+    ):
         config_file = run_dir / "benchmark_config.yaml"
         config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-        resume = ["--resume_from_checkpoint", "latest"] if plateau._complete_checkpoints(run_dir) else ["--overwrite_output_dir"]
-        grid.run_command([*bench.launcher, "recipes/byol_rela.py", "--config", str(config_file), *resume],
-                         run_dir / "train.log", grid.child_env(bench))
+        resume = (
+            ["--resume_from_checkpoint", "latest"]
+            if plateau._complete_checkpoints(run_dir)
+            else ["--overwrite_output_dir"]
+        )
+        grid.run_command(
+            [*bench.launcher, "recipes/byol_rela.py", "--config", str(config_file), *resume],
+            run_dir / "train.log",
+            grid.child_env(bench),
+        )
     if cell.name in study["forks"].values():
         return f"{cell.name}: trained to its fork step"
     evals = evaluate(bench, study, evaluator, cell, seed)
@@ -134,7 +158,9 @@ def run_all(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> None:
     others = [c for c in bench.cells if c not in bases]
     with concurrent.futures.ThreadPoolExecutor(max_workers=bench.parallel) as pool:
         base_done = {c.name: pool.submit(run_cell, bench, study, evaluator, c, seed) for c in bases}
-        scratch = [pool.submit(run_cell, bench, study, evaluator, c, seed) for c in others if c.name not in study["forks"]]
+        scratch = [
+            pool.submit(run_cell, bench, study, evaluator, c, seed) for c in others if c.name not in study["forks"]
+        ]
         for future in base_done.values():
             logger.info("done: %s", future.result())
         forked = [pool.submit(run_cell, bench, study, evaluator, c, seed) for c in others if c.name in study["forks"]]
@@ -150,9 +176,14 @@ def reference_curves(study: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     curves: dict[str, list[dict[str, Any]]] = {}
     with open(grid.REPO / study["reference_csv"]) as handle:
         for row in csv.DictReader(handle):
-            curves.setdefault(row["run"], []).append({"step": int(row["step"]), "knn": float(row["knn"]),
-                                                      "linear": float(row["linear"]),
-                                                      "switch_step": int(row["switch_step"]) if row["switch_step"] else None})
+            curves.setdefault(row["run"], []).append(
+                {
+                    "step": int(row["step"]),
+                    "knn": float(row["knn"]),
+                    "linear": float(row["linear"]),
+                    "switch_step": int(row["switch_step"]) if row["switch_step"] else None,
+                }
+            )
     return curves
 
 
@@ -178,11 +209,17 @@ def report(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> str:
     last_quarter = [e for e in byol if e["step"] >= 0.75 * byol[-1]["step"]]
     byol_level = statistics.fmean(e["knn"] for e in last_quarter)
     horizon = study["horizon"]
-    lines = [f"# Hand-over after the switch (`{bench.name}`)", "", bench.description.strip(), "",
-             f"BYOL's final level (plateau benchmark, mean kNN of its last quarter): {100 * byol_level:.2f} %.", "",
-             "| run | prior | hand-over | best pre-switch kNN (step) | kNN at the switch + 1 eval | "
-             f"kNN / linear at step {horizon} | exported kNN / linear (step) | first step ≥ BYOL's final level |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Hand-over after the switch (`{bench.name}`)",
+        "",
+        bench.description.strip(),
+        "",
+        f"BYOL's final level (plateau benchmark, mean kNN of its last quarter): {100 * byol_level:.2f} %.",
+        "",
+        "| run | prior | hand-over | best pre-switch kNN (step) | kNN at the switch + 1 eval | "
+        f"kNN / linear at step {horizon} | exported kNN / linear (step) | first step ≥ BYOL's final level |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     rows = []
     hard = {"imagenet": reference.get("rela_in1k", []), "random": reference.get("rela_random", [])}
     for prior, curve in hard.items():
@@ -192,7 +229,9 @@ def report(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> str:
             continue
         path = bench.run_dir(cell, seed) / EVALS_NAME
         evals = json.loads(path.read_text()) if path.is_file() else []
-        kind = cell.options.get("handover", "hard") + (" + best model" if cell.options.get("load_best_model_at_end") else "")
+        kind = cell.options.get("handover", "hard") + (
+            " + best model" if cell.options.get("load_best_model_at_end") else ""
+        )
         rows.append((cell.label or cell.name, cell.prior, kind, evals, cell))
     for label, prior, kind, evals, cell in rows:
         checkpoints = [e for e in evals if e.get("what", "checkpoint") == "checkpoint"]
@@ -203,9 +242,13 @@ def report(bench: grid.Benchmark, study: dict[str, Any], seed: int) -> str:
         after = next((e for e in checkpoints if switch is not None and e["step"] > switch), None)
         end = _at(checkpoints, horizon)
         exported = next((e for e in evals if e.get("what") == "exported"), None)
-        reach = next((e["step"] for e in sorted(full + checkpoints, key=lambda e: e["step"]) if e["knn"] >= byol_level), None)
-        lines.append(f"| {label} | {prior} | {kind} | {_knn(best)} | {_knn(after)} | {_both(end)} | "
-                     f"{_both(exported)}{_step(exported)} | {reach if reach is not None else 'not within the horizon'} |")
+        reach = next(
+            (e["step"] for e in sorted(full + checkpoints, key=lambda e: e["step"]) if e["knn"] >= byol_level), None
+        )
+        lines.append(
+            f"| {label} | {prior} | {kind} | {_knn(best)} | {_knn(after)} | {_both(end)} | "
+            f"{_both(exported)}{_step(exported)} | {reach if reach is not None else 'not within the horizon'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -222,8 +265,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--report_only", action="store_true", help="Only rebuild the results.")
-    parser.add_argument("--cells", nargs="+", default=None,
-                        help="Train only these cells (a variant brings its base run); the results list every finished run.")
+    parser.add_argument(
+        "--cells",
+        nargs="+",
+        default=None,
+        help="Train only these cells (a variant brings its base run); the results list every finished run.",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     bench, study = load(args.config)

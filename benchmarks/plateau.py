@@ -82,8 +82,8 @@ class PlateauRule:
         earlier = [e for e in evals if e["step"] <= (1.0 - self.window) * last]
         if len(earlier) < self.smooth:
             return None
-        recent = statistics.fmean(e[metric] for e in evals[-self.smooth:])
-        before = statistics.fmean(e[metric] for e in earlier[-self.smooth:])
+        recent = statistics.fmean(e[metric] for e in evals[-self.smooth :])
+        before = statistics.fmean(e[metric] for e in earlier[-self.smooth :])
         return 100.0 * (recent - before)
 
     def plateaued(self, evals: list[dict[str, Any]]) -> bool:
@@ -114,11 +114,14 @@ class CheckpointEvaluator:
         from rela_hf.backbones import create_backbone
 
         trainer = self.bench.trainer
-        model = create_backbone(trainer.get("backbone", "resnet18"), cifar_stem=trainer.get("cifar_stem", False),
-                                **dict(trainer.get("backbone_kwargs") or {}))
+        model = create_backbone(
+            trainer.get("backbone", "resnet18"),
+            cifar_stem=trainer.get("cifar_stem", False),
+            **dict(trainer.get("backbone_kwargs") or {}),
+        )
         state = load_file(str(checkpoint / "model.safetensors"))
         prefix = "backbone."
-        model.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+        model.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         return model.eval()
 
     def __call__(self, checkpoint: Path) -> dict[str, float]:
@@ -167,13 +170,27 @@ def evaluate_new_checkpoints(rule: PlateauRule, evaluator: CheckpointEvaluator, 
         state = json.loads((path / "run_state.json").read_text())
         switch = state.get("switch") or {}
         result = evaluator(path)
-        evals.append({"step": step, "train_seconds": state["train_seconds"], "images_seen": state["images_seen"],
-                      "phase": "byol" if switch.get("switched", True) else "rela",
-                      "switch_step": switch.get("switch_step"), "rho": switch.get("rho"), **result})
+        evals.append(
+            {
+                "step": step,
+                "train_seconds": state["train_seconds"],
+                "images_seen": state["images_seen"],
+                "phase": "byol" if switch.get("switched", True) else "rela",
+                "switch_step": switch.get("switch_step"),
+                "rho": switch.get("rho"),
+                **result,
+            }
+        )
         evals.sort(key=lambda e: e["step"])
         write_json(run_dir / EVALS_NAME, evals)
-        logger.info("%s step %d: kNN %.2f linear %.2f (%s)", run_dir.name, step, 100 * result["knn"],
-                    100 * result["linear"], evals[-1]["phase"])
+        logger.info(
+            "%s step %d: kNN %.2f linear %.2f (%s)",
+            run_dir.name,
+            step,
+            100 * result["knn"],
+            100 * result["linear"],
+            evals[-1]["phase"],
+        )
     for _, path in checkpoints[:-1]:  # the newest stays: training resumes from it
         shutil.rmtree(path, ignore_errors=True)
     return evals
@@ -200,10 +217,14 @@ class Stops:
 def start_trainer(bench: grid.Benchmark, rule: PlateauRule, cell: grid.Cell, seed: int) -> subprocess.Popen:
     run_dir = bench.run_dir(cell, seed)
     config = {
-        **bench.trainer, **cell.trainer_args(),
+        **bench.trainer,
+        **cell.trainer_args(),
         "dataset_name": str(bench.targets_dir(cell.prior) if cell.use_rela else bench.dataset_dir),
-        "output_dir": str(run_dir), "seed": seed, "max_train_steps": rule.max_steps,
-        "checkpointing_steps": rule.checkpoint_every, "checkpoints_total_limit": None,
+        "output_dir": str(run_dir),
+        "seed": seed,
+        "max_train_steps": rule.max_steps,
+        "checkpointing_steps": rule.checkpoint_every,
+        "checkpoints_total_limit": None,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "benchmark_config.yaml"
@@ -215,8 +236,9 @@ def start_trainer(bench: grid.Benchmark, rule: PlateauRule, cell: grid.Cell, see
     log.flush()
     logger.info("$ %s", " ".join(command))
     # its own process group, so that stopping it also stops its DataLoader workers
-    return subprocess.Popen(command, cwd=grid.REPO, env=grid.child_env(bench), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=grid.REPO, env=grid.child_env(bench), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop_trainer(process: subprocess.Popen) -> None:
@@ -240,8 +262,9 @@ def target_step(rule: PlateauRule, cell: grid.Cell, stops: Stops) -> int | None:
 _RESULTS_LOCK = threading.Lock()
 
 
-def run_cell(bench: grid.Benchmark, rule: PlateauRule, evaluator: CheckpointEvaluator, stops: Stops,
-             cell: grid.Cell, seed: int) -> str:
+def run_cell(
+    bench: grid.Benchmark, rule: PlateauRule, evaluator: CheckpointEvaluator, stops: Stops, cell: grid.Cell, seed: int
+) -> str:
     run_dir = bench.run_dir(cell, seed)
     if (run_dir / "plateau_done.json").is_file():
         return f"{cell.name}: done earlier"
@@ -264,7 +287,9 @@ def run_cell(bench: grid.Benchmark, rule: PlateauRule, evaluator: CheckpointEval
                 break
             if finished:
                 if process.returncode != 0:
-                    raise RuntimeError(f"{cell.name} training failed (exit {process.returncode}); see {run_dir / 'train.log'}")
+                    raise RuntimeError(
+                        f"{cell.name} training failed (exit {process.returncode}); see {run_dir / 'train.log'}"
+                    )
                 evals = evaluate_new_checkpoints(rule, evaluator, run_dir)
                 break
             time.sleep(_POLL_SECONDS)
@@ -292,8 +317,11 @@ def summarize(bench: grid.Benchmark, rule: PlateauRule, seed: int, target_second
     last = reference[-1]["step"]
     window = [e for e in reference if e["step"] >= (1.0 - rule.window) * last]
     plateau = {metric: statistics.fmean(e[metric] for e in window) for metric in ("knn", "linear")}
-    out["plateau"] = {"accuracy": plateau, "window_steps": [window[0]["step"], last],
-                      "reached_plateau": bool(stop and stop.get("reason") == "plateau")}
+    out["plateau"] = {
+        "accuracy": plateau,
+        "window_steps": [window[0]["step"], last],
+        "reached_plateau": bool(stop and stop.get("reason") == "plateau"),
+    }
     byol_reach = first_reaching(reference, plateau["knn"])
     for cell in bench.cells:
         evals = curves[cell.name]
@@ -303,11 +331,17 @@ def summarize(bench: grid.Benchmark, rule: PlateauRule, seed: int, target_second
         reach = first_reaching(evals, plateau["knn"])
         switch = next((e["switch_step"] for e in evals if e.get("switch_step") is not None), None)
         best = max(evals, key=lambda e: e["knn"])
-        run = {"label": cell.label or cell.name, "use_rela": cell.use_rela, "prior": cell.prior,
-               "targets_seconds": extra, "last_step": evals[-1]["step"], "switch_step": switch,
-               "best": {"step": best["step"], "knn": best["knn"], "linear": best["linear"]},
-               "final": {"knn": evals[-1]["knn"], "linear": evals[-1]["linear"]},
-               "reaches_plateau_at": None}
+        run = {
+            "label": cell.label or cell.name,
+            "use_rela": cell.use_rela,
+            "prior": cell.prior,
+            "targets_seconds": extra,
+            "last_step": evals[-1]["step"],
+            "switch_step": switch,
+            "best": {"step": best["step"], "knn": best["knn"], "linear": best["linear"]},
+            "final": {"knn": evals[-1]["knn"], "linear": evals[-1]["linear"]},
+            "reaches_plateau_at": None,
+        }
         if reach is not None and byol_reach is not None:
             run["reaches_plateau_at"] = {"step": reach["step"], "seconds": reach["train_seconds"] + extra}
             run["step_ratio"] = reach["step"] / byol_reach["step"]
@@ -316,9 +350,13 @@ def summarize(bench: grid.Benchmark, rule: PlateauRule, seed: int, target_second
             before = [e for e in evals if e["step"] <= switch]
             after = [e for e in evals if e["step"] > switch]
             if before and after:
-                run["around_switch"] = {"last_before": before[-1]["knn"], "first_after": after[0]["knn"],
-                                        "min_after": min(e["knn"] for e in after), "final": after[-1]["knn"],
-                                        "max_before": max(e["knn"] for e in before)}
+                run["around_switch"] = {
+                    "last_before": before[-1]["knn"],
+                    "first_after": after[0]["knn"],
+                    "min_after": min(e["knn"] for e in after),
+                    "final": after[-1]["knn"],
+                    "max_before": max(e["knn"] for e in before),
+                }
         out["runs"][cell.name] = run
     return out
 
@@ -328,17 +366,38 @@ def write_results(bench: grid.Benchmark, rule: PlateauRule, seed: int) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     floors_file = bench.work_dir / "floors.json"
     floors = json.loads(floors_file.read_text()) if floors_file.is_file() else {}
-    timings = {name: json.loads((bench.targets_dir(name) / "benchmark_timing.json").read_text())["seconds"]
-               for name in bench.priors if (bench.targets_dir(name) / "benchmark_timing.json").is_file()}
-    rows = [{"run": cell.name, "use_rela": cell.use_rela, "prior": cell.prior or "", **e}
-            for cell in bench.cells for e in read_evals(bench.run_dir(cell, seed))]
+    timings = {
+        name: json.loads((bench.targets_dir(name) / "benchmark_timing.json").read_text())["seconds"]
+        for name in bench.priors
+        if (bench.targets_dir(name) / "benchmark_timing.json").is_file()
+    }
+    rows = [
+        {"run": cell.name, "use_rela": cell.use_rela, "prior": cell.prior or "", **e}
+        for cell in bench.cells
+        for e in read_evals(bench.run_dir(cell, seed))
+    ]
     summary = summarize(bench, rule, seed, timings)
-    write_json(out / "results.json", {"benchmark": bench.name, "floors": floors, "target_seconds": timings,
-                                      "summary": summary, "checkpoints": rows})
+    write_json(
+        out / "results.json",
+        {"benchmark": bench.name, "floors": floors, "target_seconds": timings, "summary": summary, "checkpoints": rows},
+    )
     if rows:
         with (out / "checkpoints.csv").open("w", newline="") as handle:
-            fields = ["run", "use_rela", "prior", "step", "images_seen", "train_seconds", "phase", "switch_step",
-                      "rho", "knn", "linear", "linear_std", "eval_seconds"]
+            fields = [
+                "run",
+                "use_rela",
+                "prior",
+                "step",
+                "images_seen",
+                "train_seconds",
+                "phase",
+                "switch_step",
+                "rho",
+                "knn",
+                "linear",
+                "linear_std",
+                "eval_seconds",
+            ]
             writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
@@ -349,11 +408,19 @@ def write_results(bench: grid.Benchmark, rule: PlateauRule, seed: int) -> Path:
 
 def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict[str, Any]) -> str:
     rule = summary["rule"]
-    lines = [f"# Plateau benchmark `{bench.name}`: time to BYOL's final accuracy", "", bench.description.strip(), "",
-             (f"Plateau rule: BYOL stops when the mean kNN of its last {rule['smooth']} evaluations gains less than "
-             f"{rule['min_gain_points']} pt over the mean of the {rule['smooth']} evaluations ending at "
-             f"{100 * (1 - rule['window']):.0f} % of its steps (not before step {rule['min_steps']}, at most "
-             f"{rule['max_steps']}). The ReLA runs train as many steps, evaluated at the same checkpoints."), ""]
+    lines = [
+        f"# Plateau benchmark `{bench.name}`: time to BYOL's final accuracy",
+        "",
+        bench.description.strip(),
+        "",
+        (
+            f"Plateau rule: BYOL stops when the mean kNN of its last {rule['smooth']} evaluations gains less than "
+            f"{rule['min_gain_points']} pt over the mean of the {rule['smooth']} evaluations ending at "
+            f"{100 * (1 - rule['window']):.0f} % of its steps (not before step {rule['min_steps']}, at most "
+            f"{rule['max_steps']}). The ReLA runs train as many steps, evaluated at the same checkpoints."
+        ),
+        "",
+    ]
     plateau = summary.get("plateau")
     stop = summary.get("stop") or {}
     if plateau is None:
@@ -364,35 +431,62 @@ def render_markdown(bench: grid.Benchmark, summary: dict[str, Any], floors: dict
         f"(stopped at step {stop.get('step')}, {stop.get('reason', 'running')}; last-window gain "
         f"{stop.get('gain_points') if stop.get('gain_points') is None else round(stop['gain_points'], 2)} pt). "
         f"Plateau accuracy (mean over steps {plateau['window_steps'][0]}-{plateau['window_steps'][1]}): "
-        f"kNN **{100 * acc['knn']:.2f} %**, linear {100 * acc['linear']:.2f} %.")
-    lines += ["", ("| run | switch step | first reaches BYOL's plateau kNN at step | steps ratio | seconds ratio "
-              "(targets included) | best kNN (step) | final kNN / linear |"), "|---|---|---|---|---|---|---|"]
+        f"kNN **{100 * acc['knn']:.2f} %**, linear {100 * acc['linear']:.2f} %."
+    )
+    lines += [
+        "",
+        (
+            "| run | switch step | first reaches BYOL's plateau kNN at step | steps ratio | seconds ratio "
+            "(targets included) | best kNN (step) | final kNN / linear |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     for run in summary["runs"].values():
         reach = run["reaches_plateau_at"]
         lines.append(
             f"| {run['label']} | {run['switch_step'] if run['switch_step'] is not None else ('never' if run['use_rela'] else '—')} | "
             f"{reach['step'] if reach else 'never'} | {run.get('step_ratio', float('nan')):.3f} | "
             f"{run.get('seconds_ratio', float('nan')):.3f} | {100 * run['best']['knn']:.2f} ({run['best']['step']}) | "
-            f"{100 * run['final']['knn']:.2f} / {100 * run['final']['linear']:.2f} |")
+            f"{100 * run['final']['knn']:.2f} / {100 * run['final']['linear']:.2f} |"
+        )
     prior = ((floors.get("priors") or {}).get("imagenet") or {}).get("test")
     if prior:
-        lines += ["", (f"Floors on the same test split: the ImageNet prior's own whitened features kNN "
-                      f"{100 * prior['knn']:.2f} / linear {100 * prior['linear']:.2f}; raw pixels "
-                      f"{100 * floors['raw_pixels']['knn']:.2f} / {100 * floors['raw_pixels']['linear']:.2f}.")]
+        lines += [
+            "",
+            (
+                f"Floors on the same test split: the ImageNet prior's own whitened features kNN "
+                f"{100 * prior['knn']:.2f} / linear {100 * prior['linear']:.2f}; raw pixels "
+                f"{100 * floors['raw_pixels']['knn']:.2f} / {100 * floors['raw_pixels']['linear']:.2f}."
+            ),
+        ]
     for run in summary["runs"].values():
         around = run.get("around_switch")
         if around:
-            lines.append(f"- {run['label']}: switch at step {run['switch_step']}; kNN {100 * around['last_before']:.2f} "
-                         f"at the last evaluation before it, {100 * around['first_after']:.2f} at the first after, "
-                         f"lowest after {100 * around['min_after']:.2f}, final {100 * around['final']:.2f}.")
-    lines += ["", "![time to accuracy](time_to_accuracy.png)", "",
-              ("Raw per-checkpoint numbers: `checkpoints.csv` (seconds = the trainer's measured training time at "
-              "that checkpoint, evaluation excluded; runs shared 2 CPU cores with each other).")]
+            lines.append(
+                f"- {run['label']}: switch at step {run['switch_step']}; kNN {100 * around['last_before']:.2f} "
+                f"at the last evaluation before it, {100 * around['first_after']:.2f} at the first after, "
+                f"lowest after {100 * around['min_after']:.2f}, final {100 * around['final']:.2f}."
+            )
+    lines += [
+        "",
+        "![time to accuracy](time_to_accuracy.png)",
+        "",
+        (
+            "Raw per-checkpoint numbers: `checkpoints.csv` (seconds = the trainer's measured training time at "
+            "that checkpoint, evaluation excluded; runs shared 2 CPU cores with each other)."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
-def plot(bench: grid.Benchmark, summary: dict[str, Any], rows: list[dict[str, Any]], floors: dict[str, Any],
-         timings: dict[str, float], path: Path) -> None:
+def plot(
+    bench: grid.Benchmark,
+    summary: dict[str, Any],
+    rows: list[dict[str, Any]],
+    floors: dict[str, Any],
+    timings: dict[str, float],
+    path: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -409,8 +503,13 @@ def plot(bench: grid.Benchmark, summary: dict[str, Any], rows: list[dict[str, An
         extra = timings.get(cell.prior, 0.0) if cell.use_rela else 0.0
         label = cell.label or cell.name
         axes[0].plot([r["step"] for r in mine], [100 * r["knn"] for r in mine], marker=".", color=color, label=label)
-        axes[1].plot([(r["train_seconds"] + extra) / 60 for r in mine], [100 * r["knn"] for r in mine],
-                     marker=".", color=color, label=label)
+        axes[1].plot(
+            [(r["train_seconds"] + extra) / 60 for r in mine],
+            [100 * r["knn"] for r in mine],
+            marker=".",
+            color=color,
+            label=label,
+        )
         switch = next((r["switch_step"] for r in mine if r.get("switch_step") is not None), None)
         if switch is not None and cell.use_rela:
             axes[0].axvline(switch, color=color, linestyle=":", linewidth=1)
@@ -420,9 +519,13 @@ def plot(bench: grid.Benchmark, summary: dict[str, Any], rows: list[dict[str, An
             ax.axhline(100 * plateau["knn"], color="tab:blue", linestyle="--", linewidth=1, label="BYOL plateau kNN")
         prior = ((floors.get("priors") or {}).get("imagenet") or {}).get("test")
         if prior:
-            ax.axhline(100 * prior["knn"], color="tab:red", linestyle="-.", linewidth=1, label="floor: ImageNet prior targets")
+            ax.axhline(
+                100 * prior["knn"], color="tab:red", linestyle="-.", linewidth=1, label="floor: ImageNet prior targets"
+            )
         if floors.get("raw_pixels"):
-            ax.axhline(100 * floors["raw_pixels"]["knn"], color="gray", linestyle=":", linewidth=1, label="floor: raw pixels")
+            ax.axhline(
+                100 * floors["raw_pixels"]["knn"], color="gray", linestyle=":", linewidth=1, label="floor: raw pixels"
+            )
         ax.grid(True, alpha=0.3)
     axes[0].set_xlabel("optimizer steps (batch 128); dotted: the adaptive switch")
     axes[1].set_xlabel("training minutes (ReLA: + the targets' one-off cost)")

@@ -78,10 +78,18 @@ def hub_environment(url: str, hf_home: Path) -> None:
     """Point every Hugging Face library at the test Hub (before any of them is imported)."""
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(name, None)
-    os.environ.update(HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_benchmark_dummy", HF_HOME=str(hf_home),
-                      HF_UPDATE_DOWNLOAD_COUNTS="0", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
-                      HF_DATASETS_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false",
-                      TQDM_DISABLE="1")
+    os.environ.update(
+        HF_ENDPOINT=url,
+        HF_HUB_DISABLE_XET="1",
+        HF_TOKEN="hf_benchmark_dummy",
+        HF_HOME=str(hf_home),
+        HF_UPDATE_DOWNLOAD_COUNTS="0",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        HF_DATASETS_DISABLE_PROGRESS_BARS="1",
+        TOKENIZERS_PARALLELISM="false",
+        TQDM_DISABLE="1",
+    )
 
 
 def run_mode(mode: str, repeat: int, data: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -118,13 +126,33 @@ def run_mode(mode: str, repeat: int, data: Path, args: argparse.Namespace) -> di
     output_dir = args.work_dir / f"{mode}_{repeat}"
     shutil.rmtree(output_dir, ignore_errors=True)
     repo_id = f"bench/push-{mode}-{repeat}"
-    push = {} if mode == "none" else {"push_to_hub": True, "hub_model_id": repo_id, "hub_strategy": "checkpoint",
-                                      "hub_always_push": mode == "always"}
+    push = (
+        {}
+        if mode == "none"
+        else {
+            "push_to_hub": True,
+            "hub_model_id": repo_id,
+            "hub_strategy": "checkpoint",
+            "hub_always_push": mode == "always",
+        }
+    )
     options = ReLATrainingArguments(
-        dataset_name=str(data), output_dir=str(output_dir), backbone=args.backbone, backbone_kwargs=args.backbone_kwargs,
-        cifar_stem=True, image_size=32, per_device_train_batch_size=args.batch_size, max_train_steps=args.steps,
-        switch_rule="static", switch_fraction=0.3, checkpointing_steps=args.checkpointing_steps,
-        checkpoints_total_limit=2, dataloader_num_workers=0, logging_steps=10, report_to="none", **push,
+        dataset_name=str(data),
+        output_dir=str(output_dir),
+        backbone=args.backbone,
+        backbone_kwargs=args.backbone_kwargs,
+        cifar_stem=True,
+        image_size=32,
+        per_device_train_batch_size=args.batch_size,
+        max_train_steps=args.steps,
+        switch_rule="static",
+        switch_fraction=0.3,
+        checkpointing_steps=args.checkpointing_steps,
+        checkpoints_total_limit=2,
+        dataloader_num_workers=0,
+        logging_steps=10,
+        report_to="none",
+        **push,
     )
     trainer = TimedTrainer(options)
     start = time.perf_counter()
@@ -134,16 +162,21 @@ def run_mode(mode: str, repeat: int, data: Path, args: argparse.Namespace) -> di
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
     end = time.perf_counter()
-    steps = [b - a for a, b in itertools.pairwise(trainer.step_ends)][args.warmup:]
-    cpu = [b - a for a, b in itertools.pairwise(trainer.cpu_ends)][args.warmup:]
+    steps = [b - a for a, b in itertools.pairwise(trainer.step_ends)][args.warmup :]
+    cpu = [b - a for a, b in itertools.pairwise(trainer.cpu_ends)][args.warmup :]
     numbers = range(args.warmup + 1, args.steps + 1)  # the optimizer step each time belongs to
     saves = [t for t, n in zip(steps, numbers, strict=False) if n % args.checkpointing_steps == 0 and n < args.steps]
     commits = [] if mode == "none" else [c.title for c in HfApi().list_repo_commits(repo_id)]
     return {
-        "mode": mode, "repeat": repeat, "step_seconds": steps, "mean_step": statistics.fmean(steps),
-        "median_step": statistics.median(steps), "median_save_step": statistics.median(saves) if saves else None,
+        "mode": mode,
+        "repeat": repeat,
+        "step_seconds": steps,
+        "mean_step": statistics.fmean(steps),
+        "median_step": statistics.median(steps),
+        "median_save_step": statistics.median(saves) if saves else None,
         "loop_cpu_per_step": statistics.fmean(cpu),
-        "loop_seconds": trainer.loop_end - trainer.step_ends[0], "finish_seconds": end - trainer.loop_end,
+        "loop_seconds": trainer.loop_end - trainer.step_ends[0],
+        "finish_seconds": end - trainer.loop_end,
         "total_seconds": end - start,
         "pushes_at_saves": sum(title.startswith("Training in progress") for title in commits),
         "final_pushed": "End of training" in commits,
@@ -162,8 +195,9 @@ def prepare_data(work: Path, images: int) -> Path:
     if not (folder / "dataset_info.json").is_file():
         torch.manual_seed(0)
         prior = load_prior("test_resnet", pretrained=False, image_size=32)
-        save_rela_dataset(add_rela_targets(fashion_mnist_dataset("train", limit=images, seed=0), prior, k=16),
-                          folder, overwrite=True)
+        save_rela_dataset(
+            add_rela_targets(fashion_mnist_dataset("train", limit=images, seed=0), prior, k=16), folder, overwrite=True
+        )
     return folder
 
 
@@ -172,9 +206,17 @@ def summarize(runs: list[dict[str, Any]], modes: list[str]) -> dict[str, dict[st
     table = {}
     for mode in modes:
         rows = [r for r in runs if r["mode"] == mode]
-        table[mode] = {key: statistics.fmean(r[key] for r in rows) for key in
-                       ("mean_step", "median_step", "loop_cpu_per_step", "loop_seconds", "finish_seconds",
-                        "pushes_at_saves")}
+        table[mode] = {
+            key: statistics.fmean(r[key] for r in rows)
+            for key in (
+                "mean_step",
+                "median_step",
+                "loop_cpu_per_step",
+                "loop_seconds",
+                "finish_seconds",
+                "pushes_at_saves",
+            )
+        }
         saves = [r["median_save_step"] for r in rows if r["median_save_step"] is not None]
         table[mode]["median_save_step"] = statistics.fmean(saves) if saves else float("nan")
     if "none" in table:
@@ -186,17 +228,25 @@ def summarize(runs: list[dict[str, Any]], modes: list[str]) -> dict[str, dict[st
 
 
 def render(table: dict[str, dict[str, float]], conditions: str) -> str:
-    lines = ["# Push overhead (`benchmarks/push_overhead.py`)", "", conditions, "",
-             ("| mode | mean step (s) | mean step / none | median step (s) | median save step (s) | loop (s) "
-              "| loop / none | loop-thread CPU per step (s) | CPU / none | pushes at saves | finish (s) |"),
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Push overhead (`benchmarks/push_overhead.py`)",
+        "",
+        conditions,
+        "",
+        (
+            "| mode | mean step (s) | mean step / none | median step (s) | median save step (s) | loop (s) "
+            "| loop / none | loop-thread CPU per step (s) | CPU / none | pushes at saves | finish (s) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     nan = float("nan")
     for mode, row in table.items():
         lines.append(
             f"| {mode} | {row['mean_step']:.3f} | {row.get('mean_step_ratio', nan):.3f} | {row['median_step']:.3f} | "
             f"{row['median_save_step']:.3f} | {row['loop_seconds']:.1f} | {row.get('loop_ratio', nan):.3f} | "
             f"{row['loop_cpu_per_step']:.3f} | {row.get('loop_cpu_ratio', nan):.3f} | {row['pushes_at_saves']:.1f} | "
-            f"{row['finish_seconds']:.1f} |")
+            f"{row['finish_seconds']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -214,11 +264,14 @@ def main() -> None:
         data = prepare_data(args.work_dir, args.images)
         runs = []
         for repeat in range(args.repeats):
-            order = args.modes[repeat % len(args.modes):] + args.modes[:repeat % len(args.modes)]
+            order = args.modes[repeat % len(args.modes) :] + args.modes[: repeat % len(args.modes)]
             for mode in order:
                 run = run_mode(mode, repeat, data, args)
-                print(f"{mode} #{repeat}: mean step {run['mean_step']:.3f} s, loop {run['loop_seconds']:.1f} s, "
-                      f"final {run['finish_seconds']:.1f} s, {run['pushes_at_saves']} pushes at saves", flush=True)
+                print(
+                    f"{mode} #{repeat}: mean step {run['mean_step']:.3f} s, loop {run['loop_seconds']:.1f} s, "
+                    f"final {run['finish_seconds']:.1f} s, {run['pushes_at_saves']} pushes at saves",
+                    flush=True,
+                )
                 runs.append(run)
     finally:
         hub.kill()
@@ -226,14 +279,25 @@ def main() -> None:
         shutil.rmtree(hf_home, ignore_errors=True)
     table = summarize(runs, args.modes)
     load = os.getloadavg()
-    conditions = (f"{os.cpu_count()} CPU cores, load average {load[0]:.1f} (1 min) at the end; {args.threads} torch "
-                  f"thread(s); {args.backbone} {args.backbone_kwargs}, batch {args.batch_size}, {args.steps} steps, a "
-                  f"save every {args.checkpointing_steps}; every Hub request delayed {args.request_delay} s; "
-                  f"{args.repeats} interleaved runs per mode, first {args.warmup} steps left out.")
+    conditions = (
+        f"{os.cpu_count()} CPU cores, load average {load[0]:.1f} (1 min) at the end; {args.threads} torch "
+        f"thread(s); {args.backbone} {args.backbone_kwargs}, batch {args.batch_size}, {args.steps} steps, a "
+        f"save every {args.checkpointing_steps}; every Hub request delayed {args.request_delay} s; "
+        f"{args.repeats} interleaved runs per mode, first {args.warmup} steps left out."
+    )
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "push_overhead.json").write_text(json.dumps(
-        {"conditions": conditions, "args": {k: str(v) for k, v in vars(args).items()}, "summary": table, "runs": runs},
-        indent=2) + "\n")
+    (args.results_dir / "push_overhead.json").write_text(
+        json.dumps(
+            {
+                "conditions": conditions,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "summary": table,
+                "runs": runs,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     report = render(table, conditions)
     (args.results_dir / "push_overhead.md").write_text(report)
     print(report)

@@ -40,9 +40,7 @@ def tree_rss_kib(pid: int) -> int:
         current = stack.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            total += int(
-                next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-            )
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
             children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
             stack += [int(c) for c in children]
         except (OSError, StopIteration, ValueError):
@@ -91,9 +89,7 @@ def measure_add_rela_targets(
     command += ["--random_init"] if random_init else []
     command += ["--threads", str(threads)] if threads else []
     load_before, start = os.getloadavg()[0], time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
         peak = max(peak, tree_rss_kib(process.pid))
@@ -102,9 +98,7 @@ def measure_add_rela_targets(
     lifetime = time.perf_counter() - start
     if process.returncode != 0:
         raise RuntimeError(f"add_rela_targets (num_proc={num_proc}) failed:\n{stderr[-3000:]}")
-    seconds = float(
-        next(line.split()[1] for line in stdout.splitlines() if line.startswith("seconds"))
-    )
+    seconds = float(next(line.split()[1] for line in stdout.splitlines() if line.startswith("seconds")))
     return {
         "seconds": round(seconds, 1),
         "process_seconds": round(lifetime, 1),
@@ -119,9 +113,7 @@ def child(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    prior = load_prior(
-        args.prior, pretrained=not args.random_init, image_size=args.image_size, device="cpu"
-    )
+    prior = load_prior(args.prior, pretrained=not args.random_init, image_size=args.image_size, device="cpu")
     data = fashion_mnist_dataset("train", limit=args.images, seed=2)
     start = time.perf_counter()
     result = add_rela_targets(
@@ -145,12 +137,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument(
-        "--output", type=Path, required=True, help="where to save the targets (.npy)"
-    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--output", type=Path, required=True, help="where to save the targets (.npy)")
     return parser.parse_args()
 
 

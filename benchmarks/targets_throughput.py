@@ -70,16 +70,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of both contenders")
     parser.add_argument("--student_width", type=int, default=512, help="k = min(this, prior width)")
-    parser.add_argument(
-        "--num_proc_images", type=int, default=20000, help="0: skip num_proc 1 vs 2"
-    )
+    parser.add_argument("--num_proc_images", type=int, default=20000, help="0: skip num_proc 1 vs 2")
     parser.add_argument("--num_proc_repeats", type=int, default=2)
-    parser.add_argument(
-        "--output_dir", type=Path, default=REPO / "benchmarks" / "results" / "targets"
-    )
-    parser.add_argument(
-        "--report_only", action="store_true", help="re-render results.md from results.json"
-    )
+    parser.add_argument("--output_dir", type=Path, default=REPO / "benchmarks" / "results" / "targets")
+    parser.add_argument("--report_only", action="store_true", help="re-render results.md from results.json")
     return parser.parse_args()
 
 
@@ -122,16 +116,12 @@ def ratio_to_raw_loop(
     dataset = fashion_mnist_dataset("train", limit=n, seed=0)
     images = list(dataset["image"])  # decoded once, outside the raw loop's timing
     head = images[: 2 * args.batch_size]
-    reference = torch.cat(
-        [prior.embed(head[i : i + args.batch_size]) for i in (0, args.batch_size)]
-    )
+    reference = torch.cat([prior.embed(head[i : i + args.batch_size]) for i in (0, args.batch_size)])
     same = raw_timm_loop(model, transform, head, args.batch_size)
     torch.testing.assert_close(same, reference, rtol=0, atol=1e-5)
     embeddings: list[torch.Tensor] = []
     contenders = {
-        "raw timm loop": lambda: embeddings.append(
-            raw_timm_loop(model, transform, images, args.batch_size)
-        ),
+        "raw timm loop": lambda: embeddings.append(raw_timm_loop(model, transform, images, args.batch_size)),
         "add_rela_targets": lambda: add_rela_targets(
             dataset, prior, student_width=args.student_width, batch_size=args.batch_size
         ),
@@ -150,6 +140,7 @@ def ratio_to_raw_loop(
             flush=True,
         )
     raw, add = runs["raw timm loop"], runs["add_rela_targets"]
+
     def median(rows: list[dict[str, Any]], key: str) -> float:
         return statistics.median(row[key] for row in rows)
 
@@ -195,9 +186,7 @@ def num_proc_comparison(args: argparse.Namespace, folder: str, work: Path) -> di
     return {
         "num_images": args.num_proc_images,
         "runs": {str(k): v for k, v in runs.items()},
-        "median_seconds": {
-            str(k): statistics.median(r["seconds"] for r in v) for k, v in runs.items()
-        },
+        "median_seconds": {str(k): statistics.median(r["seconds"] for r in v) for k, v in runs.items()},
         "peak_rss_mib": {str(k): max(r["peak_rss_mib"] for r in v) for k, v in runs.items()},
         "targets_bitwise_equal": bool(equal),
     }
@@ -291,6 +280,7 @@ def ratio_row(row: dict[str, Any]) -> str:
 
 def num_proc_row(npc: dict[str, Any], key: str) -> str:
     runs = npc["runs"][key]
+
     def each(field: str) -> str:
         return ", ".join(str(run[field]) for run in runs)
 
@@ -317,9 +307,7 @@ def main() -> None:
         folder = args.prior or str(convert_efficientnet_lite0(Path(tmp) / "efficientnet_lite0"))
         prior = load_prior(folder, image_size=args.image_size)
         model, transform = raw_timm_model(folder, args.image_size)
-        raw_timm_loop(
-            model, transform, list(fashion_mnist_dataset("test", limit=128)["image"]), 64
-        )  # warm-up
+        raw_timm_loop(model, transform, list(fashion_mnist_dataset("test", limit=128)["image"]), 64)  # warm-up
         rows = [
             ratio_to_raw_loop(args, prior, model, transform, n, r)
             for n, r in zip(args.num_images, repeats, strict=True)
@@ -327,11 +315,7 @@ def main() -> None:
         ratios = [row for row, _ in rows]
         embeddings = max((e for _, e in rows), key=len)  # the raw loop's, largest run
         k = min(args.student_width, prior.embed_dim)
-        fit = timed(
-            lambda: PCAWhitening(k).fit(
-                [embeddings[i : i + 8192] for i in range(0, len(embeddings), 8192)]
-            )
-        )
+        fit = timed(lambda: PCAWhitening(k).fit([embeddings[i : i + 8192] for i in range(0, len(embeddings), 8192)]))
         num_proc = num_proc_comparison(args, folder, Path(tmp)) if args.num_proc_images else None
     result = {
         "setup": {

@@ -58,8 +58,7 @@ TRAINER_PHASES = {"byol": PHASE_SSL, "rela": PHASE_RELA}
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", default="resnet18")
-    parser.add_argument("--backbone_kwargs",
-                        default='{"channels": [32, 64, 128, 256], "stem_width": 32}')
+    parser.add_argument("--backbone_kwargs", default='{"channels": [32, 64, 128, 256], "stem_width": 32}')
     parser.add_argument("--cifar_stem", action="store_true")
     parser.add_argument("--image_size", type=int, default=32)
     parser.add_argument("--batch_size", type=int, default=128)
@@ -70,12 +69,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--channels_last", action="store_true")
-    parser.add_argument("--control", action="store_true",
-                        help="also time a second hand-written copy: its 'overhead' is the "
-                        "noise floor")
+    parser.add_argument(
+        "--control", action="store_true", help="also time a second hand-written copy: its 'overhead' is the noise floor"
+    )
     return parser.parse_args()
 
 
@@ -87,9 +85,12 @@ def views_batch(args: argparse.Namespace, phase: str, device: torch.device) -> d
     feature = datasets.List(datasets.Value("float32"), length=args.rela_dim)
     images = images.add_column("rela_target", targets.tolist(), feature=feature)
     data = ViewDataset(
-        images, rela_views=rela_view_transform(args.image_size),
+        images,
+        rela_views=rela_view_transform(args.image_size),
         ssl_views=list(byol_view_transforms(args.image_size)),
-        target_column="rela_target", label_column=None, phase=TRAINER_PHASES[phase],
+        target_column="rela_target",
+        label_column=None,
+        phase=TRAINER_PHASES[phase],
     )
     batch = ViewCollator(args.channels_last)(data.__getitems__(range(args.batch_size)))
     views = [view.to(device) for view in batch["views"]]
@@ -108,9 +109,7 @@ class TrainerStep:
     """The recipe's per-step work, through Accelerate (single process here)."""
 
     def __init__(self, args: argparse.Namespace, model: ReLAStudent, phase: str) -> None:
-        self.accelerator = Accelerator(
-            cpu=args.device == "cpu", mixed_precision=args.mixed_precision
-        )
+        self.accelerator = Accelerator(cpu=args.device == "cpu", mixed_precision=args.mixed_precision)
         optimizer = torch.optim.AdamW(model.parameter_groups(0.01), lr=1e-3)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.unwrapped = self.accelerator.unwrap_model(self.model)
@@ -122,8 +121,14 @@ class TrainerStep:
     def __call__(self, batch: dict[str, Any]) -> None:
         torch.manual_seed(forward_seed(0, 0, self.step, self.accelerator.process_index))
         out = training_step(
-            self.accelerator, self.model, self.optimizer, batch, phase=self.phase, momentum=0.99,
-            step=self.step, unwrapped=self.unwrapped,
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            batch,
+            phase=self.phase,
+            momentum=0.99,
+            step=self.step,
+            unwrapped=self.unwrapped,
         )
         self.step_means.add(out)
         self.log_means.add(out)
@@ -150,9 +155,7 @@ class TrainerStep:
 class HandWrittenStep:
     """A minimal BYOL/ReLA step in plain PyTorch over copies of the same modules."""
 
-    def __init__(
-        self, args: argparse.Namespace, model: ReLAStudent, phase: str, device: torch.device
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, model: ReLAStudent, phase: str, device: torch.device) -> None:
         model = copy.deepcopy(model).to(device)
         byol = model.method  # rela_hf.methods.byol.BYOL: its heads and momentum copies
         self.backbone, self.projector = model.backbone, byol.projector
@@ -172,14 +175,17 @@ class HandWrittenStep:
         h1, h2 = self.backbone(v1), self.backbone(v2)
         if self.phase == "rela":
             y = batch["targets"]
-            return 1 - 0.5 * (F.cosine_similarity(self.head(h1).float(), y).mean()
-                              + F.cosine_similarity(self.head(h2).float(), y).mean())
+            return 1 - 0.5 * (
+                F.cosine_similarity(self.head(h1).float(), y).mean()
+                + F.cosine_similarity(self.head(h2).float(), y).mean()
+            )
         p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))
         with torch.no_grad():
             z1 = self.target_projector(self.target_backbone(v1))
             z2 = self.target_projector(self.target_backbone(v2))
-        return -0.5 * (F.cosine_similarity(p1.float(), z2.float()).mean()
-                       + F.cosine_similarity(p2.float(), z1.float()).mean())
+        return -0.5 * (
+            F.cosine_similarity(p1.float(), z2.float()).mean() + F.cosine_similarity(p2.float(), z1.float()).mean()
+        )
 
     def __call__(self, batch: dict[str, Any]) -> None:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
@@ -207,9 +213,7 @@ class HandWrittenStep:
             torch.cuda.synchronize()
 
 
-def check_same_objective(
-    sides: dict[str, Any], batch: dict[str, Any], mixed_precision: str
-) -> None:
+def check_same_objective(sides: dict[str, Any], batch: dict[str, Any], mixed_precision: str) -> None:
     """Stop unless every side computes the same loss from the same weights and views.
 
     The ratio only means something if both sides do the same work; a model or loss change on one
@@ -219,8 +223,9 @@ def check_same_objective(
     tolerance = 1e-4 if mixed_precision == "no" else 5e-2
     limit = tolerance * max(1.0, abs(losses["hand"]))
     if any(abs(loss - losses["hand"]) > limit for loss in losses.values()):
-        raise SystemExit(f"The sides compute different losses on the same batch: {losses}; "
-                         "fix the hand-written step before timing.")
+        raise SystemExit(
+            f"The sides compute different losses on the same batch: {losses}; fix the hand-written step before timing."
+        )
 
 
 def time_block(step, batch, n: int) -> float:
@@ -254,15 +259,17 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in sides}
         order = list(sides.items())
         for repeat in range(args.repeats):
-            rotation = order[repeat % len(order):] + order[: repeat % len(order)]
+            rotation = order[repeat % len(order) :] + order[: repeat % len(order)]
             for name, step in rotation if repeat % 2 == 0 else rotation[::-1]:
                 times[name].append(time_block(step, batch, args.steps))
         medians = {name: 1000 * statistics.median(t) for name, t in times.items()}
         results.append((phase, medians))
-    print(f"device={args.device} threads={torch.get_num_threads()} backbone={args.backbone} "
-          f"{args.backbone_kwargs} cifar_stem={args.cifar_stem} batch={args.batch_size} "
-          f"size={args.image_size} mixed_precision={args.mixed_precision} "
-          f"median of {args.repeats} interleaved blocks x {args.steps} steps")
+    print(
+        f"device={args.device} threads={torch.get_num_threads()} backbone={args.backbone} "
+        f"{args.backbone_kwargs} cifar_stem={args.cifar_stem} batch={args.batch_size} "
+        f"size={args.image_size} mixed_precision={args.mixed_precision} "
+        f"median of {args.repeats} interleaved blocks x {args.steps} steps"
+    )
     print(f"{'phase':<6} {'side':<15} {'ms/step':>9} {'vs hand-written':>16}")
     for phase, medians in results:
         for name, ms in medians.items():

@@ -59,9 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fashion_mnist_images", type=int, default=20000)
     parser.add_argument("--jpeg_images", type=int, default=800)
     parser.add_argument("--num_proc", type=int, nargs="+", default=[1, 2])
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="timed runs of each variant (median)"
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (median)")
     parser.add_argument("--output_dir", type=Path, default=RESULTS)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -159,9 +157,7 @@ def variants(dataset: datasets.Dataset, num_procs: list[int]) -> dict[str, Calla
     return runs
 
 
-def measure(
-    dataset: datasets.Dataset, num_procs: list[int], repeats: int
-) -> dict[str, dict[str, float]]:
+def measure(dataset: datasets.Dataset, num_procs: list[int], repeats: int) -> dict[str, dict[str, float]]:
     """Median wall and CPU time of each variant, interleaved; then the recorded re-check."""
     runs = variants(dataset, num_procs)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
@@ -245,8 +241,7 @@ def markdown(report: dict) -> str:
             if variant == "recorded":
                 continue
             lines.append(
-                f"| {variant} | {row['wall_s']} | {row['images_per_s']} | {row['cpu_s']} | "
-                f"{row['images_per_cpu_s']} |"
+                f"| {variant} | {row['wall_s']} | {row['images_per_s']} | {row['cpu_s']} | {row['images_per_cpu_s']} |"
             )
         lines += [
             "",
@@ -285,9 +280,7 @@ def main() -> None:
             print(name, json.dumps(report["datasets"][name], indent=1), flush=True)
     report["machine"] = machine()
     runs = report["datasets"]["imagenet_like"]["runs"]
-    report["imagenet_projection"] = {
-        v: projection(r["images_per_cpu_s"]) for v, r in runs.items() if v != "recorded"
-    }
+    report["imagenet_projection"] = {v: projection(r["images_per_cpu_s"]) for v, r in runs.items() if v != "recorded"}
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "results.json").write_text(json.dumps(report, indent=1))
     (args.output_dir / "results.md").write_text(markdown(report))

@@ -55,8 +55,12 @@ PRESETS = presets_dir()
 def parse_args(argv: list[str] | None = None) -> ReLATrainingArguments:
     """The run's options: ``--config`` (a YAML file or a preset) gives defaults, flags override."""
     return parse_command_line(
-        ReLATrainingArguments, argv, renames=ReLATrainingArguments.renamed, presets_dir=PRESETS,
-        description=__doc__.split("\n")[0], translate=translate_former_values,
+        ReLATrainingArguments,
+        argv,
+        renames=ReLATrainingArguments.renamed,
+        presets_dir=PRESETS,
+        description=__doc__.split("\n")[0],
+        translate=translate_former_values,
     )
 
 

@@ -122,16 +122,24 @@ class EvaluateArguments(EncoderArguments, EvaluationDataArguments, ProtocolArgum
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is required.")
         if "linear_probe" in self.protocols and self.probe_epochs < LINEAR_PROBE_LAST_EPOCHS:
-            raise ConfigError(f"--probe_epochs {self.probe_epochs}: the linear probe reports the mean of its last "
-                              f"{LINEAR_PROBE_LAST_EPOCHS} epochs, so it needs at least {LINEAR_PROBE_LAST_EPOCHS}.")
+            raise ConfigError(
+                f"--probe_epochs {self.probe_epochs}: the linear probe reports the mean of its last "
+                f"{LINEAR_PROBE_LAST_EPOCHS} epochs, so it needs at least {LINEAR_PROBE_LAST_EPOCHS}."
+            )
 
 
 RENAMED_OPTIONS = (
-    Rename("encoder", "model_name_or_path"), Rename("revision", "model_revision"),
-    Rename("dataset", "dataset_name"), Rename("dataset_config", "dataset_config_name"),
-    Rename("test_split", "eval_split"), Rename("max_test_samples", "max_eval_samples"),
-    Rename("k", "knn_k"), Rename("temperature", "knn_temperature"), Rename("epochs", "probe_epochs"),
-    Rename("lr", "probe_learning_rate"), Rename("batch_size", "per_device_eval_batch_size"),
+    Rename("encoder", "model_name_or_path"),
+    Rename("revision", "model_revision"),
+    Rename("dataset", "dataset_name"),
+    Rename("dataset_config", "dataset_config_name"),
+    Rename("test_split", "eval_split"),
+    Rename("max_test_samples", "max_eval_samples"),
+    Rename("k", "knn_k"),
+    Rename("temperature", "knn_temperature"),
+    Rename("epochs", "probe_epochs"),
+    Rename("lr", "probe_learning_rate"),
+    Rename("batch_size", "per_device_eval_batch_size"),
     Rename("num_workers", "dataloader_num_workers"),
 )
 
@@ -141,17 +149,29 @@ def _former_display_name(argv: list[str]) -> list[str]:
     display name (now ``--dataset_pretty_name``)."""
     if not any(token == "--dataset" or token.startswith("--dataset=") for token in argv):
         return argv
-    renamed = [token.replace("--dataset_name", "--dataset_pretty_name", 1) if token.split("=")[0] == "--dataset_name"
-               else token for token in argv]
+    renamed = [
+        token.replace("--dataset_name", "--dataset_pretty_name", 1)
+        if token.split("=")[0] == "--dataset_name"
+        else token
+        for token in argv
+    ]
     if renamed != argv:
-        warnings.warn(Rename("dataset_name", "dataset_pretty_name").message() + " (next to the former --dataset)",
-                      FutureWarning, stacklevel=3)
+        warnings.warn(
+            Rename("dataset_name", "dataset_pretty_name").message() + " (next to the former --dataset)",
+            FutureWarning,
+            stacklevel=3,
+        )
     return renamed
 
 
 def parse_args(argv: list[str] | None = None) -> EvaluateArguments:
-    return parse_command_line(EvaluateArguments, argv, renames=RENAMED_OPTIONS,
-                              description=__doc__.split("\n\n")[0], rewrite_argv=_former_display_name)
+    return parse_command_line(
+        EvaluateArguments,
+        argv,
+        renames=RENAMED_OPTIONS,
+        description=__doc__.split("\n\n")[0],
+        rewrite_argv=_former_display_name,
+    )
 
 
 def load_split(args: EvaluateArguments, split: str, limit: int | None) -> Any:
@@ -161,8 +181,13 @@ def load_split(args: EvaluateArguments, split: str, limit: int | None) -> Any:
         if name not in OFFLINE_DATASETS:
             raise ConfigError(f"Unknown offline dataset {name!r}; available: {sorted(OFFLINE_DATASETS)}.")
         return fashion_mnist_dataset(split, limit=limit, seed=args.seed)
-    dataset = load_image_dataset(args.dataset_name, split=split, config_name=args.dataset_config_name,
-                                 revision=args.dataset_revision, image_column=args.image_column)
+    dataset = load_image_dataset(
+        args.dataset_name,
+        split=split,
+        config_name=args.dataset_config_name,
+        revision=args.dataset_revision,
+        image_column=args.image_column,
+    )
     if limit is not None and limit < len(dataset):
         dataset = dataset.shuffle(seed=args.seed).select(range(limit))
     return dataset
@@ -176,8 +201,9 @@ def resolve_hub_revision(repo_id: str, revision: str | None, repo_type: str) -> 
     try:
         return HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type).sha
     except Exception as error:  # noqa: BLE001 - provenance is best effort, never fatal
-        logger.warning("Could not resolve the revision of %s (%s); recording %r.",
-                       repo_id, type(error).__name__, revision)
+        logger.warning(
+            "Could not resolve the revision of %s (%s); recording %r.", repo_id, type(error).__name__, revision
+        )
         return revision
 
 
@@ -192,13 +218,14 @@ def default_output_file(encoder: str) -> Path:
 
 def print_results(results: dict[str, Any]) -> None:
     dataset = results["dataset"]
-    print(f"\n{results['encoder'] or 'encoder'} on {dataset['name']} "
-          f"({dataset['train_split']}: {dataset['num_train_samples']}, "
-          f"{dataset['split']}: {dataset['num_samples']} images, {results['feature_dim']}-d features)")
+    print(
+        f"\n{results['encoder'] or 'encoder'} on {dataset['name']} "
+        f"({dataset['train_split']}: {dataset['num_train_samples']}, "
+        f"{dataset['split']}: {dataset['num_samples']} images, {results['feature_dim']}-d features)"
+    )
     for entry in results["results"]:
         std = f" ± {100 * entry['std']:.2f}" if entry.get("std") is not None else ""
-        check = (f"   (evaluate: {100 * entry['evaluate_value']:.2f})"
-                 if entry.get("evaluate_value") is not None else "")
+        check = f"   (evaluate: {100 * entry['evaluate_value']:.2f})" if entry.get("evaluate_value") is not None else ""
         print(f"  {entry['protocol']:<13} top-1 {100 * entry['value']:6.2f}{std} %   {entry['args']}{check}")
 
 
@@ -214,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     offline = args.dataset_name.startswith(OFFLINE_PREFIX)
     dataset_info = {
         "id": args.dataset_name,
-        "name": args.dataset_pretty_name or OFFLINE_DATASETS.get(args.dataset_name.removeprefix(OFFLINE_PREFIX))
+        "name": args.dataset_pretty_name
+        or OFFLINE_DATASETS.get(args.dataset_name.removeprefix(OFFLINE_PREFIX))
         or args.dataset_name,
         "revision": None if offline else resolve_hub_revision(args.dataset_name, args.dataset_revision, "dataset"),
         "config": args.dataset_config_name,
@@ -222,11 +250,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "split": args.eval_split,
     }
     results = evaluate_encoder(
-        args.model_name_or_path, train, test, dataset=dataset_info, protocols=args.protocols,
-        revision=args.model_revision, preprocessing=args.preprocessing, image_size=args.image_size,
-        batch_size=args.per_device_eval_batch_size, accelerator=accelerator, image_column=args.image_column,
-        label_column=args.label_column, k=args.knn_k, temperature=args.knn_temperature, epochs=args.probe_epochs,
-        lr=args.probe_learning_rate, probe_batch_size=args.probe_batch_size, seed=args.seed,
+        args.model_name_or_path,
+        train,
+        test,
+        dataset=dataset_info,
+        protocols=args.protocols,
+        revision=args.model_revision,
+        preprocessing=args.preprocessing,
+        image_size=args.image_size,
+        batch_size=args.per_device_eval_batch_size,
+        accelerator=accelerator,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        k=args.knn_k,
+        temperature=args.knn_temperature,
+        epochs=args.probe_epochs,
+        lr=args.probe_learning_rate,
+        probe_batch_size=args.probe_batch_size,
+        seed=args.seed,
         use_evaluate=args.use_evaluate,
     )
     if results["encoder"] and not Path(args.model_name_or_path).exists():

@@ -120,19 +120,24 @@ class MakeTargetsArguments(SourceArguments, TargetsPriorArguments, TargetsArgume
 
 
 RENAMED_OPTIONS = (
-    Rename("dataset", "dataset_name"), Rename("dataset_config", "dataset_config_name"),
-    Rename("split", "train_split"), Rename("revision", "dataset_revision"),
-    Rename("max_samples", "max_train_samples"), Rename("preprocessing", "prior_preprocessing"),
-    Rename("image_size", "prior_image_size"), Rename("random_init", "prior_random_init"),
-    Rename("k", "target_dim"), Rename("batch_size", "prior_batch_size"),
-    Rename("config_name", "hub_config_name"), Rename("private", "hub_private_repo", flag=True),
+    Rename("dataset", "dataset_name"),
+    Rename("dataset_config", "dataset_config_name"),
+    Rename("split", "train_split"),
+    Rename("revision", "dataset_revision"),
+    Rename("max_samples", "max_train_samples"),
+    Rename("preprocessing", "prior_preprocessing"),
+    Rename("image_size", "prior_image_size"),
+    Rename("random_init", "prior_random_init"),
+    Rename("k", "target_dim"),
+    Rename("batch_size", "prior_batch_size"),
+    Rename("config_name", "hub_config_name"),
+    Rename("private", "hub_private_repo", flag=True),
     Rename("no_card", "write_card", invert=True),
 )
 
 
 def parse_args(argv: list[str] | None = None) -> MakeTargetsArguments:
-    return parse_command_line(MakeTargetsArguments, argv, renames=RENAMED_OPTIONS,
-                              description=__doc__.split("\n\n")[0])
+    return parse_command_line(MakeTargetsArguments, argv, renames=RENAMED_OPTIONS, description=__doc__.split("\n\n")[0])
 
 
 def load_source(args: MakeTargetsArguments) -> tuple[datasets.Dataset, dict]:
@@ -140,16 +145,28 @@ def load_source(args: MakeTargetsArguments) -> tuple[datasets.Dataset, dict]:
     local = Path(args.dataset_name).expanduser().is_dir()
     if not local and (Path(args.dataset_name).exists() or args.dataset_name.startswith((".", "/", "~"))):
         raise ConfigError(f"--dataset_name {args.dataset_name!r} is not a folder (save_to_disk or image folder).")
-    revision = args.dataset_revision if local else dataset_commit(args.dataset_name, args.dataset_revision)  # pin what is read
+    revision = (
+        args.dataset_revision if local else dataset_commit(args.dataset_name, args.dataset_revision)
+    )  # pin what is read
     try:
-        dataset = load_image_dataset(args.dataset_name, split=args.train_split, config_name=args.dataset_config_name,
-                                     revision=revision, image_column=args.image_column)
+        dataset = load_image_dataset(
+            args.dataset_name,
+            split=args.train_split,
+            config_name=args.dataset_config_name,
+            revision=revision,
+            image_column=args.image_column,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"--dataset_name {args.dataset_name!r}: {error}") from error
     if local:  # the Hub id it was saved from, else the folder's name (no local paths in cards)
         source = {"id": dataset.info.dataset_name or Path(args.dataset_name).resolve().name, "split": args.train_split}
     else:
-        source = {"id": args.dataset_name, "config": args.dataset_config_name, "split": args.train_split, "revision": revision}
+        source = {
+            "id": args.dataset_name,
+            "config": args.dataset_config_name,
+            "split": args.train_split,
+            "revision": revision,
+        }
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
     return dataset, source
@@ -157,9 +174,7 @@ def load_source(args: MakeTargetsArguments) -> tuple[datasets.Dataset, dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     dataset, source = load_source(args)
     logger.info("Source: %s (%d images)", source, len(dataset))

@@ -71,7 +71,9 @@ class PushArguments:
 
 
 RENAMED_OPTIONS = (
-    Rename("folder", "folder_path"), Rename("repo_id", "hub_model_id"), Rename("revision", "hub_revision"),
+    Rename("folder", "folder_path"),
+    Rename("repo_id", "hub_model_id"),
+    Rename("revision", "hub_revision"),
     Rename("private", "hub_private_repo", flag=True),
 )
 
@@ -117,9 +119,13 @@ def main(argv: list[str] | None = None) -> Any:
     folder = Path(args.folder_path)
     kind = folder_kind(folder)
     eval_results = [read_eval_results(p) for p in args.eval_results] if args.eval_results else None
-    push = {"revision": args.hub_revision, "private": args.hub_private_repo, "create_pr": args.create_pr,
-            "commit_message": args.commit_message or DEFAULT_COMMIT_MESSAGE,
-            "max_retries": args.max_retries}
+    push = {
+        "revision": args.hub_revision,
+        "private": args.hub_private_repo,
+        "create_pr": args.create_pr,
+        "commit_message": args.commit_message or DEFAULT_COMMIT_MESSAGE,
+        "max_retries": args.max_retries,
+    }
 
     if kind == "ready":
         if args.dry_run:
@@ -128,9 +134,13 @@ def main(argv: list[str] | None = None) -> Any:
         warn_if_license_unknown(folder)
         commit = push_encoder(folder, args.hub_model_id, **push)
     else:
-        build = {"repo_id": args.hub_model_id, "eval_results": eval_results, "license": args.license,
-                 "include_training_state": args.include_training_state and kind == "run",
-                 "backbone_dir": folder if kind == "export" else None}
+        build = {
+            "repo_id": args.hub_model_id,
+            "eval_results": eval_results,
+            "license": args.license,
+            "include_training_state": args.include_training_state and kind == "run",
+            "backbone_dir": folder if kind == "export" else None,
+        }
         if args.dry_run:
             out = build_hub_folder(folder, args.dry_run, **build)
             warn_if_license_unknown(out)

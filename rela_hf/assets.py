@@ -26,11 +26,28 @@ import numpy as np
 from PIL import Image
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 _FOOLBOX_KINDS = ("cifar10", "cifar100", "mnist", "fashionMNIST", "imagenet")
 
@@ -69,12 +86,14 @@ def foolbox_image_files(kind: str = "cifar10") -> list[tuple[Path, int]]:
 def foolbox_dataset(kind: str = "cifar10"):
     """The foolbox sample images as a ``datasets.Dataset`` with ``image`` and ``label`` columns."""
     pairs = foolbox_image_files(kind)
-    images = [Image.open(path).convert("RGB") if kind in ("cifar10", "cifar100", "imagenet")
-              else Image.open(path).convert("L") for path, _ in pairs]
+    images = [
+        Image.open(path).convert("RGB")
+        if kind in ("cifar10", "cifar100", "imagenet")
+        else Image.open(path).convert("L")
+        for path, _ in pairs
+    ]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
-    return datasets.Dataset.from_dict(
-        {"image": images, "label": [label for _, label in pairs]}, features=features
-    )
+    return datasets.Dataset.from_dict({"image": images, "label": [label for _, label in pairs]}, features=features)
 
 
 def fashion_mnist_dir() -> Path:
@@ -116,11 +135,7 @@ def fashion_mnist_dataset(split: str = "train", limit: int | None = None, seed: 
     if limit is not None and limit < len(labels):
         keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=limit, replace=False))
         images, labels = images[keep], labels[keep]
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_MNIST_CLASSES)}
-    )
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=FASHION_MNIST_CLASSES)})
     # Arrays go in as {"bytes": PNG} only through the Image feature's encoder; a list of
     # numpy arrays is encoded to PNG by datasets itself.
-    return datasets.Dataset.from_dict(
-        {"image": list(images), "label": labels.astype(np.int64)}, features=features
-    )
+    return datasets.Dataset.from_dict({"image": list(images), "label": labels.astype(np.int64)}, features=features)

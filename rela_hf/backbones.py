@@ -68,7 +68,6 @@ _STEM_STRIDE, _POOL_STRIDE = 2, 2
 default_cfgs: dict[str, Any] = {}
 
 
-
 def to_cifar_stem(model: ResNet) -> ResNet:
     """Turn a timm ResNet's stem into the CIFAR stem, in place: 3x3 stride-1 conv, no max-pool.
 
@@ -97,9 +96,7 @@ def to_cifar_stem(model: ResNet) -> ResNet:
         )
     if isinstance(model.conv1, nn.Conv2d):
         conv = model.conv1
-        cifar_conv = nn.Conv2d(
-            conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False
-        )
+        cifar_conv = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         model.add_module("conv1", cifar_conv)  # replaces the 7x7 stride-2 conv
     else:  # deep stem: Sequential(conv 3x3 s2, BN, act, conv, BN, act, conv)
         first = next(m for m in model.conv1.modules() if isinstance(m, nn.Conv2d))
@@ -305,8 +302,6 @@ def create_backbone(
                 "one): use cifar_stem=True with pretrained=False, or a pretrained standard stem."
             )
         if tag:
-            raise ValueError(
-                f"cifar_stem=True takes an architecture name without a tag, got {name_or_path!r}."
-            )
+            raise ValueError(f"cifar_stem=True takes an architecture name without a tag, got {name_or_path!r}.")
         name_or_path = register_cifar_resnet(architecture)
     return timm.create_model(name_or_path, pretrained=pretrained, **model_kwargs)

@@ -18,8 +18,7 @@ from typing import cast
 
 from rela_hf._deprecation import Moved, moved_names
 
-__all__ = ["BENCHMARK_FILE", "RELA_CITATION", "TEMPLATE_DIR", "benchmark_reference", "project_url",
-           "template_path"]
+__all__ = ["BENCHMARK_FILE", "RELA_CITATION", "TEMPLATE_DIR", "benchmark_reference", "project_url", "template_path"]
 
 #: the benchmark's results page, relative to the repository root
 BENCHMARK_FILE = "benchmarks/results/README.md"
@@ -27,9 +26,7 @@ BENCHMARK_FILE = "benchmarks/results/README.md"
 # model_cards/ at the top of a source checkout; rela_hf/model_cards inside an installed wheel
 _PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "model_cards"
 TEMPLATE_DIR = (
-    _PACKAGED_TEMPLATES
-    if _PACKAGED_TEMPLATES.is_dir()
-    else Path(__file__).resolve().parent.parent / "model_cards"
+    _PACKAGED_TEMPLATES if _PACKAGED_TEMPLATES.is_dir() else Path(__file__).resolve().parent.parent / "model_cards"
 )
 
 

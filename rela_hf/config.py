@@ -56,8 +56,9 @@ def find_config(path_or_preset: str | os.PathLike, presets_dir: Path | None = No
     )
 
 
-def read_config(path_or_preset: str | os.PathLike, *, known: Iterable[str],
-                presets_dir: Path | None = None) -> dict[str, Any]:
+def read_config(
+    path_or_preset: str | os.PathLike, *, known: Iterable[str], presets_dir: Path | None = None
+) -> dict[str, Any]:
     """The option values of a YAML config file (``yaml.safe_load``; no Python objects)."""
     path = find_config(path_or_preset, presets_dir)
     try:

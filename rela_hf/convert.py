@@ -101,9 +101,7 @@ def efficientnet_lite0_weights_path() -> Path:
     return path
 
 
-def remap_lukemelas_efficientnet(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module
-) -> dict[str, torch.Tensor]:
+def remap_lukemelas_efficientnet(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Rename a lukemelas ``efficientnet_pytorch`` state dict to a timm ``EfficientNet``'s names.
 
     lukemelas numbers blocks flatly (``_blocks.N``); timm groups them in stages (``blocks.S.I``),
@@ -111,9 +109,7 @@ def remap_lukemelas_efficientnet(
     (expand 1x1, depthwise, project 1x1), one without is depthwise-separable.
     """
     stages: Any = model.blocks  # an nn.Sequential of stages, each an nn.Sequential of blocks
-    stage_of_block = [
-        (stage, index) for stage, blocks in enumerate(stages) for index in range(len(blocks))
-    ]
+    stage_of_block = [(stage, index) for stage, blocks in enumerate(stages) for index in range(len(blocks))]
     expanded = {int(key.split(".")[1]) for key in state_dict if "._expand_conv." in key}
     renamed: dict[str, torch.Tensor] = {}
     for key, tensor in state_dict.items():
@@ -121,9 +117,7 @@ def remap_lukemelas_efficientnet(
         if module == "_blocks":
             block, inner, *leaf = rest
             if int(block) >= len(stage_of_block):
-                raise ConversionError(
-                    f"{key}: the timm model has only {len(stage_of_block)} blocks."
-                )
+                raise ConversionError(f"{key}: the timm model has only {len(stage_of_block)} blocks.")
             stage, index = stage_of_block[int(block)]
             names = _INVERTED_RESIDUAL if int(block) in expanded else _DEPTHWISE_SEPARABLE
             if inner not in names:
@@ -197,14 +191,10 @@ def is_converted_efficientnet_lite0(folder: str | Path) -> bool:
 def _write_folder(folder: Path, source: Path) -> None:
     """Convert ``source`` into the (new, empty) ``folder`` and check that it loads back."""
     model = timm.create_model(TIMM_ARCHITECTURE, pretrained=False).eval()
-    renamed = remap_lukemelas_efficientnet(
-        torch.load(source, map_location="cpu", weights_only=True), model
-    )
+    renamed = remap_lukemelas_efficientnet(torch.load(source, map_location="cpu", weights_only=True), model)
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(renamed)), sorted(set(renamed) - set(expected))
-    wrong_shape = sorted(
-        k for k in set(expected) & set(renamed) if expected[k].shape != renamed[k].shape
-    )
+    wrong_shape = sorted(k for k in set(expected) & set(renamed) if expected[k].shape != renamed[k].shape)
     if missing or unexpected or wrong_shape:
         raise ConversionError(
             f"{source} does not map onto timm's {TIMM_ARCHITECTURE}: missing {missing[:5]}, "
@@ -229,12 +219,8 @@ def _write_folder(folder: Path, source: Path) -> None:
 
     # Load back exactly as a prior would (timm local-dir:) and compare every tensor.
     reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True).state_dict()
-    if set(reloaded) != set(renamed) or any(
-        not torch.equal(reloaded[k], renamed[k]) for k in renamed
-    ):
-        raise ConversionError(
-            f"The converted folder {folder} does not load back with the same weights."
-        )
+    if set(reloaded) != set(renamed) or any(not torch.equal(reloaded[k], renamed[k]) for k in renamed):
+        raise ConversionError(f"The converted folder {folder} does not load back with the same weights.")
 
 
 def convert_efficientnet_lite0(out_dir: str | Path) -> Path:

@@ -47,8 +47,7 @@ def _is_saved_dataset(path: Path) -> bool:
 
 def _missing_split_error(name: str, split: str, available: list[str]) -> ValueError:
     return ValueError(
-        f"Dataset {name!r} has no split {split!r}; available splits: {available}. "
-        "Pass one of them as split=."
+        f"Dataset {name!r} has no split {split!r}; available splits: {available}. Pass one of them as split=."
     )
 
 
@@ -97,9 +96,7 @@ def _load_from_hub(
     name: str, split: str, config_name: str | None, revision: str | None, streaming: bool
 ) -> datasets.Dataset:
     try:
-        return datasets.load_dataset(
-            name, config_name, split=split, revision=revision, streaming=streaming
-        )
+        return datasets.load_dataset(name, config_name, split=split, revision=revision, streaming=streaming)
     except ConnectionError as error:
         raise ConnectionError(_unreachable_hub_message(name, error)) from error
     except ValueError as error:
@@ -184,8 +181,7 @@ def load_image_dataset(
     if path.is_dir():
         if revision is not None or config_name is not None:
             raise ValueError(
-                f"{name_or_path!r} is a local folder: revision= and config_name= apply to Hub "
-                "datasets only."
+                f"{name_or_path!r} is a local folder: revision= and config_name= apply to Hub datasets only."
             )
         if _is_saved_dataset(path):
             dataset = _load_saved(path, split, streaming)
@@ -231,15 +227,12 @@ class DataRatioSampler(Sampler[int]):
         True
     """
 
-    def __init__(
-        self, num_samples: int, ratio: float = 1.0, seed: int = 0, shuffle: bool = True
-    ) -> None:
+    def __init__(self, num_samples: int, ratio: float = 1.0, seed: int = 0, shuffle: bool = True) -> None:
         if num_samples < 1:
             raise ValueError(f"DataRatioSampler: num_samples must be >= 1, got {num_samples}.")
         if not 0.0 < ratio <= 1.0:
             raise ValueError(
-                f"DataRatioSampler: ratio must be in (0, 1] (the fraction of the dataset used "
-                f"per epoch), got {ratio}."
+                f"DataRatioSampler: ratio must be in (0, 1] (the fraction of the dataset used per epoch), got {ratio}."
             )
         if seed < 0:
             raise ValueError(f"DataRatioSampler: seed must be >= 0, got {seed}.")
@@ -308,7 +301,12 @@ def dataset_commit(repo_id: str, revision: str | None = None) -> str:
     return info.sha
 
 
-__getattr__ = moved_names(__name__, {
-    "find_unreadable_images": Moved("rela_hf.image_checks:find_unreadable_images",
-                                    "rela_hf.image_checks.check_images is the full check (parallel, recorded, sampled)."),
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "find_unreadable_images": Moved(
+            "rela_hf.image_checks:find_unreadable_images",
+            "rela_hf.image_checks.check_images is the full check (parallel, recorded, sampled).",
+        ),
+    },
+)

@@ -154,12 +154,8 @@ def _decode_error(value: dict[str, Any] | None) -> str | None:
         with Image.open(source) as image:
             image.load()  # the full decode: a header alone does not reveal a truncated file
     except UnidentifiedImageError:  # its message names a memory address; say what it means
-        empty = value.get("bytes") == b"" or (
-            value.get("bytes") is None and _is_empty_file(value["path"])
-        )
-        return f"{where}: " + (
-            "empty (0 bytes)" if empty else "not an image format Pillow can read"
-        )
+        empty = value.get("bytes") == b"" or (value.get("bytes") is None and _is_empty_file(value["path"]))
+        return f"{where}: " + ("empty (0 bytes)" if empty else "not an image format Pillow can read")
     except Exception as error:  # noqa: BLE001 - whatever the decoder raises, the row is unreadable
         return f"{where}: {type(error).__name__}: {error}"
     return None
@@ -203,9 +199,7 @@ def _decode_all(view: datasets.Dataset, image_column: str, num_proc: int) -> lis
     return sorted(zip(found["row"], found["reason"], strict=True))
 
 
-def _record_key(
-    dataset: datasets.Dataset, image_column: str, sample: dict[str, int] | None
-) -> str | None:
+def _record_key(dataset: datasets.Dataset, image_column: str, sample: dict[str, int] | None) -> str | None:
     """The record's name for this dataset version, column and sample (``None``: not recordable)."""
     if not dataset.cache_files or not datasets.is_caching_enabled():
         return None
@@ -241,17 +235,13 @@ def _write_record(path: Path, content: dict[str, Any]) -> Path | None:
         temporary.write_text(json.dumps(content, indent=1))
         os.replace(temporary, path)
     except OSError as error:
-        logger.warning(
-            f"Could not record the image check in {path} ({error}); the next run checks again."
-        )
+        logger.warning(f"Could not record the image check in {path} ({error}); the next run checks again.")
         temporary.unlink(missing_ok=True)
         return None
     return path
 
 
-def _recorded(
-    dataset: datasets.Dataset, keys: list[str | None], record_dir: Path
-) -> ImageCheckResult | None:
+def _recorded(dataset: datasets.Dataset, keys: list[str | None], record_dir: Path) -> ImageCheckResult | None:
     """A clean earlier check of this dataset version that covers the request, if recorded."""
     for key in filter(None, keys):
         path = record_dir / f"{key}.json"
@@ -260,9 +250,7 @@ def _recorded(
                 f"The images of this dataset version were verified before "
                 f"({record['rows_checked']} rows, record {path}): not decoding them again."
             )
-            return ImageCheckResult(
-                len(dataset), int(record["rows_checked"]), [], decoded=0, record=path
-            )
+            return ImageCheckResult(len(dataset), int(record["rows_checked"]), [], decoded=0, record=path)
     return None
 
 
@@ -301,9 +289,7 @@ def check_images(
         keys.append(_record_key(dataset, image_column, sample))
     if (recorded := _recorded(dataset, keys, record_dir)) is not None:
         return recorded
-    view = dataset.select_columns([image_column]).cast_column(
-        image_column, datasets.Image(decode=False)
-    )
+    view = dataset.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
     if rows is not None:  # in memory: no indices file is written into the data folder
         view = view.select(rows, keep_in_memory=True)
     num_proc = num_proc or default_num_proc(len(view))
@@ -312,10 +298,7 @@ def check_images(
     seconds = time.perf_counter() - started
     if rows is not None:
         bad = [(int(rows[position]), reason) for position, reason in bad]
-    logger.info(
-        f"Decoded {len(view)} images in {seconds:.1f} s ({num_proc} processes): "
-        f"{len(bad)} unreadable."
-    )
+    logger.info(f"Decoded {len(view)} images in {seconds:.1f} s ({num_proc} processes): {len(bad)} unreadable.")
     record = None
     if not bad and keys[-1] is not None:
         record = _write_record(
@@ -347,13 +330,10 @@ def find_unreadable_images(
     return check_images(dataset, image_column, **options).bad_rows[:limit]
 
 
-def unreadable_images_message(
-    result: ImageCheckResult, dataset_label: str, *, limit: int = 10
-) -> str:
+def unreadable_images_message(result: ImageCheckResult, dataset_label: str, *, limit: int = 10) -> str:
     """The error that refuses a dataset with unreadable images: how many, which, why, what to do."""
     checked = (
-        f"a random sample of {result.rows_checked} of its {result.num_rows} rows "
-        "(verify_images_max_samples)"
+        f"a random sample of {result.rows_checked} of its {result.num_rows} rows (verify_images_max_samples)"
         if result.sampled
         else f"all {result.num_rows} rows"
     )

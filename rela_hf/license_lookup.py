@@ -43,13 +43,15 @@ def _from_card_data(data: Any, source: str) -> License:
     value = getattr(data, "license", None)
     name, link = getattr(data, "license_name", None), getattr(data, "license_link", None)
     if isinstance(value, (list, tuple)):
-        parts = [LicenseInput("part", str(v), parse_license(v, name=name, link=link))
-                 for v in value]
+        parts = [LicenseInput("part", str(v), parse_license(v, name=name, link=link)) for v in value]
         if not parts:
             return _unknown(f"{source} names no licence")
         combined = derive_license(parts).license
-        return dataclasses.replace(combined, source=source) if combined.known else _unknown(
-            f"{source} lists licences rela-hf cannot combine ({', '.join(map(str, value))})")
+        return (
+            dataclasses.replace(combined, source=source)
+            if combined.known
+            else _unknown(f"{source} lists licences rela-hf cannot combine ({', '.join(map(str, value))})")
+        )
     if not value:
         return _unknown(f"{source} names no licence")
     if value == "unknown":
@@ -86,8 +88,7 @@ def _local_dataset_license(folder: Path, name: str) -> License:
             except (OSError, ValueError):
                 continue
             if license_text:
-                return parse_license(
-                    license_text, source=f"the DatasetInfo of the local folder `{name}`")
+                return parse_license(license_text, source=f"the DatasetInfo of the local folder `{name}`")
     return card
 
 
@@ -100,8 +101,9 @@ def dataset_license(dataset: str | None, *, revision: str | None = None) -> Lice
         return _unknown("the dataset is not recorded")
     public = public_name(dataset)
     if public.local and public.hub_id is None:
-        folder = Path(dataset.split(":", 1)[-1] if dataset.startswith(("local-dir:", "offline:"))
-                      else dataset).expanduser()
+        folder = Path(
+            dataset.split(":", 1)[-1] if dataset.startswith(("local-dir:", "offline:")) else dataset
+        ).expanduser()
         if not folder.is_dir():
             return _unknown(f"the local folder `{public.name}` is not on this machine")
         return _local_dataset_license(folder, public.name)

@@ -45,14 +45,51 @@ __all__ = [
 # tier -> licences (Hub identifiers); higher is more restrictive
 _TIERS: dict[int, tuple[str, ...]] = {
     0: ("cc0-1.0", "unlicense", "pddl", "wtfpl"),
-    1: ("mit", "bsd", "bsd-2-clause", "bsd-3-clause", "bsd-3-clause-clear", "isc", "zlib",
-        "postgresql", "ncsa", "bsl-1.0"),
+    1: (
+        "mit",
+        "bsd",
+        "bsd-2-clause",
+        "bsd-3-clause",
+        "bsd-3-clause-clear",
+        "isc",
+        "zlib",
+        "postgresql",
+        "ncsa",
+        "bsl-1.0",
+    ),
     2: ("apache-2.0", "afl-3.0", "ecl-2.0", "ms-pl", "artistic-2.0"),
-    3: ("cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "odc-by", "cdla-permissive-1.0",
-        "cdla-permissive-2.0", "etalab-2.0"),
-    4: ("cc-by-sa-3.0", "cc-by-sa-4.0", "odbl", "cdla-sharing-1.0", "gpl", "gpl-2.0", "gpl-3.0",
-        "lgpl", "lgpl-2.1", "lgpl-3.0", "lgpl-lr", "agpl-3.0", "mpl-2.0", "epl-1.0", "epl-2.0",
-        "eupl-1.1", "osl-3.0", "gfdl", "lppl-1.3c", "ofl-1.1"),
+    3: (
+        "cc-by-2.0",
+        "cc-by-2.5",
+        "cc-by-3.0",
+        "cc-by-4.0",
+        "odc-by",
+        "cdla-permissive-1.0",
+        "cdla-permissive-2.0",
+        "etalab-2.0",
+    ),
+    4: (
+        "cc-by-sa-3.0",
+        "cc-by-sa-4.0",
+        "odbl",
+        "cdla-sharing-1.0",
+        "gpl",
+        "gpl-2.0",
+        "gpl-3.0",
+        "lgpl",
+        "lgpl-2.1",
+        "lgpl-3.0",
+        "lgpl-lr",
+        "agpl-3.0",
+        "mpl-2.0",
+        "epl-1.0",
+        "epl-2.0",
+        "eupl-1.1",
+        "osl-3.0",
+        "gfdl",
+        "lppl-1.3c",
+        "ofl-1.1",
+    ),
     5: ("cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0"),
     6: ("cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0"),
 }
@@ -60,17 +97,35 @@ _TIER = {license_id: tier for tier, ids in _TIERS.items() for license_id in ids}
 _PERMISSIVE_TIERS = (0, 1, 2, 3)
 _NO_DERIVATIVES = ("cc-by-nd-4.0", "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0")
 #: use-restricted or custom licences: rela-hf cannot rank them against others
-_CUSTOM = ("openrail", "bigscience-openrail-m", "creativeml-openrail-m",
-           "bigscience-bloom-rail-1.0", "bigcode-openrail-m", "openrail++", "c-uda", "cc",
-           "deepfloyd-if-license", "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "gemma",
-           "other")
+_CUSTOM = (
+    "openrail",
+    "bigscience-openrail-m",
+    "creativeml-openrail-m",
+    "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m",
+    "openrail++",
+    "c-uda",
+    "cc",
+    "deepfloyd-if-license",
+    "llama2",
+    "llama3",
+    "llama3.1",
+    "llama3.2",
+    "llama3.3",
+    "gemma",
+    "other",
+)
 #: the licence identifiers the Hub accepts in a card's ``license:`` field
 HUB_LICENSES = frozenset([*_TIER, *_NO_DERIVATIVES, *_CUSTOM, "unknown"])
 
 # free-text spellings (DatasetInfo.license, SPDX ids) -> the Hub's words
 _WORDS = (
-    (r"creative\s*commons", "cc"), (r"attribution", "by"), (r"non[-\s]?commercial", "nc"),
-    (r"share[-\s]?alike", "sa"), (r"no[-\s]?deriv(ative)?s?", "nd"), (r"\bzero\b", "0"),
+    (r"creative\s*commons", "cc"),
+    (r"attribution", "by"),
+    (r"non[-\s]?commercial", "nc"),
+    (r"share[-\s]?alike", "sa"),
+    (r"no[-\s]?deriv(ative)?s?", "nd"),
+    (r"\bzero\b", "0"),
     (r"\b(the|license|licence|international|generic|unported|version|only|or-later)\b", " "),
 )
 
@@ -112,8 +167,9 @@ class License:
 UNKNOWN_LICENSE = License("unknown")
 
 
-def parse_license(text: str | None, *, name: str | None = None, link: str | None = None,
-                  source: str | None = None) -> License:
+def parse_license(
+    text: str | None, *, name: str | None = None, link: str | None = None, source: str | None = None
+) -> License:
     """A :class:`License` from a card's ``license`` value or a free-text licence.
 
     Hub identifiers and SPDX ids map to themselves (``Apache-2.0`` -> ``apache-2.0``), common
@@ -184,16 +240,20 @@ def _most_restrictive(ranked: list[LicenseInput]) -> tuple[License | None, str]:
     winners = [item for item in ranked if _TIER[item.license.id] == top]
     distinct = {item.license.id for item in winners}
     if len(distinct) > 1 and top not in _PERMISSIVE_TIERS:
-        return None, (" and ".join(_describe(item) for item in winners)
-                      + " each require derived works under their own terms")
+        return None, (
+            " and ".join(_describe(item) for item in winners) + " each require derived works under their own terms"
+        )
     winner = winners[0]
     if len(ranked) == 1:
         return winner.license, f"inherited from {_describe(winner)}"
     return winner.license, f"the most restrictive of the inputs: {_describe(winner)}"
 
 
-def derive_license(inputs: Iterable[LicenseInput], *, explicit: str | License | None = None,
-                   ) -> DerivedLicense:
+def derive_license(
+    inputs: Iterable[LicenseInput],
+    *,
+    explicit: str | License | None = None,
+) -> DerivedLicense:
     """The licence of an artefact made from ``inputs`` (rules in the module docstring).
 
     Args:
@@ -203,8 +263,9 @@ def derive_license(inputs: Iterable[LicenseInput], *, explicit: str | License | 
     inputs = tuple(inputs)
     if explicit is not None:
         chosen = explicit if isinstance(explicit, License) else parse_license(explicit)
-        return DerivedLicense(dataclasses.replace(chosen, source="set by the uploader"),
-                              "set by the uploader", inputs, explicit=True)
+        return DerivedLicense(
+            dataclasses.replace(chosen, source="set by the uploader"), "set by the uploader", inputs, explicit=True
+        )
     if not inputs:
         return DerivedLicense(UNKNOWN_LICENSE, "nothing records what it was made from")
     unknown = [item for item in inputs if not item.license.known]
@@ -215,18 +276,19 @@ def derive_license(inputs: Iterable[LicenseInput], *, explicit: str | License | 
         return DerivedLicense(UNKNOWN_LICENSE, f"the {what} {names} {verb} unknown", inputs)
     no_derivatives = [item for item in inputs if item.license.id in _NO_DERIVATIVES]
     if no_derivatives:
-        return DerivedLicense(UNKNOWN_LICENSE, " and ".join(map(_describe, no_derivatives))
-                              + " allow no derivatives", inputs)
+        return DerivedLicense(
+            UNKNOWN_LICENSE, " and ".join(map(_describe, no_derivatives)) + " allow no derivatives", inputs
+        )
     custom = _distinct([item for item in inputs if item.license.id not in _TIER])
     ranked = [item for item in inputs if item.license.id in _TIER]
     if custom:
         restrictive = [item for item in ranked if _TIER[item.license.id] not in _PERMISSIVE_TIERS]
         if len(custom) > 1 or restrictive:
             clash = [*custom, *restrictive]
-            return DerivedLicense(UNKNOWN_LICENSE, " and ".join(map(_describe, clash))
-                                  + " cannot be combined by rela-hf's rule", inputs)
-        return DerivedLicense(_as_derived(custom[0].license),
-                              f"inherited from {_describe(custom[0])}", inputs)
+            return DerivedLicense(
+                UNKNOWN_LICENSE, " and ".join(map(_describe, clash)) + " cannot be combined by rela-hf's rule", inputs
+            )
+        return DerivedLicense(_as_derived(custom[0].license), f"inherited from {_describe(custom[0])}", inputs)
     license, reason = _most_restrictive(ranked)
     return DerivedLicense(_as_derived(license), reason, inputs)
 

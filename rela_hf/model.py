@@ -98,9 +98,7 @@ class ReLAStudent(nn.Module):
         # The method's heads first, then its teacher copies: they start equal to the online nets.
         self.method: Method = build_method(method, backbone, method_options, num_classes=num_classes)
         self.transfer_head = (
-            TransferHead(feature_dim, rela_dim, trainable=trainable_transfer_head)
-            if rela_dim is not None
-            else None
+            TransferHead(feature_dim, rela_dim, trainable=trainable_transfer_head) if rela_dim is not None else None
         )
         self.classifier = nn.Linear(feature_dim, num_classes) if num_classes else None
 
@@ -241,5 +239,11 @@ class ReLABYOL(ReLAStudent):
         num_classes: int | None = None,
     ) -> None:
         options = BYOLOptions(projection_dim, projector_hidden_dim, predictor_hidden_dim)
-        super().__init__(backbone, "byol", method_options=options, rela_dim=rela_dim,
-                         trainable_transfer_head=trainable_transfer_head, num_classes=num_classes)
+        super().__init__(
+            backbone,
+            "byol",
+            method_options=options,
+            rela_dim=rela_dim,
+            trainable_transfer_head=trainable_transfer_head,
+            num_classes=num_classes,
+        )

@@ -110,9 +110,7 @@ def parse_model_name(name: str, *, revision: str | None = None) -> ModelName:
         return ModelName("registry", name, revision)
     repo_id, _, in_name = name.partition("@")
     if repo_id.count("/") != 1 or repo_id.startswith(("/", ".", "~")) or repo_id.endswith("/"):
-        raise ModelNameError(
-            f"{name!r} is neither an existing folder nor a Hub repo id of the form '<org>/<name>'."
-        )
+        raise ModelNameError(f"{name!r} is neither an existing folder nor a Hub repo id of the form '<org>/<name>'.")
     return ModelName("hub", repo_id, _join_revisions(name, in_name or None, revision))
 
 

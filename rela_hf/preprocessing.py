@@ -110,9 +110,7 @@ def official_data_config(
     }
 
 
-def eval_transform(
-    data_config: Mapping[str, Any] | int, **overrides: Any
-) -> Callable[[PIL.Image.Image], torch.Tensor]:
+def eval_transform(data_config: Mapping[str, Any] | int, **overrides: Any) -> Callable[[PIL.Image.Image], torch.Tensor]:
     """PIL image (any mode) -> normalised ``(C, H, W)`` float tensor, following a data config.
 
     Args:

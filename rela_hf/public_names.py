@@ -72,15 +72,16 @@ def is_local_path(name: str) -> bool:
 def _strip_prefix(name: str) -> str:
     for prefix in ("local-dir:", "file://", "file:", "offline:"):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
 def _parts(path: str) -> tuple[str, ...]:
     windows = "\\" in path or _WINDOWS_DRIVE.match(path)
     pure = PureWindowsPath(path) if windows else PurePosixPath(path)
-    return tuple(part for part in pure.parts if part not in ("/", "\\", ".", "..", "~")
-                 and not _WINDOWS_DRIVE.match(part + "\\"))
+    return tuple(
+        part for part in pure.parts if part not in ("/", "\\", ".", "..", "~") and not _WINDOWS_DRIVE.match(part + "\\")
+    )
 
 
 def public_name(name: str) -> PublicName:
@@ -93,7 +94,7 @@ def public_name(name: str) -> PublicName:
     parts = _parts(_strip_prefix(name).rstrip("/\\"))
     for index, part in enumerate(parts):
         cached = _CACHE_REPO.match(part)
-        rest = parts[index + 1:]
+        rest = parts[index + 1 :]
         if cached and len(rest) >= 2 and rest[0] == "snapshots" and _COMMIT.match(rest[1]):
             hub_id = cached.group(2).replace("--", "/", 1)
             return PublicName(hub_id, local=True, hub_id=hub_id, revision=rest[1])
@@ -101,8 +102,7 @@ def public_name(name: str) -> PublicName:
 
 
 def _public_value(value: Any) -> Any:
-    if isinstance(value, str) and (_has_path_form(value) or (
-            ("/" in value or "\\" in value) and is_local_path(value))):
+    if isinstance(value, str) and (_has_path_form(value) or (("/" in value or "\\" in value) and is_local_path(value))):
         public = public_name(value)
         if public.hub_id:
             return f"<local copy of {public.hub_id}>"

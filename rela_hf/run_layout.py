@@ -148,8 +148,7 @@ class TrainingSummary:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ValueError(
-                f"Unknown training summary fields {unknown}: written by a newer rela-hf? "
-                f"Known fields: {sorted(names)}."
+                f"Unknown training summary fields {unknown}: written by a newer rela-hf? Known fields: {sorted(names)}."
             )
         return cls(**values)
 

@@ -243,9 +243,7 @@ class StaticSwitch(_SwitchRule):
         )
 
 
-def build_switch(
-    rule: str, *, fraction: float | None, total_steps: int
-) -> AdaptiveSwitch | StaticSwitch:
+def build_switch(rule: str, *, fraction: float | None, total_steps: int) -> AdaptiveSwitch | StaticSwitch:
     """Build the ReLA -> SSL switch rule by name.
 
     Args:
@@ -282,8 +280,7 @@ def build_switch(
 # Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
 # new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
 _SSL_PHASE_NOTE = (
-    "its value is now 'ssl', not 'byol': the phase after the switch runs whichever SSL "
-    "method the run chose."
+    "its value is now 'ssl', not 'byol': the phase after the switch runs whichever SSL method the run chose."
 )
 __getattr__ = moved_names(
     __name__,

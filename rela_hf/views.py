@@ -230,9 +230,14 @@ def byol_view_transforms(
         ['RandomGaussianBlur', 'RandomSolarize']
     """
     blur_p1, blur_p2 = BYOL_BLUR_P if blur_by_default(image_size, gaussian_blur) else (0.0, 0.0)
-    common: dict[str, Any] = {"crop_scale": BYOL_CROP_SCALE, "color_jitter": BYOL_COLOR_JITTER,
-              "color_jitter_p": BYOL_COLOR_JITTER_P, "grayscale_p": BYOL_GRAYSCALE_P,
-              "mean": mean, "std": std}
+    common: dict[str, Any] = {
+        "crop_scale": BYOL_CROP_SCALE,
+        "color_jitter": BYOL_COLOR_JITTER,
+        "color_jitter_p": BYOL_COLOR_JITTER_P,
+        "grayscale_p": BYOL_GRAYSCALE_P,
+        "mean": mean,
+        "std": std,
+    }
     view1 = augmentation(image_size, blur_p=blur_p1, solarize_p=BYOL_SOLARIZE_P[0], **common)
     view2 = augmentation(image_size, blur_p=blur_p2, solarize_p=BYOL_SOLARIZE_P[1], **common)
     return view1, view2
@@ -294,8 +299,7 @@ __getattr__ = moved_names(
     {
         "ConvertRGB": Moved(
             "rela_hf.preprocessing:ConvertImageMode",
-            "ConvertImageMode() converts to RGB like ConvertRGB() did; ConvertImageMode('L') "
-            "gives grey images.",
+            "ConvertImageMode() converts to RGB like ConvertRGB() did; ConvertImageMode('L') gives grey images.",
         ),
         "eval_transform": Moved(
             "rela_hf.preprocessing:eval_transform",

@@ -36,9 +36,7 @@ def _as_float64_matrix(x: Any, *, what: str) -> torch.Tensor:
     else:
         tensor = torch.from_numpy(np.array(x, dtype=np.float64))  # a writable float64 copy
     if tensor.ndim != 2:
-        raise ValueError(
-            f"{what} must be a 2-D [num_samples, dim] array, got shape {tuple(tensor.shape)}."
-        )
+        raise ValueError(f"{what} must be a 2-D [num_samples, dim] array, got shape {tuple(tensor.shape)}.")
     return tensor.to(device="cpu", dtype=torch.float64)
 
 
@@ -107,9 +105,7 @@ class PCAWhitening:
 
     def __init__(self, n_components: int | None = None) -> None:
         if n_components is not None and (not isinstance(n_components, int) or n_components < 1):
-            raise ValueError(
-                f"n_components must be a positive integer or None, got {n_components!r}."
-            )
+            raise ValueError(f"n_components must be a positive integer or None, got {n_components!r}.")
         self.n_components = n_components
         self.n_samples = 0
         self.n_features: int | None = None
@@ -136,9 +132,7 @@ class PCAWhitening:
         if x.shape[0] == 0:
             return self
         if self.n_features is not None and x.shape[1] != self.n_features:
-            raise ValueError(
-                f"Embeddings have dim {x.shape[1]}, earlier batches had {self.n_features}."
-            )
+            raise ValueError(f"Embeddings have dim {x.shape[1]}, earlier batches had {self.n_features}.")
         if (row := first_non_finite_row(x)) is not None:
             raise ValueError(f"Row {row} of this batch of embeddings is not finite (NaN or inf).")
         self._add(x.shape[0], rows=[x])
@@ -160,11 +154,7 @@ class PCAWhitening:
     def _add(self, count: int, *, rows=None, moments=None) -> None:
         """Add ``count`` samples, given as rows or as their (mean, centred comoment)."""
         self.n_features = self.n_features or int((rows[0] if rows else moments[0]).shape[-1])
-        if (
-            self._rows is not None
-            and rows is not None
-            and self.n_samples + count <= self.n_features
-        ):
+        if self._rows is not None and rows is not None and self.n_samples + count <= self.n_features:
             self._rows.extend(rows)  # still no more rows than dimensions: keep them
             self.n_samples += count
             return
@@ -208,9 +198,7 @@ class PCAWhitening:
             )
         with _one_torch_thread():
             mean, eigenvalues, eigenvectors = self._mean_and_covariance_eigenpairs()
-        rank = (
-            int((eigenvalues > self.RANK_RTOL * eigenvalues[0]).sum()) if eigenvalues[0] > 0 else 0
-        )
+        rank = int((eigenvalues > self.RANK_RTOL * eigenvalues[0]).sum()) if eigenvalues[0] > 0 else 0
         if k > rank:
             raise ValueError(
                 f"The {n} embeddings vary along only {rank} independent directions (e.g. constant "
@@ -286,10 +274,7 @@ class PCAWhitening:
         self._require_fitted()
         x = _as_float64_matrix(embeddings, what="embeddings")
         if x.shape[1] != self.n_features:
-            raise ValueError(
-                f"Embeddings have dim {x.shape[1]}; "
-                f"this whitening was fit on dim {self.n_features}."
-            )
+            raise ValueError(f"Embeddings have dim {x.shape[1]}; this whitening was fit on dim {self.n_features}.")
         if (row := first_non_finite_row(x)) is not None:
             raise ValueError(f"Row {row} of the embeddings is not finite (NaN or inf).")
         assert self.mean is not None and self._projection is not None  # _require_fitted
@@ -297,9 +282,7 @@ class PCAWhitening:
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
-            raise RuntimeError(
-                "PCAWhitening is not fitted: call update(...) then finalize(), or load()."
-            )
+            raise RuntimeError("PCAWhitening is not fitted: call update(...) then finalize(), or load().")
 
     @property
     def total_explained_variance_ratio(self) -> float:

@@ -34,25 +34,67 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 TRAINER = {
-    "image_size": 32, "backbone": "resnet18", "backbone_kwargs": '{"channels": [16, 32, 64, 128], "stem_width": 16}',
-    "per_device_train_batch_size": 32, "learning_rate": 0.001, "weight_decay": 0.01, "momentum": 0.99,
-    "mixed_precision": "no", "channels_last": "true", "dataloader_num_workers": 0, "report_to": "none",
-    "logging_steps": 1, "checkpointing_steps": 10, "seed": 7, "label_column": "label",
+    "image_size": 32,
+    "backbone": "resnet18",
+    "backbone_kwargs": '{"channels": [16, 32, 64, 128], "stem_width": 16}',
+    "per_device_train_batch_size": 32,
+    "learning_rate": 0.001,
+    "weight_decay": 0.01,
+    "momentum": 0.99,
+    "mixed_precision": "no",
+    "channels_last": "true",
+    "dataloader_num_workers": 0,
+    "report_to": "none",
+    "logging_steps": 1,
+    "checkpointing_steps": 10,
+    "seed": 7,
+    "label_column": "label",
 }
 RUNS: dict[str, dict[str, Any]] = {
-    "rela": {"use_rela": "true", "switch_rule": "static", "switch_fraction": 0.5, "max_train_steps": 30,
-             "dataset_name": "{targets}"},
-    "rela_prior": {"use_rela": "true", "switch_rule": "static", "switch_fraction": 0.5, "max_train_steps": 12,
-                   "dataset_name": "{images}", "prior": "{prior}", "prior_image_size": 64, "target_dim": 32},
+    "rela": {
+        "use_rela": "true",
+        "switch_rule": "static",
+        "switch_fraction": 0.5,
+        "max_train_steps": 30,
+        "dataset_name": "{targets}",
+    },
+    "rela_prior": {
+        "use_rela": "true",
+        "switch_rule": "static",
+        "switch_fraction": 0.5,
+        "max_train_steps": 12,
+        "dataset_name": "{images}",
+        "prior": "{prior}",
+        "prior_image_size": 64,
+        "target_dim": 32,
+    },
     "byol": {"method": "byol", "use_rela": "false", "max_train_steps": 30, "dataset_name": "{images}"},
-    "dino": {"method": "dino", "switch_rule": "static", "switch_fraction": 0.5,
-             "max_train_steps": 20, "dataset_name": "{targets}",
-             "method_options": '{"hidden_dim": 64, "bottleneck_dim": 32, "out_dim": 128}'},
-    "simclr": {"method": "simclr", "switch_rule": "static", "switch_fraction": 0.5,
-               "max_train_steps": 20, "dataset_name": "{targets}"},
-    "rela_accum": {"use_rela": "true", "switch_rule": "static", "switch_fraction": 0.5, "max_train_steps": 12,
-                   "gradient_accumulation_steps": 2, "dataset_name": "{targets}",
-                   "eval_dataset_name": "{images}", "eval_split": "test", "eval_steps": 6},
+    "dino": {
+        "method": "dino",
+        "switch_rule": "static",
+        "switch_fraction": 0.5,
+        "max_train_steps": 20,
+        "dataset_name": "{targets}",
+        "method_options": '{"hidden_dim": 64, "bottleneck_dim": 32, "out_dim": 128}',
+    },
+    "simclr": {
+        "method": "simclr",
+        "switch_rule": "static",
+        "switch_fraction": 0.5,
+        "max_train_steps": 20,
+        "dataset_name": "{targets}",
+    },
+    "rela_accum": {
+        "use_rela": "true",
+        "switch_rule": "static",
+        "switch_fraction": 0.5,
+        "max_train_steps": 12,
+        "gradient_accumulation_steps": 2,
+        "dataset_name": "{targets}",
+        "eval_dataset_name": "{images}",
+        "eval_split": "test",
+        "eval_steps": 6,
+    },
 }
 
 
@@ -63,8 +105,10 @@ def sha(data: bytes) -> str:
 def tensor_hashes(path: Path) -> dict[str, str]:
     from safetensors.torch import load_file
 
-    return {key: sha(tensor.contiguous().numpy().tobytes()) + f":{tuple(tensor.shape)}"
-            for key, tensor in sorted(load_file(str(path)).items())}
+    return {
+        key: sha(tensor.contiguous().numpy().tobytes()) + f":{tuple(tensor.shape)}"
+        for key, tensor in sorted(load_file(str(path)).items())
+    }
 
 
 def optimizer_hashes(path: Path) -> list[str]:
@@ -90,8 +134,14 @@ def optimizer_hashes(path: Path) -> list[str]:
 
 
 def run(command: list[str], log: Path) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO),
-               TOKENIZERS_PARALLELISM="false", HF_HUB_DISABLE_TELEMETRY="1")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=str(REPO),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
     with log.open("w") as handle:
         result = subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
@@ -101,18 +151,54 @@ def run(command: list[str], log: Path) -> None:
 def record(work: Path) -> dict[str, Any]:
     python = sys.executable
     assets = work / "assets"
-    run([python, "recipes/prepare_offline_assets.py", "--output_dir", str(assets), "--train_limit", "512",
-         "--test_limit", "128", "--seed", "0"], work / "assets.log")
+    run(
+        [
+            python,
+            "recipes/prepare_offline_assets.py",
+            "--output_dir",
+            str(assets),
+            "--train_limit",
+            "512",
+            "--test_limit",
+            "128",
+            "--seed",
+            "0",
+        ],
+        work / "assets.log",
+    )
     images, prior, targets = assets / "fashion_mnist", assets / "efficientnet_lite0", work / "targets"
-    run([python, "recipes/make_targets.py", "--dataset", str(images), "--split", "train", "--prior", str(prior),
-         "--image_size", "64", "--k", "32", "--output_dir", str(targets), "--batch_size", "64"], work / "targets.log")
+    run(
+        [
+            python,
+            "recipes/make_targets.py",
+            "--dataset",
+            str(images),
+            "--split",
+            "train",
+            "--prior",
+            str(prior),
+            "--image_size",
+            "64",
+            "--k",
+            "32",
+            "--output_dir",
+            str(targets),
+            "--batch_size",
+            "64",
+        ],
+        work / "targets.log",
+    )
     import datasets
     import numpy as np
 
     column = np.asarray(datasets.load_from_disk(str(targets)).with_format("numpy")["rela_target"], dtype=np.float32)
-    out: dict[str, Any] = {"targets": {"rela_target": sha(column.tobytes()),
-                                       "rela_whitening.safetensors": tensor_hashes(targets / "rela_whitening.safetensors")},
-                           "runs": {}}
+    out: dict[str, Any] = {
+        "targets": {
+            "rela_target": sha(column.tobytes()),
+            "rela_whitening.safetensors": tensor_hashes(targets / "rela_whitening.safetensors"),
+        },
+        "runs": {},
+    }
     for name, options in RUNS.items():
         run_dir = work / name
         values = {**TRAINER, **options, "output_dir": str(run_dir)}
@@ -124,8 +210,10 @@ def record(work: Path) -> dict[str, Any]:
         run([python, "recipes/byol_rela.py", *argv], work / f"{name}.log")
         summary = json.loads((run_dir / "training_summary.json").read_text())
         checkpoint = run_dir / summary["checkpoint"]
-        history = [{k: v for k, v in json.loads(line).items() if "loss" in k or k in ("step", "train/rho")}
-                   for line in (run_dir / "history.jsonl").read_text().splitlines()]
+        history = [
+            {k: v for k, v in json.loads(line).items() if "loss" in k or k in ("step", "train/rho")}
+            for line in (run_dir / "history.jsonl").read_text().splitlines()
+        ]
         out["runs"][name] = {
             "switch_step": summary["switch_step"],
             "backbone": tensor_hashes(run_dir / "backbone" / "model.safetensors"),

@@ -88,7 +88,9 @@ def table() -> str:
         if name not in users:
             continue
         where = ", ".join(f"{c.removeprefix('rela-hf-')} (`{d!r}`)" for c, d in users[name].items())
-        lines.append(f"| `--{name}` | {help_text.replace('|', '/')} | {where} | {', '.join(sorted(former.get(name, ()))) or ''} |")
+        lines.append(
+            f"| `--{name}` | {help_text.replace('|', '/')} | {where} | {', '.join(sorted(former.get(name, ()))) or ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 

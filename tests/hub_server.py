@@ -80,9 +80,7 @@ _REF_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _PR_RE = re.compile(r"^refs/pr/([1-9][0-9]*)$")
 _OPERATION_KEYS = ("file", "lfsFile", "deletedFile", "deletedFolder")
-_GITATTRIBUTES = "".join(
-    f"*{ext} filter=lfs diff=lfs merge=lfs -text\n" for ext in sorted(LFS_EXTENSIONS)
-).encode()
+_GITATTRIBUTES = "".join(f"*{ext} filter=lfs diff=lfs merge=lfs -text\n" for ext in sorted(LFS_EXTENSIONS)).encode()
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -200,9 +198,7 @@ class RequestRecord:
 class HubError(Exception):
     """An error answer: ``{"error": message}`` + ``X-Error-Message``, optional ``X-Error-Code``."""
 
-    def __init__(
-        self, status: int, message: str, error_code: str | None = None, headers: dict | None = None
-    ) -> None:
+    def __init__(self, status: int, message: str, error_code: str | None = None, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -346,9 +342,7 @@ class HubStore:
                 repo.branches[revision] = commit.oid
             return commit, None
 
-    def _add_commit(
-        self, repo: Repo, parent: Commit | None, files: dict, title: str, message: str
-    ) -> Commit:
+    def _add_commit(self, repo: Repo, parent: Commit | None, files: dict, title: str, message: str) -> Commit:
         parent_oid = parent.oid if parent else None
         seed = f"{repo.repo_type}/{repo.repo_id}/{next(self._commit_counter)}/{parent_oid}"
         commit = Commit(
@@ -378,9 +372,7 @@ class HubStore:
             if value.get("algo", "sha256") != "sha256" or oid not in repo.lfs_objects:
                 raise HubError(422, f"LFS object {oid} for {path} was never uploaded to this repo")
             if size != len(self.blobs[oid]):
-                raise HubError(
-                    422, f"LFS object {oid} has {len(self.blobs[oid])} bytes, not {size}"
-                )
+                raise HubError(422, f"LFS object {oid} has {len(self.blobs[oid])} bytes, not {size}")
             files[path] = StoredFile(oid, size, True, git_blob_sha1(lfs_pointer(oid, size)))
         elif key == "deletedFile":
             if files.pop(path, None) is None:
@@ -579,9 +571,7 @@ class FakeHub:
         if self._httpd is not None:
             raise RuntimeError("FakeHub is already running")
         self._httpd = _HubHTTPServer(self._address, self)
-        threading.Thread(
-            target=self._httpd.serve_forever, args=(0.1,), name="fake-hub", daemon=True
-        ).start()
+        threading.Thread(target=self._httpd.serve_forever, args=(0.1,), name="fake-hub", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -618,9 +608,7 @@ class FakeHub:
         """How many requests were served: a cheap mark for ``find_requests(since=...)``."""
         return len(self._requests)
 
-    def find_requests(
-        self, method: str | None = None, contains: str = "", since: int = 0
-    ) -> list[RequestRecord]:
+    def find_requests(self, method: str | None = None, contains: str = "", since: int = 0) -> list[RequestRecord]:
         """Logged requests (from index ``since``) with this method and ``contains`` in the path."""
         with self._log_lock:
             log = self._requests[since:]
@@ -868,9 +856,7 @@ class FakeHub:
 
     # -- listings --
 
-    def _list_tree(
-        self, request: _Handler, repo_type: str, repo_id: str, revision: str, *path: str
-    ) -> Route:
+    def _list_tree(self, request: _Handler, repo_type: str, repo_id: str, revision: str, *path: str) -> Route:
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
             commit = repo.resolve(revision)
@@ -896,9 +882,7 @@ class FakeHub:
 
     def _list_refs(self, request: _Handler, repo_type: str, repo_id: str) -> Route:
         def refs(kind: str, names: Mapping[str, str]) -> list[dict]:
-            return [
-                {"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in names.items()
-            ]
+            return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": c} for n, c in names.items()]
 
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
@@ -914,9 +898,7 @@ class FakeHub:
                 ]
         return 200, {}, answer
 
-    def _list_commits(
-        self, request: _Handler, repo_type: str, repo_id: str, revision: str
-    ) -> Route:
+    def _list_commits(self, request: _Handler, repo_type: str, repo_id: str, revision: str) -> Route:
         with self.store.lock:
             repo = self._repo(request, repo_type, repo_id, write=False)
             history = list(repo.history(repo.resolve(revision)))
@@ -938,9 +920,7 @@ class FakeHub:
 
     # -- refs --
 
-    def _create_branch(
-        self, request: _Handler, repo_type: str, repo_id: str, *name_parts: str
-    ) -> Route:
+    def _create_branch(self, request: _Handler, repo_type: str, repo_id: str, *name_parts: str) -> Route:
         name = "/".join(name_parts)
         starting_point = request.json_body().get("startingPoint") or "main"
         if not _REF_NAME_RE.match(name) or name.startswith("refs"):
@@ -952,9 +932,7 @@ class FakeHub:
             repo.branches[name] = repo.resolve(starting_point).oid
         return 200, {}, {}
 
-    def _create_tag(
-        self, request: _Handler, repo_type: str, repo_id: str, *revision_parts: str
-    ) -> Route:
+    def _create_tag(self, request: _Handler, repo_type: str, repo_id: str, *revision_parts: str) -> Route:
         tag = request.json_body().get("tag")
         if not isinstance(tag, str) or not _REF_NAME_RE.match(tag):
             raise HubError(400, f"Invalid tag name {tag!r}")
@@ -1058,9 +1036,7 @@ class FakeHub:
 
     # -- downloads --
 
-    def _resolve(
-        self, request: _Handler, repo_type: str, repo_id: str, revision: str, path: str
-    ) -> Route:
+    def _resolve(self, request: _Handler, repo_type: str, repo_id: str, revision: str, path: str) -> Route:
         with self.store.lock:
             commit = self._repo(request, repo_type, repo_id, write=False).resolve(revision)
             stored = commit.files.get(path)
@@ -1076,9 +1052,7 @@ class FakeHub:
             "Content-Length": str(stored.size),
         }  # never X-Xet-Hash: it would switch the client to xet downloads
         if stored.lfs:
-            headers.update(
-                {"X-Linked-Etag": f'"{stored.sha256}"', "X-Linked-Size": str(stored.size)}
-            )
+            headers.update({"X-Linked-Etag": f'"{stored.sha256}"', "X-Linked-Size": str(stored.size)})
         range_header = request.headers.get("Range") if request.command == "GET" else None
         byte_range = _parse_range(range_header, stored.size) if range_header else None
         if byte_range is None:
@@ -1109,15 +1083,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="In-memory Hugging Face Hub for tests.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 (default) picks a free port")
-    parser.add_argument(
-        "--strict-auth", action="store_true", help="accept only the token in $HF_TOKEN"
-    )
-    parser.add_argument(
-        "--request-delay", type=float, default=0.0, help="seconds each request waits (a slow link)"
-    )
-    parser.add_argument(
-        "--delayed-paths", default="", help="delay only requests whose path contains this"
-    )
+    parser.add_argument("--strict-auth", action="store_true", help="accept only the token in $HF_TOKEN")
+    parser.add_argument("--request-delay", type=float, default=0.0, help="seconds each request waits (a slow link)")
+    parser.add_argument("--delayed-paths", default="", help="delay only requests whose path contains this")
     args = parser.parse_args(argv)
     if args.strict_auth and not os.environ.get("HF_TOKEN"):
         parser.error("--strict-auth needs HF_TOKEN set in the environment")

@@ -24,6 +24,4 @@ def assert_whitened(targets: np.ndarray, atol: float = 1e-4) -> None:
     """Mean 0, unit population variance and identity covariance on the fit set."""
     targets = np.asarray(targets, dtype=np.float64)
     np.testing.assert_allclose(targets.mean(axis=0), 0.0, atol=atol)
-    np.testing.assert_allclose(
-        np.cov(targets, rowvar=False, bias=True), np.eye(targets.shape[1]), atol=atol
-    )
+    np.testing.assert_allclose(np.cov(targets, rowvar=False, bias=True), np.eye(targets.shape[1]), atol=atol)

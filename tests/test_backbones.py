@@ -155,9 +155,7 @@ def test_exports_reload_in_a_fresh_process(tmp_path):
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     command = [sys.executable, "-c", script]
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=300, check=False
-    )
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert "without import: Unknown model (resnet18_cifar)" in result.stdout
     assert "plain timm: Identity" in result.stdout

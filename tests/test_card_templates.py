@@ -11,6 +11,7 @@ def test_templates_ship_and_the_benchmark_is_linked_or_named():
     url = f"https://github.com/org/rela-hf/blob/main/{BENCHMARK_FILE}"
     assert linked == f"[the rela-hf benchmark]({url})"
     assert benchmark_reference("https://rela-hf.example.org") == (
-        f"[the rela-hf benchmark](https://rela-hf.example.org) (`{BENCHMARK_FILE}`)")
+        f"[the rela-hf benchmark](https://rela-hf.example.org) (`{BENCHMARK_FILE}`)"
+    )
     named = f"the rela-hf benchmark (`{BENCHMARK_FILE}` in the rela-hf source)"
     assert benchmark_reference("") == named

@@ -21,12 +21,15 @@ def test_presets_by_name_and_files_by_path(tmp_path):
         find_config("dmeo", PRESETS)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("learning_rate: 0.1\nlearnig_rate: 0.2\n", r"unknown options \['learnig_rate'\]"),
-    ("- 1\n- 2\n", "must hold a mapping"),
-    ("seed: [1\n", "not valid YAML"),
-    ("seed: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),  # safe_load only
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rate: 0.1\nlearnig_rate: 0.2\n", r"unknown options \['learnig_rate'\]"),
+        ("- 1\n- 2\n", "must hold a mapping"),
+        ("seed: [1\n", "not valid YAML"),
+        ("seed: !!python/object/apply:os.system ['echo pwned']\n", "not valid YAML"),  # safe_load only
+    ],
+)
 def test_bad_files_are_refused_with_the_reason(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)

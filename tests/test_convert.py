@@ -72,9 +72,7 @@ def outputs(prior, pixels):
     """One forward pass of the converted model: (ImageNet logits, pooled 1280-d embedding)."""
     with torch.no_grad():
         features = prior.model.forward_features(pixels)
-        return prior.model.forward_head(features), prior.model.forward_head(
-            features, pre_logits=True
-        )
+        return prior.model.forward_head(features), prior.model.forward_head(features, pre_logits=True)
 
 
 def test_logits_equal_the_pypi_package_model_on_real_imagenet_photos(prior, pixels, outputs):

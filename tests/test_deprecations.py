@@ -30,8 +30,7 @@ MOVED = [
     ("rela_hf.byol", "byol_projector", "rela_hf.methods.byol:byol_projector"),
     ("rela_hf.byol", "cosine_momentum", "rela_hf.momentum:cosine_momentum"),
     ("rela_hf.byol", "make_target_network", "rela_hf.momentum:make_target_network"),
-    ("rela_hf.byol", "negative_cosine_similarity",
-     "rela_hf.methods.byol:negative_cosine_similarity"),
+    ("rela_hf.byol", "negative_cosine_similarity", "rela_hf.methods.byol:negative_cosine_similarity"),
     ("rela_hf.byol", "update_momentum", "rela_hf.momentum:update_momentum"),
     ("rela_hf.cards", "DATASET_CARD_TEMPLATE", "rela_hf.targets.card:DATASET_CARD_TEMPLATE"),
     ("rela_hf.cards", "DATASET_TAGS", "rela_hf.targets.card:DATASET_TAGS"),
@@ -41,8 +40,7 @@ MOVED = [
     ("rela_hf.constants", "IMAGENET_MEAN", "rela_hf.preprocessing:IMAGENET_MEAN"),
     ("rela_hf.constants", "IMAGENET_STD", "rela_hf.preprocessing:IMAGENET_STD"),
     ("rela_hf.card_templates", "BYOL_CITATION", "rela_hf.methods.byol:BYOL_CITATION"),
-    ("rela_hf.evaluation", "EVAL_RESULTS_FORMAT_VERSION",
-     "rela_hf.evaluation.results:EVAL_RESULTS_FORMAT_VERSION"),
+    ("rela_hf.evaluation", "EVAL_RESULTS_FORMAT_VERSION", "rela_hf.evaluation.results:EVAL_RESULTS_FORMAT_VERSION"),
     ("rela_hf.evaluation", "EVAL_RESULTS_NAME", "rela_hf.run_layout:RunLayout.EVAL_RESULTS"),
     ("rela_hf.evaluation", "eval_transform_for", "rela_hf.preprocessing:eval_transform"),
     ("rela_hf.hub", "BYOL_CITATION", "rela_hf.methods.byol:BYOL_CITATION"),
@@ -65,11 +63,9 @@ MOVED = [
     ("rela_hf.hub", "WEIGHTS_NAME", "rela_hf.hub.export:WEIGHTS_NAME"),
     ("rela_hf.hub", "training_data_config", "rela_hf.preprocessing:official_data_config"),
     ("rela_hf.priors", "ConvertRGB", "rela_hf.preprocessing:ConvertImageMode"),
-    ("rela_hf.priors", "ImageProcessorTransform",
-     "rela_hf.priors.image_processors:ImageProcessorTransform"),
+    ("rela_hf.priors", "ImageProcessorTransform", "rela_hf.priors.image_processors:ImageProcessorTransform"),
     ("rela_hf.priors", "TimmPooledFeatures", "rela_hf.priors.timm_loader:TimmPooledFeatures"),
-    ("rela_hf.priors", "TransformersPooledFeatures",
-     "rela_hf.priors.transformers_loader:TransformersPooledFeatures"),
+    ("rela_hf.priors", "TransformersPooledFeatures", "rela_hf.priors.transformers_loader:TransformersPooledFeatures"),
     ("rela_hf.rela", "AdaptiveSwitch", "rela_hf.switch:AdaptiveSwitch"),
     ("rela_hf.rela", "StaticSwitch", "rela_hf.switch:StaticSwitch"),
     ("rela_hf.rela", "build_switch", "rela_hf.switch:build_switch"),
@@ -94,10 +90,13 @@ MOVED = [
 ]
 # Old names with no exact new object: the shim rebuilds the 0.1 value from its replacement.
 REBUILT = [
-    ("rela_hf.priors", "LIBRARIES", "rela_hf.priors:prior_libraries",
-     ("auto", "timm", "transformers")),
-    ("rela_hf.hub", "RETRYABLE_STATUS", "huggingface_hub.utils:http_backoff",
-     frozenset({408, 429, 500, 502, 503, 504})),
+    ("rela_hf.priors", "LIBRARIES", "rela_hf.priors:prior_libraries", ("auto", "timm", "transformers")),
+    (
+        "rela_hf.hub",
+        "RETRYABLE_STATUS",
+        "huggingface_hub.utils:http_backoff",
+        frozenset({408, 429, 500, 502, 503, 504}),
+    ),
 ]
 SHIM_MODULES = ["rela_hf.byol", "rela_hf.cards", "rela_hf.constants"]
 
@@ -133,8 +132,12 @@ def test_from_import_statement_warns_at_the_callers_line():
     with pytest.warns(FutureWarning, match=new_place) as record:
         from rela_hf.hub import training_data_config
     assert training_data_config(32) == {  # 0.1's documented result for a 32 px input
-        "input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406),
-        "std": (0.229, 0.224, 0.225), "crop_pct": 1.0, "crop_mode": "center",
+        "input_size": (3, 32, 32),
+        "interpolation": "bilinear",
+        "mean": (0.485, 0.456, 0.406),
+        "std": (0.229, 0.224, 0.225),
+        "crop_pct": 1.0,
+        "crop_mode": "center",
     }
     assert {w.filename for w in record} == {__file__}
 
@@ -212,6 +215,7 @@ def test_code_written_for_0_1_runs_through_the_shims():
     assert -1.0 <= loss.item() <= 1.0
     for o, t, moved in zip(online, target, target_projector.parameters(), strict=True):
         torch.testing.assert_close(moved, 0.99 * t + 0.01 * o)  # BYOL's EMA, eq. 1
+
 
 def test_moved_names_rejects_a_target_without_attribute():
     with pytest.raises(ValueError, match=r"must be 'package.module:attribute'"):

@@ -29,7 +29,8 @@ MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _resolve(name: str, imported: str | None = None) -> str | None:
@@ -55,7 +56,9 @@ def runtime_imports(module: str) -> tuple[set[str], list[str]]:
                 if isinstance(child, ast.ImportFrom):
                     base = child.module or ""
                     if child.level:  # relative import
-                        package = module.split(".")[: len(module.split(".")) - child.level + (MODULES[module].name == "__init__.py")]
+                        package = module.split(".")[
+                            : len(module.split(".")) - child.level + (MODULES[module].name == "__init__.py")
+                        ]
                         base = ".".join([*package, base] if base else package)
                     targets = [_resolve(base, alias.name) for alias in child.names]
                 else:
@@ -75,10 +78,26 @@ def _in(module: str, *groups: str) -> bool:
     return any(module == g or module.startswith(g + ".") for g in groups)
 
 
-LEAVES = ("rela_hf.preprocessing", "rela_hf.model_names", "rela_hf.run_layout", "rela_hf.card_templates",
-          "rela_hf.errors", "rela_hf._deprecation", "rela_hf.config")
-MATH = ("rela_hf.whitening", "rela_hf.switch", "rela_hf.rela", "rela_hf.heads", "rela_hf.momentum",
-        "rela_hf.handover", "rela_hf.distributed", "rela_hf.methods", "rela_hf.model")
+LEAVES = (
+    "rela_hf.preprocessing",
+    "rela_hf.model_names",
+    "rela_hf.run_layout",
+    "rela_hf.card_templates",
+    "rela_hf.errors",
+    "rela_hf._deprecation",
+    "rela_hf.config",
+)
+MATH = (
+    "rela_hf.whitening",
+    "rela_hf.switch",
+    "rela_hf.rela",
+    "rela_hf.heads",
+    "rela_hf.momentum",
+    "rela_hf.handover",
+    "rela_hf.distributed",
+    "rela_hf.methods",
+    "rela_hf.model",
+)
 #: what math may use besides itself: the view pipelines (torchvision transforms, no IO) and leaves
 MATH_MAY_USE = (*MATH, "rela_hf.views", "rela_hf.preprocessing", "rela_hf._deprecation", "rela_hf.errors")
 
@@ -130,8 +149,19 @@ def test_leaves_import_nothing_of_rela_hf(module):
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _in(m, "rela_hf.priors", "rela_hf.targets")))
 def test_relad_knows_nothing_of_training(module):
-    forbidden = {t for t in GRAPH[module] if _in(t, "rela_hf.model", "rela_hf.training", "rela_hf.switch",
-                                                  "rela_hf.methods", "rela_hf.handover", "rela_hf.hub")}
+    forbidden = {
+        t
+        for t in GRAPH[module]
+        if _in(
+            t,
+            "rela_hf.model",
+            "rela_hf.training",
+            "rela_hf.switch",
+            "rela_hf.methods",
+            "rela_hf.handover",
+            "rela_hf.hub",
+        )
+    }
     assert not forbidden, f"{module} imports {forbidden}"
 
 
@@ -143,9 +173,12 @@ def test_publishing_and_evaluation_never_train(module):
 
 @pytest.mark.parametrize("literal", ["training_summary.json", "history.jsonl", "eval_results.json", "run_state.json"])
 def test_run_folder_names_live_in_run_layout(literal):
-    spelled = [name for name, path in MODULES.items()
-               if name != "rela_hf.run_layout" and any(isinstance(n, ast.Constant) and n.value == literal
-                                                       for n in ast.walk(ast.parse(path.read_text())))]
+    spelled = [
+        name
+        for name, path in MODULES.items()
+        if name != "rela_hf.run_layout"
+        and any(isinstance(n, ast.Constant) and n.value == literal for n in ast.walk(ast.parse(path.read_text())))
+    ]
     assert not spelled, f"{literal!r} is spelled outside run_layout.py: {spelled}"
 
 

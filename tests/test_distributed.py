@@ -20,8 +20,15 @@ def _two_processes(process: int, port: int, results) -> None:
         gathered, offset = gather_with_grad(x)
         gathered.sum().backward()  # gradients flow back to this process's rows only
         mean = all_reduce_mean_(torch.tensor([float(process)]))
-        results[process] = (is_distributed(), world_size(), rank(), gathered.detach().clone(), offset,
-                            x.grad.clone(), mean.item())
+        results[process] = (
+            is_distributed(),
+            world_size(),
+            rank(),
+            gathered.detach().clone(),
+            offset,
+            x.grad.clone(),
+            mean.item(),
+        )
     finally:
         dist.destroy_process_group()
 

@@ -41,24 +41,16 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
 def smoke(tmp_path_factory) -> tuple[dict, str]:
     """One ``--smoke`` run: its results.json (parsed) and results.md."""
     root = tmp_path_factory.mktemp("gpu_check")
-    result = run_script(
-        "--smoke", "--output_dir", str(root / "results"), "--work_dir", str(root / "work")
-    )
-    assert result.returncode == 0, (
-        f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
-    )
-    return json.loads((root / "results" / "results.json").read_text()), (
-        root / "results" / "results.md"
-    ).read_text()
+    result = run_script("--smoke", "--output_dir", str(root / "results"), "--work_dir", str(root / "work"))
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+    return json.loads((root / "results" / "results.json").read_text()), (root / "results" / "results.md").read_text()
 
 
 @pytest.mark.slow
 def test_the_smoke_run_does_every_part_and_records_the_machine(smoke):
     results, _ = smoke
     assert results["mode"] == "smoke" and list(results["parts"]) == list(PARTS)
-    assert {name: part["status"] for name, part in results["parts"].items()} == dict.fromkeys(
-        PARTS, "ok"
-    )
+    assert {name: part["status"] for name, part in results["parts"].items()} == dict.fromkeys(PARTS, "ok")
     environment = results["environment"]
     assert environment["device"] == "cpu" and environment["torch"] and environment["device_name"]
     assert environment["libraries"]["datasets"] and environment["libraries"]["timm"]
@@ -71,9 +63,7 @@ def test_targets_compare_the_library_with_a_raw_loop_over_the_same_images(smoke)
     rates = targets["images_per_s"]
     assert set(rates) == {"add_rela_targets", "raw_timm_loop", "forward_only"}
     assert all(rate > 0 for rate in rates.values())
-    assert targets["ratio_to_raw_loop"] == pytest.approx(
-        rates["add_rela_targets"] / rates["raw_timm_loop"], rel=0.01
-    )
+    assert targets["ratio_to_raw_loop"] == pytest.approx(rates["add_rela_targets"] / rates["raw_timm_loop"], rel=0.01)
     projected = targets["projected_imagenet_seconds"]["add_rela_targets"]
     assert projected == pytest.approx(IMAGENET_TRAIN_IMAGES / rates["add_rela_targets"], rel=0.01)
     # the raw loop computes exactly what the prior computes: the ratio compares equal work
@@ -97,9 +87,7 @@ def test_the_trainer_is_fed_three_ways_and_compared_to_resident_views(smoke):
     )
     compiled = smoke[0]["parts"]["compile"]
     assert compiled["backend"] == "eager" and compiled["eager_images_per_s"] == limit
-    assert compiled["speedup"] == pytest.approx(
-        compiled["compiled"]["images_per_s"] / limit, rel=0.01
-    )
+    assert compiled["speedup"] == pytest.approx(compiled["compiled"]["images_per_s"] / limit, rel=0.01)
 
 
 @pytest.mark.slow
@@ -145,6 +133,4 @@ def test_what_travels_to_the_gpu_machine_fits_the_device_tool():
         "fsspec",
         "timm",
     }
-    assert report["total_bytes"] == report["working_tree_bytes"] + sum(
-        i["bytes"] for i in report["items"]
-    )
+    assert report["total_bytes"] == report["working_tree_bytes"] + sum(i["bytes"] for i in report["items"])

@@ -17,9 +17,14 @@ def test_weights_before_and_after_the_switch():
     assert all(rule.rela_weight(3, None) == 0.0 for rule in (fade, keep, hard))  # before the switch
 
 
-@pytest.mark.parametrize(("kind", "options", "message"), [
-    ("slow", {}, "Unknown hand-over"), ("fade", {"steps": 0}, "steps >= 1"), ("regularize", {}, "weight > 0"),
-])
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("slow", {}, "Unknown hand-over"),
+        ("fade", {"steps": 0}, "steps >= 1"),
+        ("regularize", {}, "weight > 0"),
+    ],
+)
 def test_bad_hand_overs_are_refused(kind, options, message):
     with pytest.raises(ValueError, match=message):
         Handover(kind, **options)

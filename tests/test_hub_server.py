@@ -186,9 +186,7 @@ def test_xet_is_never_served():
         client.create("ns/repo")
         response = client.get("/api/models/ns/repo/xet-write-token/main")
         assert response.status == 404 and "X-Error-Code" not in response.headers
-        assert [r.path for r in other.find_requests(contains="xet")] == [
-            "/api/models/ns/repo/xet-write-token/main"
-        ]
+        assert [r.path for r in other.find_requests(contains="xet")] == ["/api/models/ns/repo/xet-write-token/main"]
 
 
 def test_typed_404s_carry_their_error_code(client, repo, hub_namespace):
@@ -243,7 +241,12 @@ def test_head_resolve_sends_the_cache_headers_and_no_body(client, repo):
 
 @pytest.mark.parametrize(
     ("header", "start", "end"),
-    [("bytes=0-9", 0, 9), ("bytes=2040-", 2040, 2047), ("bytes=-5", 2043, 2047), ("bytes=10-9999", 10, 2047)],  # an end past the size is clamped
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=2040-", 2040, 2047),
+        ("bytes=-5", 2043, 2047),
+        ("bytes=10-9999", 10, 2047),
+    ],  # an end past the size is clamped
 )
 def test_range_get_returns_206_with_the_slice(client, repo, header, start, end):
     response = client.get(f"/{repo}/resolve/main/w.bin", headers={"Range": header})

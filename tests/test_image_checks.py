@@ -65,9 +65,9 @@ def cells_with_bad_rows(fashion_mnist_slice) -> list[dict | None]:
 def bad_folder(fashion_mnist_slice, tmp_path):
     """The cells above as a save_to_disk folder."""
     folder = tmp_path / "bad"
-    datasets.Dataset.from_dict(
-        {"image": cells_with_bad_rows(fashion_mnist_slice)}, features=IMAGE
-    ).save_to_disk(str(folder))
+    datasets.Dataset.from_dict({"image": cells_with_bad_rows(fashion_mnist_slice)}, features=IMAGE).save_to_disk(
+        str(folder)
+    )
     return folder
 
 
@@ -102,9 +102,7 @@ def test_images_read_from_paths(fashion_mnist_slice, tmp_path):
     fashion_mnist_slice[0]["image"].save(tmp_path / "good.png")
     (tmp_path / "empty.png").write_bytes(b"")
     paths = [str(tmp_path / name) for name in ("good.png", "empty.png", "deleted.png")]
-    data = datasets.Dataset.from_dict(
-        {"image": [{"path": p, "bytes": None} for p in paths]}, features=IMAGE
-    )
+    data = datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in paths]}, features=IMAGE)
     assert find_unreadable_images(data, num_proc=1) == [
         (1, f"{paths[1]}: empty (0 bytes)"),
         (2, f"{paths[2]}: FileNotFoundError: [Errno 2] No such file or directory: '{paths[2]}'"),
@@ -140,21 +138,12 @@ def test_a_clean_check_is_recorded_and_not_repeated(good_folder, tmp_path):
     assert [p.name for p in records.iterdir()] == [first.record.name]
     # a new process reads the same folder (a resume): same fingerprint and files, no decode
     again = check_images(datasets.load_from_disk(str(good_folder)), record_dir=records)
-    assert (
-        again.ok
-        and again.decoded == 0
-        and again.rows_checked == 64
-        and again.record == first.record
-    )
+    assert again.ok and again.decoded == 0 and again.rows_checked == 64 and again.record == first.record
     # max_train_samples makes another dataset version: its own check, its own record
-    subset = check_images(
-        datasets.load_from_disk(str(good_folder)).select(range(20)), record_dir=records
-    )
+    subset = check_images(datasets.load_from_disk(str(good_folder)).select(range(20)), record_dir=records)
     assert subset.decoded == 20 and subset.record != first.record
     # a record of every row also answers a sampled request
-    sampled = check_images(
-        datasets.load_from_disk(str(good_folder)), max_samples=8, record_dir=records
-    )
+    sampled = check_images(datasets.load_from_disk(str(good_folder)), max_samples=8, record_dir=records)
     assert sampled.decoded == 0 and sampled.rows_checked == 64
 
 
@@ -170,17 +159,12 @@ def test_bad_results_in_memory_data_and_disabled_caching_are_not_recorded(
     bad_data, good_folder, fashion_mnist_slice, tmp_path
 ):
     records = tmp_path / "records"
-    assert (
-        check_images(bad_data, record_dir=records).record is None
-    )  # fixed data must be checked again
+    assert check_images(bad_data, record_dir=records).record is None  # fixed data must be checked again
     for _ in range(2):  # in memory: no Arrow files to tie a record to
         assert check_images(fashion_mnist_slice, record_dir=records).decoded == 64
     datasets.disable_caching()  # transforms get random fingerprints then: a record would never hit
     try:
-        assert (
-            check_images(datasets.load_from_disk(str(good_folder)), record_dir=records).record
-            is None
-        )
+        assert check_images(datasets.load_from_disk(str(good_folder)), record_dir=records).record is None
     finally:
         datasets.enable_caching()
     assert not records.exists()
@@ -201,48 +185,27 @@ def test_the_default_record_folder_is_in_the_datasets_cache():
 def test_sampling_decodes_the_chosen_rows(bad_data, tmp_path):
     rows = sample_rows(48, 12, seed=3)
     assert len(rows) == 12 and len(set(rows)) == 12 and list(rows) == sorted(rows)
-    assert np.array_equal(rows, sample_rows(48, 12, seed=3)) and not np.array_equal(
-        rows, sample_rows(48, 12, seed=4)
-    )
+    assert np.array_equal(rows, sample_rows(48, 12, seed=3)) and not np.array_equal(rows, sample_rows(48, 12, seed=4))
     for num_proc in (1, 2):
-        result = check_images(
-            bad_data, num_proc=num_proc, max_samples=12, seed=3, record_dir=tmp_path
-        )
+        result = check_images(bad_data, num_proc=num_proc, max_samples=12, seed=3, record_dir=tmp_path)
         assert result.decoded == result.rows_checked == 12 and result.sampled
-        assert [row for row, _ in result.bad_rows] == sorted(
-            set(rows) & set(BAD_ROWS)
-        )  # rows of bad_data
+        assert [row for row, _ in result.bad_rows] == sorted(set(rows) & set(BAD_ROWS))  # rows of bad_data
 
 
 def test_sample_sizes(tmp_path, good_folder):
-    assert (
-        sample_rows(10, None) is None
-        and sample_rows(10, 10) is None
-        and sample_rows(10, 50) is None
-    )
+    assert sample_rows(10, None) is None and sample_rows(10, 10) is None and sample_rows(10, 50) is None
     with pytest.raises(ValueError, match="max_samples must be >= 1"):
         sample_rows(10, 0)
-    result = check_images(
-        datasets.load_from_disk(str(good_folder)), max_samples=16, record_dir=tmp_path
-    )
+    result = check_images(datasets.load_from_disk(str(good_folder)), max_samples=16, record_dir=tmp_path)
     assert result.decoded == 16 and result.record is not None  # the sample's own record
+    assert check_images(datasets.load_from_disk(str(good_folder)), max_samples=16, record_dir=tmp_path).decoded == 0
     assert (
-        check_images(
-            datasets.load_from_disk(str(good_folder)), max_samples=16, record_dir=tmp_path
-        ).decoded
-        == 0
-    )
-    assert (
-        check_images(
-            datasets.load_from_disk(str(good_folder)), max_samples=16, seed=1, record_dir=tmp_path
-        ).decoded
+        check_images(datasets.load_from_disk(str(good_folder)), max_samples=16, seed=1, record_dir=tmp_path).decoded
         == 16
     )
 
 
-def test_truncated_images_are_refused_even_when_pillow_is_told_to_pad_them(
-    bad_data, tmp_path, monkeypatch
-):
+def test_truncated_images_are_refused_even_when_pillow_is_told_to_pad_them(bad_data, tmp_path, monkeypatch):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     result = check_images(bad_data.select([0, 10, 17]), num_proc=1, record_dir=tmp_path)
     assert [row for row, _ in result.bad_rows] == [1, 2]
@@ -269,6 +232,7 @@ def test_the_former_import_path_still_works_with_a_warning(bad_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         from rela_hf.data import load_image_dataset  # noqa: F401 - the other names do not warn
+
 
 # ---- the trainer -------------------------------------------------------------------------------
 
@@ -312,16 +276,11 @@ def test_the_trainer_verifies_a_dataset_version_once(good_folder, tmp_path, capl
     caplog.set_level(logging.INFO, logger="rela_hf.image_checks")
     for run in ("a", "b"):  # a second run (or a resume) on the same data does not decode again
         with one_thread():
-            summary = ReLATrainer(
-                training_args(good_folder, tmp_path / run, verify_images_max_samples=40)
-            ).train()
+            summary = ReLATrainer(training_args(good_folder, tmp_path / run, verify_images_max_samples=40)).train()
         reset_accelerate()
         assert summary.steps == 2
     decoded = [r.message for r in caplog.records if r.message.startswith("Decoded")]
-    assert (
-        decoded == ["Decoded 40 images in " + decoded[0].split(" in ")[1]]
-        and "0 unreadable" in decoded[0]
-    )
+    assert decoded == ["Decoded 40 images in " + decoded[0].split(" in ")[1]] and "0 unreadable" in decoded[0]
     assert any("verified before (40 rows" in r.message for r in caplog.records)
 
 
@@ -353,9 +312,7 @@ def test_two_processes_decode_once_and_both_refuse(bad_folder, tmp_path):
         *args(bad_folder, tmp_path / "run", "--use_rela", "false", "--label_column", "none"),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        command, check=False, env=env, capture_output=True, text=True, timeout=600
-    )
+    result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert result.stderr.count("Decoded 48 images") == 1, result.stderr[-4000:]
     assert result.stderr.count("6 images cannot be decoded") == 2  # each process names the rows

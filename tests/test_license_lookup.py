@@ -17,8 +17,7 @@ def card(license_yaml: str) -> bytes:
 def push_card(repo_id: str, repo_type: str, content: bytes) -> str:
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, exist_ok=True)
-    return api.upload_file(path_or_fileobj=content, path_in_repo="README.md", repo_id=repo_id,
-                           repo_type=repo_type).oid
+    return api.upload_file(path_or_fileobj=content, path_in_repo="README.md", repo_id=repo_id, repo_type=repo_type).oid
 
 
 def test_hub_dataset_licence_at_the_pinned_revision(hub, hub_namespace):
@@ -81,8 +80,7 @@ def test_model_licences_from_timm_the_hub_and_folders(hub, hub_namespace, tmp_pa
     assert model_license(f"hf-hub:{carded}").id == "cc-by-nc-4.0"
 
     backbone = timm.create_model("test_resnet", num_classes=0)
-    export = export_backbone(backbone, tmp_path / "prior",
-                             pretrained_cfg={"license": "bsd-3-clause"})
+    export = export_backbone(backbone, tmp_path / "prior", pretrained_cfg={"license": "bsd-3-clause"})
     local = model_license(str(export))
     assert local.id == "bsd-3-clause" and "local folder `prior`" in local.source
     assert model_license(f"local-dir:{export}").id == "bsd-3-clause"

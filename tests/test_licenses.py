@@ -14,19 +14,22 @@ from rela_hf.licenses import (
 )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("apache-2.0", "apache-2.0"),
-    ("Apache-2.0", "apache-2.0"),  # SPDX
-    ("Apache License 2.0", "apache-2.0"),
-    ("MIT License", "mit"),
-    ("BSD-3-Clause", "bsd-3-clause"),
-    ("CC BY-NC 4.0", "cc-by-nc-4.0"),
-    ("Creative Commons Attribution-NonCommercial-ShareAlike 4.0 International", "cc-by-nc-sa-4.0"),
-    ("cc-by-4", "cc-by-4.0"),
-    ("CC0 1.0", "cc0-1.0"),
-    ("GPL-3.0-only", "gpl-3.0"),
-    ("llama2", "llama2"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("apache-2.0", "apache-2.0"),
+        ("Apache-2.0", "apache-2.0"),  # SPDX
+        ("Apache License 2.0", "apache-2.0"),
+        ("MIT License", "mit"),
+        ("BSD-3-Clause", "bsd-3-clause"),
+        ("CC BY-NC 4.0", "cc-by-nc-4.0"),
+        ("Creative Commons Attribution-NonCommercial-ShareAlike 4.0 International", "cc-by-nc-sa-4.0"),
+        ("cc-by-4", "cc-by-4.0"),
+        ("CC0 1.0", "cc0-1.0"),
+        ("GPL-3.0-only", "gpl-3.0"),
+        ("llama2", "llama2"),
+    ],
+)
 def test_parse_license_maps_spellings_to_hub_identifiers(text, expected):
     license = parse_license(text, source="somewhere")
     assert license.id == expected and license.id in HUB_LICENSES
@@ -41,8 +44,7 @@ def test_parse_license_unknown_and_other():
     url = parse_license("https://example.org/terms.html")
     assert url.id == "other" and url.link == "https://example.org/terms.html"
     named = parse_license("other", name="acme-license", link="LICENSE")
-    assert named.metadata() == {"license": "other", "license_name": "acme-license",
-                                "license_link": "LICENSE"}
+    assert named.metadata() == {"license": "other", "license_name": "acme-license", "license_link": "LICENSE"}
     assert named.label == "other (acme-license)"
 
 
@@ -56,17 +58,20 @@ def prior(license_id: str | License) -> LicenseInput:
     return LicenseInput("prior", "org/prior", license)
 
 
-@pytest.mark.parametrize(("data_license", "prior_license", "expected"), [
-    ("cc-by-nc-4.0", "apache-2.0", "cc-by-nc-4.0"),  # weights trained on NC data are NC
-    ("apache-2.0", "cc-by-nc-4.0", "cc-by-nc-4.0"),  # a distilled NC prior too
-    ("mit", "apache-2.0", "apache-2.0"),
-    ("cc-by-4.0", "mit", "cc-by-4.0"),
-    ("cc-by-sa-4.0", "apache-2.0", "cc-by-sa-4.0"),
-    ("cc-by-nc-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0"),
-    ("mit", "bsd-3-clause", "mit"),  # a permissive tie: the training data's
-    ("cc0-1.0", "cc0-1.0", "cc0-1.0"),
-    ("llama2", "mit", "llama2"),  # a use-restricted licence is inherited
-])
+@pytest.mark.parametrize(
+    ("data_license", "prior_license", "expected"),
+    [
+        ("cc-by-nc-4.0", "apache-2.0", "cc-by-nc-4.0"),  # weights trained on NC data are NC
+        ("apache-2.0", "cc-by-nc-4.0", "cc-by-nc-4.0"),  # a distilled NC prior too
+        ("mit", "apache-2.0", "apache-2.0"),
+        ("cc-by-4.0", "mit", "cc-by-4.0"),
+        ("cc-by-sa-4.0", "apache-2.0", "cc-by-sa-4.0"),
+        ("cc-by-nc-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0"),
+        ("mit", "bsd-3-clause", "mit"),  # a permissive tie: the training data's
+        ("cc0-1.0", "cc0-1.0", "cc0-1.0"),
+        ("llama2", "mit", "llama2"),  # a use-restricted licence is inherited
+    ],
+)
 def test_derive_license_takes_the_most_restrictive_input(data_license, prior_license, expected):
     derived = derive_license([data(data_license), prior(prior_license)])
     assert derived.license.id == expected and derived.known and not derived.explicit
@@ -74,18 +79,20 @@ def test_derive_license_takes_the_most_restrictive_input(data_license, prior_lic
     assert "`org/" in derived.reason
 
 
-@pytest.mark.parametrize(("data_license", "prior_license", "why"), [
-    (None, "apache-2.0", "`org/data` (training data) is unknown"),
-    (None, None, "licences of `org/data` (training data) and `org/prior` (prior) are unknown"),
-    ("cc-by-nd-4.0", "mit", "allow no derivatives"),
-    ("cc-by-sa-4.0", "gpl-3.0", "each require derived works under their own terms"),
-    ("cc-by-nc-3.0", "cc-by-nc-4.0", "each require derived works under their own terms"),
-    ("llama2", "gemma", "cannot be combined"),
-    ("llama2", "cc-by-nc-4.0", "cannot be combined"),
-])
+@pytest.mark.parametrize(
+    ("data_license", "prior_license", "why"),
+    [
+        (None, "apache-2.0", "`org/data` (training data) is unknown"),
+        (None, None, "licences of `org/data` (training data) and `org/prior` (prior) are unknown"),
+        ("cc-by-nd-4.0", "mit", "allow no derivatives"),
+        ("cc-by-sa-4.0", "gpl-3.0", "each require derived works under their own terms"),
+        ("cc-by-nc-3.0", "cc-by-nc-4.0", "each require derived works under their own terms"),
+        ("llama2", "gemma", "cannot be combined"),
+        ("llama2", "cc-by-nc-4.0", "cannot be combined"),
+    ],
+)
 def test_derive_license_never_guesses(data_license, prior_license, why):
-    derived = derive_license([data(parse_license(data_license)),
-                              prior(parse_license(prior_license))])
+    derived = derive_license([data(parse_license(data_license)), prior(parse_license(prior_license))])
     assert derived.license.id == "unknown" and not derived.known
     assert why in derived.reason
 
@@ -93,8 +100,11 @@ def test_derive_license_never_guesses(data_license, prior_license, why):
 def test_derive_license_keeps_the_name_and_link_of_an_other_licence():
     custom = parse_license("other", name="acme-research", link="https://acme.example/terms")
     derived = derive_license([data("mit"), prior(custom)])
-    assert derived.license.metadata() == {"license": "other", "license_name": "acme-research",
-                                          "license_link": "https://acme.example/terms"}
+    assert derived.license.metadata() == {
+        "license": "other",
+        "license_name": "acme-research",
+        "license_link": "https://acme.example/terms",
+    }
 
 
 def test_an_explicit_licence_wins_and_no_input_is_unknown():

@@ -96,10 +96,14 @@ def test_update_teacher_moves_target_towards_online():
             p.add_(1.0)
     before = [t.clone() for t in model.method.target_backbone.parameters()]
     model.update_teacher(momentum=0.75)
-    for old, new, online in zip(before, model.method.target_backbone.parameters(), model.backbone.parameters(), strict=True):
+    for old, new, online in zip(
+        before, model.method.target_backbone.parameters(), model.backbone.parameters(), strict=True
+    ):
         assert torch.allclose(new, 0.75 * old + 0.25 * online, atol=1e-6)
     model.update_teacher(momentum=0.0)
-    for target, online in zip(model.method.target_projector.parameters(), model.method.projector.parameters(), strict=True):
+    for target, online in zip(
+        model.method.target_projector.parameters(), model.method.projector.parameters(), strict=True
+    ):
         assert torch.equal(target, online)
 
 
@@ -108,7 +112,9 @@ def test_target_network_is_part_of_the_state_dict_and_starts_equal():
     keys = model.state_dict().keys()
     assert any(k.startswith("method.target_backbone.") for k in keys)
     assert any(k.startswith("method.target_projector.") for k in keys)
-    for a, b in zip(model.backbone.state_dict().values(), model.method.target_backbone.state_dict().values(), strict=True):
+    for a, b in zip(
+        model.backbone.state_dict().values(), model.method.target_backbone.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
 
 
@@ -148,7 +154,9 @@ def test_bad_inputs_are_reported(views):
 
 def test_byol_views_work_with_the_model(cifar10_images):
     pair = TwoViews(*byol_view_transforms(32))
-    view1, view2 = (torch.stack(v) for v in zip(*[pair(im) for im in cifar10_images.select(range(4))["image"]], strict=True))
+    view1, view2 = (
+        torch.stack(v) for v in zip(*[pair(im) for im in cifar10_images.select(range(4))["image"]], strict=True)
+    )
     out = make_model()([view1, view2], phase="ssl")
     assert out["loss"].requires_grad
 
@@ -159,8 +167,9 @@ def test_every_method_is_gated_by_the_phase(views, method):
     never a teacher; the teacher moves only through update_teacher."""
     view1, view2, targets, labels = views
     options = {"hidden_dim": 64, "bottleneck_dim": 16, "out_dim": 128} if method == "dino" else None
-    model = ReLAStudent(create_backbone("test_resnet", cifar_stem=True), method, method_options=options,
-                        rela_dim=K, num_classes=10)
+    model = ReLAStudent(
+        create_backbone("test_resnet", cifar_stem=True), method, method_options=options, rela_dim=K, num_classes=10
+    )
     trainable = [p for p in model.method.parameters() if p.requires_grad]
     teacher = [p for p in model.method.parameters() if not p.requires_grad]
     assert bool(teacher) == model.method.has_teacher or method == "dino"  # DINO: also its fixed norm

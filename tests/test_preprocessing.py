@@ -27,8 +27,14 @@ def only(pipeline, kind: type):
 
 def test_official_data_config_is_timm_shaped():
     config = official_data_config(32)
-    assert config == {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": IMAGENET_MEAN,
-                      "std": IMAGENET_STD, "crop_pct": 1.0, "crop_mode": "center"}
+    assert config == {
+        "input_size": (3, 32, 32),
+        "interpolation": "bilinear",
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+    }
     assert official_data_config(64, in_chans=1, mean=(0.5,), std=(0.5,))["input_size"] == (1, 64, 64)
 
 
@@ -67,9 +73,7 @@ def test_grey_and_rgba_inputs_become_rgb(fashion_mnist_slice, cifar10_images):
 def test_eval_transform_matches_manual_preprocessing(cifar10_images):
     """Bitwise the official ReLA code's prior input: Resize(shorter side), CenterCrop, ToTensor, Normalize."""
     image = cifar10_images["image"][3].resize((40, 50))  # non-square: shorter side is 40
-    reference = v1.Compose(
-        [v1.Resize(32), v1.CenterCrop(32), v1.ToTensor(), v1.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    reference = v1.Compose([v1.Resize(32), v1.CenterCrop(32), v1.ToTensor(), v1.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     assert torch.equal(eval_transform(32)(image), reference(image))
 
 
@@ -95,6 +99,7 @@ def test_bad_arguments_and_inputs():
         eval_transform(official_data_config(32), crop_pct=0.5)
     with pytest.raises(TypeError, match="PIL images"):
         ConvertImageMode("RGB")(torch.zeros(3, 32, 32))
+
 
 def test_sixteen_bit_grey_is_scaled_not_clipped():
     """PIL's own convert clips I;16 values 0..65535 to 0..255: a 16-bit photo would turn white."""

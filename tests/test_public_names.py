@@ -9,8 +9,14 @@ from rela_hf.public_names import PublicName, is_local_path, public_config, publi
 
 def test_a_local_folder_is_named_by_its_last_component(tmp_path):
     folder = tmp_path / "secret-project" / "fashion_mnist"
-    for spelling in (str(folder), f"local-dir:{folder}", str(folder) + "/", "~/data/fashion_mnist",
-                     "./fashion_mnist", "offline:fashion_mnist"):
+    for spelling in (
+        str(folder),
+        f"local-dir:{folder}",
+        str(folder) + "/",
+        "~/data/fashion_mnist",
+        "./fashion_mnist",
+        "offline:fashion_mnist",
+    ):
         assert public_name(spelling) == PublicName("fashion_mnist", local=True), spelling
     assert public_name(r"C:\Users\alice\data\fashion_mnist").name == "fashion_mnist"
 
@@ -22,8 +28,9 @@ def test_a_relative_path_is_local_only_when_it_exists(tmp_path, monkeypatch):
     assert is_local_path("outputs/rela") and public_name("outputs/rela").name == "rela"
 
 
-@pytest.mark.parametrize("name", ["zalando-datasets/fashion_mnist", "hf-hub:timm/resnet18.a1_in1k",
-                                  "timm/resnet18.a1_in1k@main"])
+@pytest.mark.parametrize(
+    "name", ["zalando-datasets/fashion_mnist", "hf-hub:timm/resnet18.a1_in1k", "timm/resnet18.a1_in1k@main"]
+)
 def test_hub_ids_are_kept(name):
     public = public_name(name)
     repo_id = name.removeprefix("hf-hub:").split("@")[0]

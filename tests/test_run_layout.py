@@ -12,9 +12,17 @@ from rela_hf.run_layout import CHECKPOINT_PREFIX, RUN_STATE_NAME, RunLayout, Tra
 
 def test_layout_names_every_file_of_a_run(tmp_path):
     layout = RunLayout(tmp_path)
-    assert {path.name for path in (layout.config_file, layout.history_file, layout.summary_file,
-                                   layout.backbone_dir, layout.eval_results_file, layout.logging_dir)} == {
-        "config.yaml", "history.jsonl", "training_summary.json", "backbone", "eval_results.json", "runs"}
+    assert {
+        path.name
+        for path in (
+            layout.config_file,
+            layout.history_file,
+            layout.summary_file,
+            layout.backbone_dir,
+            layout.eval_results_file,
+            layout.logging_dir,
+        )
+    } == {"config.yaml", "history.jsonl", "training_summary.json", "backbone", "eval_results.json", "runs"}
     assert layout.checkpoint_dir(500) == tmp_path / f"{CHECKPOINT_PREFIX}500"
     assert layout.targets_cache_dir("abc") == tmp_path / "rela_targets" / "abc"
     assert RUN_STATE_NAME == "run_state.json"

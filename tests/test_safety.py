@@ -14,8 +14,7 @@ import pytest
 from rela_hf.priors import load_prior
 from tests.recipes import REPO, load_recipe
 
-SOURCES = sorted(p for folder in ("rela_hf", "recipes", "benchmarks", "scripts")
-                 for p in (REPO / folder).rglob("*.py"))
+SOURCES = sorted(p for folder in ("rela_hf", "recipes", "benchmarks", "scripts") for p in (REPO / folder).rglob("*.py"))
 
 
 def calls(tree: ast.AST):
@@ -55,4 +54,6 @@ def test_the_scan_sees_the_code():
 def test_trust_remote_code_is_off_unless_asked_for():
     assert inspect.signature(load_prior).parameters["trust_remote_code"].default is False
     make_targets = load_recipe("make_targets")
-    assert make_targets.parse_args(["--dataset_name", "d", "--prior", "p", "--output_dir", "o"]).trust_remote_code is False
+    assert (
+        make_targets.parse_args(["--dataset_name", "d", "--prior", "p", "--output_dir", "o"]).trust_remote_code is False
+    )

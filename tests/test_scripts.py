@@ -26,17 +26,20 @@ PYTHON_SCRIPTS = sorted(
     for p in (REPO / folder).glob("*.py")
     if p.name != "__init__.py"  # the package marker of recipes/, not a script
 )
-SHELL_SCRIPTS = sorted(
-    p.relative_to(REPO).as_posix() for folder in FOLDERS for p in (REPO / folder).glob("*.sh")
-)
+SHELL_SCRIPTS = sorted(p.relative_to(REPO).as_posix() for folder in FOLDERS for p in (REPO / folder).glob("*.sh"))
 TIMEOUT_S = 300  # per script, generous for a loaded 2-core machine; normal is 5-20 s
 
 
 def run_help(script: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, script, "--help"], check=False, cwd=REPO, env=env, capture_output=True,
-        text=True, timeout=TIMEOUT_S,
+        [sys.executable, script, "--help"],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
     )
 
 
@@ -63,7 +66,5 @@ def test_python_script_starts(script, help_runs):
 def test_shell_script_parses(script):
     bash = shutil.which("bash")
     assert bash is not None, "bash is needed to check the shell scripts"
-    result = subprocess.run(
-        [bash, "-n", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([bash, "-n", script], check=False, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"bash -n {script}:\n{result.stderr}"

@@ -51,9 +51,7 @@ def png_bytes(image) -> bytes:
 def view_data(data, **kwargs) -> ViewDataset:
     kwargs.setdefault("target_column", "rela_target")
     kwargs.setdefault("label_column", "label")
-    return ViewDataset(
-        data, rela_views=rela_view_transform(32), ssl_views=byol_view_transforms(32), **kwargs
-    )
+    return ViewDataset(data, rela_views=rela_view_transform(32), ssl_views=byol_view_transforms(32), **kwargs)
 
 
 def test_items_have_views_targets_and_labels(image_data):
@@ -177,7 +175,9 @@ def test_ema_and_optimizer_step_once_per_accumulation_cycle(image_data):
     assert adam_steps == {3}
     # only parameters that got gradients were ever stepped: the BYOL heads stay untouched
     assert all(p.grad is None for p in model.method.projector.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(target_before, model.method.target_backbone.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(target_before, model.method.target_backbone.parameters(), strict=True)
+    )
 
 
 def test_training_step_byol_phase_moves_heads(image_data):

@@ -24,10 +24,32 @@ RENAMES = command_renames()
 #: rela-hf 0.2 names that meant different things in different commands (or were vague): none of
 #: them may be a current option name.
 AMBIGUOUS_FORMER_NAMES = {
-    "dataset", "dataset_config", "split", "revision", "k", "batch_size", "private", "repo_id", "encoder",
-    "folder", "config_name", "temperature", "lr", "epochs", "num_workers", "max_samples", "rela_dim",
-    "ssl_method", "hub_private", "eval_max_samples", "train_limit", "test_limit", "test_split",
-    "max_test_samples", "random_init", "no_card",
+    "dataset",
+    "dataset_config",
+    "split",
+    "revision",
+    "k",
+    "batch_size",
+    "private",
+    "repo_id",
+    "encoder",
+    "folder",
+    "config_name",
+    "temperature",
+    "lr",
+    "epochs",
+    "num_workers",
+    "max_samples",
+    "rela_dim",
+    "ssl_method",
+    "hub_private",
+    "eval_max_samples",
+    "train_limit",
+    "test_limit",
+    "test_split",
+    "max_test_samples",
+    "random_init",
+    "no_card",
 }
 
 
@@ -74,8 +96,9 @@ def test_one_name_one_meaning_across_the_five_commands():
 
 
 def test_the_table_in_docs_is_up_to_date():
-    result = subprocess.run([sys.executable, "scripts/vocabulary.py", "--check"], cwd=REPO,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "scripts/vocabulary.py", "--check"], cwd=REPO, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -89,8 +112,9 @@ def _value_for(hint: str) -> str:
     return "x"
 
 
-@pytest.mark.parametrize(("command", "rename"), [(c, r) for c, items in sorted(RENAMES.items()) for r in items
-                                                 if r.old != "ssl_method"])
+@pytest.mark.parametrize(
+    ("command", "rename"), [(c, r) for c, items in sorted(RENAMES.items()) for r in items if r.old != "ssl_method"]
+)
 def test_former_names_work_with_a_warning_that_names_the_new_one(command, rename):
     cls = CLASSES[command]
     parser = build_parser(cls, renames=RENAMES[command])
@@ -109,16 +133,24 @@ def test_former_names_work_with_a_warning_that_names_the_new_one(command, rename
 
 
 def _train_args(*argv: str) -> ReLATrainingArguments:
-    return parse_command_line(ReLATrainingArguments, ["--dataset_name", "some/data", *argv], presets_dir=presets_dir(),
-                              renames=ReLATrainingArguments.renamed, translate=translate_former_values)
+    return parse_command_line(
+        ReLATrainingArguments,
+        ["--dataset_name", "some/data", *argv],
+        presets_dir=presets_dir(),
+        renames=ReLATrainingArguments.renamed,
+        translate=translate_former_values,
+    )
 
 
-@pytest.mark.parametrize(("argv", "method", "use_rela"), [
-    (["--method", "rela", "--ssl_method", "dino"], "dino", True),
-    (["--method", "baseline"], "byol", False),
-    (["--method", "byol", "--ssl_method", "simclr"], "simclr", False),  # 0.2: byol meant "baseline"
-    (["--ssl_method", "dino"], "dino", True),
-])
+@pytest.mark.parametrize(
+    ("argv", "method", "use_rela"),
+    [
+        (["--method", "rela", "--ssl_method", "dino"], "dino", True),
+        (["--method", "baseline"], "byol", False),
+        (["--method", "byol", "--ssl_method", "simclr"], "simclr", False),  # 0.2: byol meant "baseline"
+        (["--ssl_method", "dino"], "dino", True),
+    ],
+)
 def test_former_method_values_mean_what_they_meant(argv, method, use_rela):
     with pytest.warns(FutureWarning, match="--method|--use_rela"):
         args = _train_args("--prior", "p", *argv)
@@ -134,8 +166,20 @@ def test_method_has_one_meaning_now():
 
 def test_any_preset_option_can_be_turned_off():
     """The demo preset enables the monitor, a label column and image checks: all can go."""
-    args = _train_args("--config", "demo", "--eval_steps", "0", "--label_column", "none",
-                       "--verify_images", "false", "--checkpointing_steps", "none", "--eval_split", "none")
+    args = _train_args(
+        "--config",
+        "demo",
+        "--eval_steps",
+        "0",
+        "--label_column",
+        "none",
+        "--verify_images",
+        "false",
+        "--checkpointing_steps",
+        "none",
+        "--eval_split",
+        "none",
+    )
     assert not args.monitor_enabled and args.labels is None and args.verify_images is False
     optional = sorted(_optional(ReLATrainingArguments) - {"dataset_name"})
     for name in optional:

@@ -21,7 +21,6 @@ def pixel_vectors(fashion_mnist_slice) -> np.ndarray:
     return np.stack([np.asarray(image, dtype=np.float32).reshape(-1) / 255.0 for image in images])
 
 
-
 def test_whitening_matches_numpy_pca_and_whitens(pixel_vectors):
     whitening = PCAWhitening(16).fit(pixel_vectors)
     targets = whitening.transform(pixel_vectors)
@@ -58,9 +57,7 @@ def test_streaming_fit_equals_batch_fit(pixel_vectors):
     halves.merge(PCAWhitening(12).update(pixel_vectors[40:])).finalize()
     for other in (streamed, halves):
         np.testing.assert_allclose(other.components.numpy(), full.components.numpy(), atol=1e-9)
-        np.testing.assert_allclose(
-            other.transform(pixel_vectors), full.transform(pixel_vectors), atol=1e-5
-        )
+        np.testing.assert_allclose(other.transform(pixel_vectors), full.transform(pixel_vectors), atol=1e-5)
     # 40 dims: the stream switches from keeping rows to running moments after 35 images
     narrow = pixel_vectors[:, np.argsort(pixel_vectors.var(axis=0))[-40:]]
     full = PCAWhitening(12).fit(narrow)
@@ -79,9 +76,7 @@ def test_gram_and_covariance_decompositions_agree(pixel_vectors):
     covariance._rows = None  # keep only the running moments, as with more images than dimensions
     covariance.update(pixel_vectors).finalize()
     for name in ("components", "explained_variance", "explained_variance_ratio", "scale", "mean"):
-        np.testing.assert_allclose(
-            getattr(gram, name).numpy(), getattr(covariance, name).numpy(), rtol=1e-7, atol=1e-9
-        )
+        np.testing.assert_allclose(getattr(gram, name).numpy(), getattr(covariance, name).numpy(), rtol=1e-7, atol=1e-9)
 
 
 def test_whitening_is_accurate_far_from_the_origin(pixel_vectors):
@@ -89,12 +84,8 @@ def test_whitening_is_accurate_far_from_the_origin(pixel_vectors):
     reference = PCAWhitening(8).fit(pixel_vectors)
     shifted = pixel_vectors.astype(np.float64) + 1e6
     streamed = PCAWhitening(8).fit(np.array_split(shifted, 9))
-    np.testing.assert_allclose(
-        streamed.explained_variance.numpy(), reference.explained_variance.numpy(), rtol=1e-6
-    )
-    np.testing.assert_allclose(
-        np.abs(streamed.components.numpy()), np.abs(reference.components.numpy()), atol=1e-6
-    )
+    np.testing.assert_allclose(streamed.explained_variance.numpy(), reference.explained_variance.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.abs(streamed.components.numpy()), np.abs(reference.components.numpy()), atol=1e-6)
 
 
 def test_whitening_signs_do_not_depend_on_row_order(pixel_vectors):
@@ -105,9 +96,7 @@ def test_whitening_signs_do_not_depend_on_row_order(pixel_vectors):
 
 
 def test_whitening_with_all_components(pixel_vectors):
-    data = pixel_vectors[
-        :, np.argsort(pixel_vectors.var(axis=0))[-40:]
-    ]  # 40 central pixels, 64 images
+    data = pixel_vectors[:, np.argsort(pixel_vectors.var(axis=0))[-40:]]  # 40 central pixels, 64 images
     targets = PCAWhitening().fit(data).transform(data).numpy()
     assert targets.shape == (64, 40)
     assert_whitened(targets, atol=1e-4)
@@ -126,8 +115,7 @@ def test_whitening_refuses_impossible_k(pixel_vectors, k, data, message):
     x = {
         "pixels": pixel_vectors,
         "one_row": pixel_vectors[:1],
-        "rank_10": pixel_vectors[:, :10]
-        @ np.random.default_rng(0).normal(size=(10, 30)).astype(np.float32),
+        "rank_10": pixel_vectors[:, :10] @ np.random.default_rng(0).normal(size=(10, 30)).astype(np.float32),
     }[data]
     with pytest.raises(ValueError, match=message):
         PCAWhitening(k).fit(x)

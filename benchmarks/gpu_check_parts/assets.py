@@ -62,9 +62,7 @@ def imagenet_photos(prepared: Path = PREPARED_DIR) -> list[Path]:
     return carried or [path for path, _ in foolbox_image_files("imagenet")]
 
 
-def photo_crops(
-    photos: Sequence[Path], count: int, sides: tuple[int, int], seed: int = 0
-) -> datasets.Dataset:
+def photo_crops(photos: Sequence[Path], count: int, sides: tuple[int, int], seed: int = 0) -> datasets.Dataset:
     """``count`` distinct crops of the photos as JPEG bytes in an ``image`` column.
 
     Each crop has a random width and height in ``sides`` (clipped to the photo), a random place

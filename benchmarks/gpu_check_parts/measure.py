@@ -70,12 +70,8 @@ def environment(device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     record: dict[str, Any] = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if cuda
-        else platform.processor() or "cpu",
-        "gpu_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-        if cuda
-        else None,
+        "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu",
+        "gpu_memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1) if cuda else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,

@@ -138,9 +138,7 @@ def _copy(source: Path, destination: Path) -> None:
     if destination.is_file() and destination.stat().st_size == source.stat().st_size:
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=destination.parent, delete=False, prefix=".tmp-"
-    ) as handle:
+    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False, prefix=".tmp-") as handle:
         staging = Path(handle.name)
     shutil.copyfile(source, staging)
     staging.replace(destination)
@@ -167,11 +165,7 @@ def download_wheels() -> None:
         for stale in WHEEL_DIR.glob(f"{name}-*.whl"):
             if not stale.name.startswith(f"{name}-{version}-"):
                 stale.unlink()
-    pins = {
-        name: version
-        for name, version in pins.items()
-        if not any(WHEEL_DIR.glob(f"{name}-{version}-*.whl"))
-    }
+    pins = {name: version for name, version in pins.items() if not any(WHEEL_DIR.glob(f"{name}-{version}-*.whl"))}
     if not pins:
         return
     platforms = [arg for platform in _PLATFORMS for arg in ("--platform", platform)]

@@ -121,9 +121,7 @@ def knn_percent(
     options = {"batch_size": sizes.knn_batch_size, "num_workers": workers, "device": device}
     bank, bank_labels = extract_features(encoder, train, transform, **options)
     queries, query_labels = extract_features(encoder, test, transform, **options)
-    return round(
-        100 * knn_accuracy(bank.to(device), bank_labels, queries.to(device), query_labels), 2
-    )
+    return round(100 * knn_accuracy(bank.to(device), bank_labels, queries.to(device), query_labels), 2)
 
 
 def raw_pixel_knn(train: Any, test: Any, device: torch.device) -> float:
@@ -132,9 +130,7 @@ def raw_pixel_knn(train: Any, test: Any, device: torch.device) -> float:
         return torch.from_numpy(images.reshape(len(images), -1) / 255), torch.tensor(split["label"])
 
     (bank, bank_labels), (queries, query_labels) = pixels(train), pixels(test)
-    return round(
-        100 * knn_accuracy(bank.to(device), bank_labels, queries.to(device), query_labels), 2
-    )
+    return round(100 * knn_accuracy(bank.to(device), bank_labels, queries.to(device), query_labels), 2)
 
 
 def floors(
@@ -173,9 +169,7 @@ def run_rela_vs_byol(
     prior = prior_folder(sizes.prior_kind, work_dir)
     runs = {}
     for name, use_rela in (("byol", False), ("rela", True)):
-        args = trainer_arguments(
-            sizes, data, prior, work_dir / "runs" / name, use_rela=use_rela, workers=workers
-        )
+        args = trainer_arguments(sizes, data, prior, work_dir / "runs" / name, use_rela=use_rela, workers=workers)
         runs[name] = train_once(args)
     splits = datasets.load_from_disk(str(data))
     train, test = splits["train"], splits["test"]
@@ -201,7 +195,5 @@ def run_rela_vs_byol(
             "prior_image_size": sizes.prior_image_size,
         },
         "runs": runs,
-        "floors_knn_percent": floors(
-            sizes, prior, byol_config, (train, test), workers, device, deadline
-        ),
+        "floors_knn_percent": floors(sizes, prior, byol_config, (train, test), workers, device, deadline),
     }

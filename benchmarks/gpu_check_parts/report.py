@@ -122,18 +122,11 @@ def _rela_vs_byol(part: dict[str, Any]) -> list[str]:
             f"{setup['prior']} at {setup['prior_image_size']} px. kNN k=200, t=0.1."
         ),
         "",
-        (
-            "| run | kNN % | switch step | training loop s | wall s (setup, targets, export) "
-            "| last losses |"
-        ),
+        ("| run | kNN % | switch step | training loop s | wall s (setup, targets, export) | last losses |"),
         "|---|---|---|---|---|---|",
     ]
     for name, run in part["runs"].items():
-        switch = (
-            "-"
-            if name == "byol"
-            else (run["switch_step"] if run["switch_step"] is not None else "never")
-        )
+        switch = "-" if name == "byol" else (run["switch_step"] if run["switch_step"] is not None else "never")
         label = "BYOL" if name == "byol" else "ReLA -> BYOL"
         lines.append(
             f"| {label} | {run.get('knn_percent', '-')} | {switch} | {run['loop_seconds']} | "
@@ -142,9 +135,7 @@ def _rela_vs_byol(part: dict[str, Any]) -> list[str]:
     floors = part.get("floors_knn_percent", {})
     lines += [
         "",
-        "Floors (kNN %): "
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in floors.items())
-        + ".",
+        "Floors (kNN %): " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in floors.items()) + ".",
     ]
     return lines
 

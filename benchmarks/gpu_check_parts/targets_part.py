@@ -115,9 +115,7 @@ def _variants(
         for start in range(0, min(len(images), 2 * sizes.batch_size), sizes.batch_size)
     ]
     variants = {
-        "add_rela_targets": lambda: add_rela_targets(
-            dataset, prior, k=sizes.k, batch_size=sizes.batch_size
-        ),
+        "add_rela_targets": lambda: add_rela_targets(dataset, prior, k=sizes.k, batch_size=sizes.batch_size),
         "raw_timm_loop": lambda: raw_timm_loop(
             model,
             transform,
@@ -166,8 +164,6 @@ def run_targets(sizes: TargetsSizes, device: torch.device, deadline: float) -> d
         "ratio_to_raw_loop": round(library / raw, 3),
         "forward_only_to_raw_loop": round(rates["forward_only"] / raw, 2),
         "raw_loop_vs_prior_max_abs_diff": agreement,
-        "projected_imagenet_seconds": {
-            name: round(IMAGENET_TRAIN_IMAGES / rate, 1) for name, rate in rates.items()
-        },
+        "projected_imagenet_seconds": {name: round(IMAGENET_TRAIN_IMAGES / rate, 1) for name, rate in rates.items()},
         "projected_for_images": IMAGENET_TRAIN_IMAGES,
     }

@@ -61,13 +61,9 @@ def loader_warmup(sizes: TrainerSizes, workers: int) -> int:
     return max(sizes.warmup_steps, workers + 2)
 
 
-def _loader(
-    dataset: Any, collate: Any, sizes: TrainerSizes, workers: int, batches: int
-) -> DataLoader:
+def _loader(dataset: Any, collate: Any, sizes: TrainerSizes, workers: int, batches: int) -> DataLoader:
     """The trainer's DataLoader settings, over enough random rows for ``batches`` batches."""
-    sampler = RandomSampler(
-        dataset, num_samples=batches * sizes.batch_size, generator=torch.Generator().manual_seed(0)
-    )
+    sampler = RandomSampler(dataset, num_samples=batches * sizes.batch_size, generator=torch.Generator().manual_seed(0))
     return DataLoader(
         dataset,
         batch_size=sizes.batch_size,
@@ -106,9 +102,7 @@ def _feed(
     if name == "pil_workers":
         views = accelerator.unwrap_model(model).method.view_transforms(sizes.image_size)
         data = ViewDataset(rows, rela_views=None, ssl_views=views, phase=PHASE_SSL, seed=0)
-        return accelerator.prepare(
-            _loader(data, ViewCollator(channels_last=True), sizes, workers, batches)
-        ), None
+        return accelerator.prepare(_loader(data, ViewCollator(channels_last=True), sizes, workers, batches)), None
     data = ImageRowsDataset(rows, seed=0, max_short_side=lossless_short_side(recipes))
     loader = accelerator.prepare(_loader(data, ImageCollator(), sizes, workers, batches))
     device = accelerator.device
@@ -157,9 +151,7 @@ def run_trainer(sizes: TrainerSizes, workers: int, deadline: float) -> tuple[dic
         "feeds": feeds,
         "ratio_pil_workers_to_resident": round(feeds["pil_workers"]["images_per_s"] / limit, 3),
         "ratio_gpu_data_path_to_resident": round(feeds["gpu_data_path"]["images_per_s"] / limit, 3),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1)
-        if device.type == "cuda"
-        else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if device.type == "cuda" else None,
     }
     del model, optimizer
     return result, resident
@@ -214,8 +206,6 @@ def run_compile(
         "eager_images_per_s": eager["images_per_s"],
         "speedup": round(compiled["images_per_s"] / eager["images_per_s"], 3),
         "breakeven_steps": None if breakeven is None else max(0, round(breakeven)),
-        "breakeven_minutes": None
-        if breakeven is None
-        else round(max(0.0, breakeven) * compiled_step_s / 60, 1),
+        "breakeven_minutes": None if breakeven is None else round(max(0.0, breakeven) * compiled_step_s / 60, 1),
         "pays": breakeven is not None and compiled["images_per_s"] >= 1.05 * eager["images_per_s"],
     }

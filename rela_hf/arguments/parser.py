@@ -72,8 +72,10 @@ class Rename:
 
     def message(self) -> str:
         new = f"--{self.new} false" if self.invert else f"--{self.new}"
-        return (f"--{self.old} is renamed {new} (rela-hf 0.3); the old name works until "
-                "rela-hf 0.4. Update your command line or config file.")
+        return (
+            f"--{self.old} is renamed {new} (rela-hf 0.3); the old name works until "
+            "rela-hf 0.4. Update your command line or config file."
+        )
 
 
 def _is_optional(annotation: Any) -> bool:
@@ -97,11 +99,17 @@ def _groups(argument_class: type) -> tuple[DataClassType, ...]:
     return tuple(DataClassType(group) for group in bases or (argument_class,))
 
 
-def build_parser(argument_class: type, *, renames: Sequence[Rename] = (), description: str | None = None,
-                 presets_dir: Path | None = None) -> HfArgumentParser:
+def build_parser(
+    argument_class: type,
+    *,
+    renames: Sequence[Rename] = (),
+    description: str | None = None,
+    presets_dir: Path | None = None,
+) -> HfArgumentParser:
     """The command's parser: its option groups, ``--config``, and the former names (hidden)."""
-    parser = HfArgumentParser(_groups(argument_class), description=description,
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = HfArgumentParser(
+        _groups(argument_class), description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     hints = typing.get_type_hints(argument_class)
     actions = {action.dest: action for action in parser._actions}
     for name, annotation in hints.items():
@@ -110,25 +118,32 @@ def build_parser(argument_class: type, *, renames: Sequence[Rename] = (), descri
             assert not isinstance(parse, str)  # HfArgumentParser gives callables, never type names
             actions[name].type = _none_or(parse)
     presets = sorted(p.stem for p in presets_dir.glob("*.yaml")) if presets_dir and presets_dir.is_dir() else []
-    parser.add_argument("--config", type=str, default=None,
-                        help="YAML file of option values (keys = option names); flags override it."
-                        + (f" Presets: {presets}." if presets else ""))
+    parser.add_argument(
+        "--config",
+        type=str,
+        default=None,
+        help="YAML file of option values (keys = option names); flags override it."
+        + (f" Presets: {presets}." if presets else ""),
+    )
     for rename in renames:
         new = actions.get(rename.new)
         if new is None:
             raise ValueError(f"Rename {rename}: --{rename.new} is not an option of this command.")
         switch = rename.flag or rename.invert
-        kwargs: dict[str, Any] = {"action": "store_true"} if switch else {
-            "type": new.type, "nargs": new.nargs, "choices": new.choices}
+        kwargs: dict[str, Any] = (
+            {"action": "store_true"} if switch else {"type": new.type, "nargs": new.nargs, "choices": new.choices}
+        )
         if new.const is not None and not switch:
             kwargs["const"] = new.const
-        parser.add_argument(f"--{rename.old}", dest=_LEGACY_PREFIX + rename.old, default=_NOT_GIVEN,
-                            help=argparse.SUPPRESS, **kwargs)
+        parser.add_argument(
+            f"--{rename.old}", dest=_LEGACY_PREFIX + rename.old, default=_NOT_GIVEN, help=argparse.SUPPRESS, **kwargs
+        )
     return parser
 
 
-def _config_values(parser: HfArgumentParser, path: str, renames: Sequence[Rename],
-                   presets_dir: Path | None) -> dict[str, Any]:
+def _config_values(
+    parser: HfArgumentParser, path: str, renames: Sequence[Rename], presets_dir: Path | None
+) -> dict[str, Any]:
     """A config file's values as parser defaults (former keys go to their hidden options)."""
     known = {a.dest for a in parser._actions if not a.dest.startswith(_LEGACY_PREFIX)} - {"help", "config"}
     known |= {rename.old for rename in renames}
@@ -160,11 +175,16 @@ def pop_renamed(values: dict[str, Any], old: str) -> tuple[bool, Any]:
 Translate = Callable[[dict[str, Any], set[str]], dict[str, Any]]
 
 
-def parse_command_line(argument_class: type[T], argv: Sequence[str] | None = None, *,
-                       renames: Sequence[Rename] = (), presets_dir: Path | None = None,
-                       description: str | None = None,
-                       rewrite_argv: Callable[[list[str]], list[str]] | None = None,
-                       translate: Translate | None = None) -> T:
+def parse_command_line(
+    argument_class: type[T],
+    argv: Sequence[str] | None = None,
+    *,
+    renames: Sequence[Rename] = (),
+    presets_dir: Path | None = None,
+    description: str | None = None,
+    rewrite_argv: Callable[[list[str]], list[str]] | None = None,
+    translate: Translate | None = None,
+) -> T:
     """Parse ``argv`` (default ``sys.argv[1:]``) into one ``argument_class`` object.
 
     Args:
@@ -227,8 +247,14 @@ def mapping_option(value: str | Mapping[str, Any] | None, flag: str) -> dict[str
     return parsed
 
 
-def values_from_config(argument_class: type, path_or_preset: str, *, renames: Sequence[Rename] = (),
-                       presets_dir: Path | None = None, translate: Translate | None = None) -> dict[str, Any]:
+def values_from_config(
+    argument_class: type,
+    path_or_preset: str,
+    *,
+    renames: Sequence[Rename] = (),
+    presets_dir: Path | None = None,
+    translate: Translate | None = None,
+) -> dict[str, Any]:
     """A config file's option values under their current names (for ``from_config`` in Python)."""
     parser = build_parser(argument_class, renames=renames, presets_dir=presets_dir)
     values = _config_values(parser, path_or_preset, renames, presets_dir)

@@ -52,20 +52,26 @@ FLAGS: dict[str, tuple[str, Any]] = {
         "pil",
     ),
     "verify_images": (
-        ("Decode every training image before training and refuse unreadable ones, naming the rows "
-         "(rela-hf never skips images silently); a clean result is recorded in the datasets cache, "
-         "so a resumed run on the same data does not decode again; 'false' for huge, known-good "
-         "datasets."),
+        (
+            "Decode every training image before training and refuse unreadable ones, naming the rows "
+            "(rela-hf never skips images silently); a clean result is recorded in the datasets cache, "
+            "so a resumed run on the same data does not decode again; 'false' for huge, known-good "
+            "datasets."
+        ),
         True,
     ),
     "verify_images_max_samples": (
-        ("Decode only this many training images for --verify_images, a random subset drawn with "
-         "--seed (default: all): a quick check of a huge dataset."),
+        (
+            "Decode only this many training images for --verify_images, a random subset drawn with "
+            "--seed (default: all): a quick check of a huge dataset."
+        ),
         None,
     ),
     "verify_images_num_proc": (
-        ("Processes that decode the images for --verify_images (default: one per CPU core, with at "
-         "least 2,000 images each)."),
+        (
+            "Processes that decode the images for --verify_images (default: one per CPU core, with at "
+            "least 2,000 images each)."
+        ),
         None,
     ),
     # --- the prior and its targets (ReLA-D) --------------------------------------------------
@@ -119,12 +125,18 @@ FLAGS: dict[str, tuple[str, Any]] = {
     ),
     "image_size": ("The encoder's input size (the student's views are cropped to it).", 32),
     "method": ("The training method ReLA accelerates: byol, dino, simclr, supervised (or registered).", "byol"),
-    "use_rela": ("Start with ReLA's regression onto the prior targets, then switch to --method ('false': the method alone).", True),
+    "use_rela": (
+        "Start with ReLA's regression onto the prior targets, then switch to --method ('false': the method alone).",
+        True,
+    ),
     "method_options": ("JSON object of the method's options, e.g. '{\"teacher_temp\": 0.07}' (dino).", None),
     "projection_dim": ("BYOL's projection width (other methods: --method_options).", 256),
     "projector_hidden_dim": ("BYOL's projector hidden width (default 2 x feature width, as the official code).", None),
     "predictor_hidden_dim": ("BYOL's predictor hidden width (default: the projector's).", None),
-    "trainable_transfer_head": ("Learn ReLA's transfer head W (the official code keeps it a fixed random projection).", False),
+    "trainable_transfer_head": (
+        "Learn ReLA's transfer head W (the official code keeps it a fixed random projection).",
+        False,
+    ),
     "switch_rule": ("When ReLA hands over to the method: adaptive (the official rule) or static.", "adaptive"),
     "switch_fraction": ("The static rule's share of the step budget spent on ReLA, in [0, 1].", None),
     "handover": (
@@ -147,7 +159,10 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "warmup_steps": ("Learning-rate warm-up, in optimizer steps.", 0),
     "max_grad_norm": ("Clip the gradient norm to this value (default: no clipping, as the official code).", None),
     "momentum": ("EMA momentum of the teacher (constant), or the cosine schedule's start.", 0.99),
-    "momentum_schedule": ("The teacher's EMA schedule: constant (official ReLA) or cosine to 1.0 (BYOL paper).", "constant"),
+    "momentum_schedule": (
+        "The teacher's EMA schedule: constant (official ReLA) or cosine to 1.0 (BYOL paper).",
+        "constant",
+    ),
     "seed": ("Seed of everything random (initialisation, data subsets, augmentations, random priors).", 42),
     # --- runtime -----------------------------------------------------------------------------
     "mixed_precision": ("no | fp16 | bf16 (default: accelerate launch's setting).", None),
@@ -175,8 +190,14 @@ FLAGS: dict[str, tuple[str, Any]] = {
         "of the last one; the best checkpoint is never pruned.",
         False,
     ),
-    "metric_for_best_model": ("The validation metric that picks the best checkpoint: knn_accuracy or linear_probe_accuracy.", "knn_accuracy"),
-    "greater_is_better": ("Whether a larger metric_for_best_model is better (default: true unless its name ends in 'loss').", None),
+    "metric_for_best_model": (
+        "The validation metric that picks the best checkpoint: knn_accuracy or linear_probe_accuracy.",
+        "knn_accuracy",
+    ),
+    "greater_is_better": (
+        "Whether a larger metric_for_best_model is better (default: true unless its name ends in 'loss').",
+        None,
+    ),
     "train_val_split": (
         "Fraction of the training split held out (seeded) as the validation split of load_best_model_at_end; "
         "never trained on (the test split is never used).",
@@ -187,7 +208,10 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "eval_steps": ("Evaluate the online kNN monitor every N optimizer steps and at the end (0: never).", None),
     "eval_bank_max_samples": ("Training images in the online kNN monitor's memory bank (a fixed random subset).", 2000),
     "protocols": ("Evaluation protocols to run: knn and/or linear_probe.", None),
-    "preprocessing": ("The evaluated encoder's input pipeline: 'encoder' (its pretrained_cfg) or 'official'.", "encoder"),
+    "preprocessing": (
+        "The evaluated encoder's input pipeline: 'encoder' (its pretrained_cfg) or 'official'.",
+        "encoder",
+    ),
     "knn_k": ("Neighbours that vote in the kNN classifier.", 200),
     "knn_temperature": ("Temperature of the kNN classifier's weights exp(sim / t).", 0.1),
     "probe_epochs": ("Epochs of the linear probe.", 100),
@@ -195,14 +219,20 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "probe_batch_size": ("Batch size of the linear probe.", 256),
     "use_evaluate": ("Cross-check the accuracies with the `evaluate` library (needs its module).", False),
     # --- the encoder evaluated or pushed -------------------------------------------------------
-    "model_name_or_path": ("The encoder: a Hub repo id (timm format), a run's output_dir, an export folder, or hf-hub:/local-dir:.", None),
+    "model_name_or_path": (
+        "The encoder: a Hub repo id (timm format), a run's output_dir, an export folder, or hf-hub:/local-dir:.",
+        None,
+    ),
     "model_revision": ("The encoder's revision on the Hub.", None),
     "folder_path": ("What to push: a training run's output_dir, a bare timm export, or a ready repo folder.", None),
     # --- the Hub -------------------------------------------------------------------------------
     "push_to_hub": ("Push the trained encoder, its card and curves to --hub_model_id.", False),
     "hub_model_id": ("The Hub model repo 'org/name' (token: HF_TOKEN or `hf auth login`, never a flag).", None),
     "hub_dataset_id": ("The Hub dataset repo 'org/name' to push the efficient dataset to.", None),
-    "hub_config_name": ("The dataset config to push to (default: 'default', or <prior>_pca<k> with --targets_only).", None),
+    "hub_config_name": (
+        "The dataset config to push to (default: 'default', or <prior>_pca<k> with --targets_only).",
+        None,
+    ),
     "hub_private_repo": ("Create the Hub repo private (an existing repo keeps its visibility).", None),
     "hub_revision": ("The Hub branch to push to (created if missing).", None),
     "hub_strategy": (
@@ -220,7 +250,10 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "commit_message": ("The Hub commit message.", None),
     "include_training_state": ("Also push the final checkpoint under last-checkpoint/.", False),
     "eval_results": ("eval_results.json files to put in the card (default: the run's own).", None),
-    "license": ("The licence of the pushed weights (default: inherited from the data and the prior; asked for when unknown).", None),
+    "license": (
+        "The licence of the pushed weights (default: inherited from the data and the prior; asked for when unknown).",
+        None,
+    ),
     "max_retries": (
         "Deprecated and ignored: huggingface_hub retries every transfer itself (removed in rela-hf 0.4).",
         None,

@@ -55,8 +55,7 @@ __getattr__ = moved_names(
         "EVAL_RESULTS_NAME": "rela_hf.run_layout:RunLayout.EVAL_RESULTS",
         "eval_transform_for": Moved(
             "rela_hf.preprocessing:eval_transform",
-            "eval_transform(data_config) is eval_transform_for(data_config); it also takes an "
-            "image size.",
+            "eval_transform(data_config) is eval_transform_for(data_config); it also takes an image size.",
         ),
     },
 )

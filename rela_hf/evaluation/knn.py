@@ -107,7 +107,12 @@ def knn_accuracy(
     check_split(test_features, test_labels, "test")
     num_classes = num_classes_of(num_classes, train_labels, test_labels)
     predictions = knn_predict(
-        train_features, train_labels, test_features,
-        k=k, temperature=temperature, num_classes=num_classes, chunk_size=chunk_size,
+        train_features,
+        train_labels,
+        test_features,
+        k=k,
+        temperature=temperature,
+        num_classes=num_classes,
+        chunk_size=chunk_size,
     )
     return (predictions.cpu() == test_labels.cpu().long()).float().mean().item()

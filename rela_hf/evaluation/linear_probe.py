@@ -69,8 +69,7 @@ def linear_probe(
     check_split(test_features, test_labels, "test")
     if test_features.shape[1] != train_features.shape[1]:
         raise ValueError(
-            f"train and test features differ in width ({train_features.shape[1]} vs "
-            f"{test_features.shape[1]})."
+            f"train and test features differ in width ({train_features.shape[1]} vs {test_features.shape[1]})."
         )
     if epochs < 1 or not 1 <= last_epochs <= epochs:
         raise ValueError(f"Need epochs >= 1 and 1 <= last_epochs <= epochs, got {epochs}, {last_epochs}.")

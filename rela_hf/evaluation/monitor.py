@@ -43,15 +43,27 @@ class KNNMonitor:
         {'eval/knn_accuracy': 0.71, 'eval/seconds': 3.2}
     """
 
-    def __init__(self, bank: datasets.Dataset, queries: datasets.Dataset, *, image_size: int,
-                 max_bank: int | None = 2000, max_queries: int | None = 1000,
-                 image_column: str = "image", label_column: str = "label",
-                 k: int = KNN_K, temperature: float = KNN_TEMPERATURE, batch_size: int = 256) -> None:
+    def __init__(
+        self,
+        bank: datasets.Dataset,
+        queries: datasets.Dataset,
+        *,
+        image_size: int,
+        max_bank: int | None = 2000,
+        max_queries: int | None = 1000,
+        image_column: str = "image",
+        label_column: str = "label",
+        k: int = KNN_K,
+        temperature: float = KNN_TEMPERATURE,
+        batch_size: int = 256,
+    ) -> None:
         for name, split in (("bank", bank), ("queries", queries)):
             missing = [c for c in (image_column, label_column) if c not in split.column_names]
             if missing:
-                raise ValueError(f"KNNMonitor: the {name} split has no column(s) {missing} "
-                                 f"(columns: {split.column_names}); the monitor needs labels.")
+                raise ValueError(
+                    f"KNNMonitor: the {name} split has no column(s) {missing} "
+                    f"(columns: {split.column_names}); the monitor needs labels."
+                )
         self.bank = _subset(bank, max_bank).select_columns([image_column, label_column])
         self.queries = _subset(queries, max_queries).select_columns([image_column, label_column])
         self.transform = eval_transform(official_data_config(image_size))
@@ -61,8 +73,12 @@ class KNNMonitor:
     def __call__(self, backbone: nn.Module, accelerator: Accelerator | None = None) -> dict[str, float]:
         """``{"eval/knn_accuracy": top-1 fraction, "eval/seconds": time taken}``."""
         start = time.perf_counter()
-        common: dict[str, Any] = {"batch_size": self.batch_size, "accelerator": accelerator,
-                                  "image_column": self.image_column, "label_column": self.label_column}
+        common: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "accelerator": accelerator,
+            "image_column": self.image_column,
+            "label_column": self.label_column,
+        }
         bank_x, bank_y = extract_features(backbone, self.bank, self.transform, **common)
         query_x, query_y = extract_features(backbone, self.queries, self.transform, **common)
         accuracy = knn_accuracy(bank_x, bank_y, query_x, query_y, k=self.k, temperature=self.temperature)

@@ -44,8 +44,9 @@ def evaluate_accuracy(
         metric = evaluate.load(metric_path)
         result = metric.compute(predictions=list(map(int, predictions)), references=list(map(int, references)))
     except Exception as error:  # noqa: BLE001 - any failure just means "not available here"
-        logger.warning("evaluate's %r metric is unavailable (%s); using the torch figure only.",
-                       metric_path, type(error).__name__)
+        logger.warning(
+            "evaluate's %r metric is unavailable (%s); using the torch figure only.", metric_path, type(error).__name__
+        )
         return None
     return float(result["accuracy"])
 

@@ -89,9 +89,15 @@ def evaluate_encoder(
         transform = eval_transform(data_config)
 
     def features_of(split: Any) -> tuple[Tensor, Tensor]:
-        return extract_features(model, split, transform, batch_size=batch_size,
-                                accelerator=accelerator, image_column=image_column,
-                                label_column=label_column)
+        return extract_features(
+            model,
+            split,
+            transform,
+            batch_size=batch_size,
+            accelerator=accelerator,
+            image_column=image_column,
+            label_column=label_column,
+        )
 
     train_x, train_y = features_of(train_dataset)
     test_x, test_y = features_of(test_dataset)
@@ -99,32 +105,53 @@ def evaluate_encoder(
 
     results: list[dict[str, Any]] = []
     if "knn" in protocols:
-        predictions = knn_predict(train_x, train_y, test_x, k=k, temperature=temperature,
-                                  num_classes=num_classes)
-        results.append({
-            "protocol": "knn",
-            "metric": "accuracy",
-            "value": (predictions == test_y).float().mean().item(),
-            "std": None,
-            "args": {"k": k, "temperature": temperature, "similarity": "cosine",
-                     "weighting": "exp(sim/temperature)"},
-            "evaluate_value": evaluate_accuracy(predictions, test_y) if use_evaluate else None,
-        })
+        predictions = knn_predict(train_x, train_y, test_x, k=k, temperature=temperature, num_classes=num_classes)
+        results.append(
+            {
+                "protocol": "knn",
+                "metric": "accuracy",
+                "value": (predictions == test_y).float().mean().item(),
+                "std": None,
+                "args": {
+                    "k": k,
+                    "temperature": temperature,
+                    "similarity": "cosine",
+                    "weighting": "exp(sim/temperature)",
+                },
+                "evaluate_value": evaluate_accuracy(predictions, test_y) if use_evaluate else None,
+            }
+        )
     if "linear_probe" in protocols:
-        probe = linear_probe(train_x, train_y, test_x, test_y, epochs=epochs, lr=lr,
-                             batch_size=probe_batch_size, seed=seed, num_classes=num_classes)
-        results.append({
-            "protocol": "linear_probe",
-            "metric": "accuracy",
-            "value": probe["accuracy"],
-            "std": probe["accuracy_std"],
-            "args": {"epochs": epochs, "lr": lr, "optimizer": "Adam", "batch_size": probe_batch_size,
-                     "seed": seed, "averaged_last_epochs": probe["last_epochs"]},
-            "last_accuracies": probe["last_accuracies"],
-            "final_train_accuracy": probe["final_train_accuracy"],
-            "evaluate_value": (evaluate_accuracy(probe["predictions"], test_y)
-                               if use_evaluate else None),
-        })
+        probe = linear_probe(
+            train_x,
+            train_y,
+            test_x,
+            test_y,
+            epochs=epochs,
+            lr=lr,
+            batch_size=probe_batch_size,
+            seed=seed,
+            num_classes=num_classes,
+        )
+        results.append(
+            {
+                "protocol": "linear_probe",
+                "metric": "accuracy",
+                "value": probe["accuracy"],
+                "std": probe["accuracy_std"],
+                "args": {
+                    "epochs": epochs,
+                    "lr": lr,
+                    "optimizer": "Adam",
+                    "batch_size": probe_batch_size,
+                    "seed": seed,
+                    "averaged_last_epochs": probe["last_epochs"],
+                },
+                "last_accuracies": probe["last_accuracies"],
+                "final_train_accuracy": probe["final_train_accuracy"],
+                "evaluate_value": (evaluate_accuracy(probe["predictions"], test_y) if use_evaluate else None),
+            }
+        )
     dataset = dict(dataset or {})
     encoder_name = None if isinstance(encoder, nn.Module) else os.fspath(encoder)
     return {

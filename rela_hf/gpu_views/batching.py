@@ -146,15 +146,12 @@ class ImageRowsDataset(Dataset):
         missing = [c for c in columns if c not in dataset.column_names]
         if missing:
             raise ValueError(
-                f"ImageRowsDataset: columns {missing} are not in the dataset (it has "
-                f"{dataset.column_names})."
+                f"ImageRowsDataset: columns {missing} are not in the dataset (it has {dataset.column_names})."
             )
         arrays = [c for c in (target_column, label_column) if c is not None]
         if not decode:
             dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
-        self.data = dataset.select_columns(columns).with_format(
-            "numpy", columns=arrays, output_all_columns=True
-        )
+        self.data = dataset.select_columns(columns).with_format("numpy", columns=arrays, output_all_columns=True)
         self.image_column, self.target_column, self.label_column = (
             image_column,
             target_column,

@@ -88,9 +88,7 @@ def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
     sextant = torch.where(
         value == red,
         torch.remainder((green - blue) / safe_chroma, 6.0),
-        torch.where(
-            value == green, (blue - red) / safe_chroma + 2.0, (red - green) / safe_chroma + 4.0
-        ),
+        torch.where(value == green, (blue - red) / safe_chroma + 2.0, (red - green) / safe_chroma + 4.0),
     )
     shifted = torch.remainder(sextant + 6.0 * _per_image(shift).to(images.dtype)[:, 0], 6.0)
     offsets = images.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
@@ -109,9 +107,7 @@ def _blend_adjustment(images: Tensor, adjustment: Tensor, factor: Tensor) -> Ten
     grey = grayscale(images)
     mean = grey.mean(dim=(1, 2, 3), keepdim=True)
     adjustment = _per_image(adjustment)
-    reference = torch.where(
-        adjustment == SATURATION, grey, torch.where(adjustment == CONTRAST, mean, 0.0)
-    )
+    reference = torch.where(adjustment == SATURATION, grey, torch.where(adjustment == CONTRAST, mean, 0.0))
     return _blend(images, reference, factor)
 
 

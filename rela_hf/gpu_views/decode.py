@@ -44,9 +44,7 @@ def _shrink(image: Tensor, max_short_side: int | None) -> Tensor:
         return image
     scale = max_short_side / min(height, width)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    resized = F.interpolate(
-        image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False
-    )
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
     return resized[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
@@ -55,16 +53,9 @@ def decode_images(
 ) -> list[Tensor]:
     """Decode files to ``(3, h, w)`` uint8 tensors on ``device`` (JPEGs on the GPU when CUDA)."""
     device = torch.device(device)
-    data = [
-        torch.frombuffer(bytearray(e), dtype=torch.uint8) if not isinstance(e, Tensor) else e
-        for e in encoded
-    ]
+    data = [torch.frombuffer(bytearray(e), dtype=torch.uint8) if not isinstance(e, Tensor) else e for e in encoded]
     images: list[Tensor | None] = [None] * len(data)
-    on_gpu = [
-        i
-        for i, d in enumerate(data)
-        if device.type == "cuda" and bytes(d[:3].tolist()) == _JPEG_MAGIC
-    ]
+    on_gpu = [i for i, d in enumerate(data) if device.type == "cuda" and bytes(d[:3].tolist()) == _JPEG_MAGIC]
     if on_gpu:
         decoded = decode_jpeg(
             [data[i] for i in on_gpu],
@@ -77,9 +68,7 @@ def decode_images(
     for i, d in enumerate(data):
         if images[i] is None:
             try:
-                images[i] = decode_image(d, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(
-                    device
-                )
+                images[i] = decode_image(d, mode=ImageReadMode.RGB, apply_exif_orientation=True).to(device)
             except RuntimeError as error:
                 raise ValueError(f"Image {i} of the batch cannot be decoded ({error}).") from error
     return [_shrink(image, max_short_side) for image in images if image is not None]

@@ -38,9 +38,7 @@ __all__ = ["BATCH_KEYS", "apply_recipe", "make_views", "views_for_batch"]
 BATCH_KEYS = ("images", "image_sizes", "row_seeds")
 
 
-def apply_recipe(
-    images: Tensor, image_sizes: Tensor, uniforms: Tensor, recipe: ViewRecipe
-) -> Tensor:
+def apply_recipe(images: Tensor, image_sizes: Tensor, uniforms: Tensor, recipe: ViewRecipe) -> Tensor:
     """One view of every image.
 
     Args:
@@ -57,9 +55,7 @@ def apply_recipe(
     views = views.expand(-1, 3, -1, -1) if views.shape[1] == 1 else views  # grey -> RGB, as PIL
     views = horizontal_flip(views, params.flip)
     if recipe.jitters:
-        views = color_jitter(
-            views, params.jitter_order, params.jitter_factors, hue=recipe.hue is not None
-        )
+        views = color_jitter(views, params.jitter_order, params.jitter_factors, hue=recipe.hue is not None)
     if recipe.grayscale_p > 0:
         views = random_grayscale(views, params.grayscale)
     if recipe.blur_p > 0:
@@ -135,9 +131,7 @@ def views_for_batch(
         raise KeyError(f"views_for_batch: the batch has no {missing}; it has {sorted(batch)}.")
     device = torch.device(device) if device is not None else batch["images"].device
     images = batch["images"].to(device, non_blocking=True)
-    views = make_views(
-        images, batch["image_sizes"], batch["row_seeds"], recipes, channels_last=channels_last
-    )
+    views = make_views(images, batch["image_sizes"], batch["row_seeds"], recipes, channels_last=channels_last)
     rest = {
         k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v)
         for k, v in batch.items()

@@ -64,22 +64,16 @@ class ViewRecipe:
         if min(self.size) < 1:
             raise ValueError(f"ViewRecipe: size must be positive, got {self.size}.")
         if not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
-            raise ValueError(
-                f"ViewRecipe: need 0 < scale_min <= scale_max <= 1, got {self.crop_scale}."
-            )
+            raise ValueError(f"ViewRecipe: need 0 < scale_min <= scale_max <= 1, got {self.crop_scale}.")
         if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"ViewRecipe: need 0 < ratio_min <= ratio_max, got {self.crop_ratio}.")
         for name in ("flip_p", "color_jitter_p", "grayscale_p", "blur_p", "solarize_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(
-                    f"ViewRecipe: {name} must be in [0, 1], got {getattr(self, name)}."
-                )
+                raise ValueError(f"ViewRecipe: {name} must be in [0, 1], got {getattr(self, name)}.")
         if not 0.0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise ValueError(f"ViewRecipe: need 0 < sigma_min <= sigma_max, got {self.blur_sigma}.")
         if len(self.mean) != len(self.std) or min(self.std) <= 0:
-            raise ValueError(
-                f"ViewRecipe: mean {self.mean} and std {self.std} must match, std > 0."
-            )
+            raise ValueError(f"ViewRecipe: mean {self.mean} and std {self.std} must match, std > 0.")
 
     @property
     def jitters(self) -> bool:
@@ -102,10 +96,7 @@ def _stage_fields(transform: Any, p: float) -> tuple[str, dict[str, Any]]:
     if isinstance(transform, v2.RandomHorizontalFlip):
         return "flip", {"flip_p": p * transform.p}
     if isinstance(transform, v2.ColorJitter):
-        fields = {
-            name: getattr(transform, name)
-            for name in ("brightness", "contrast", "saturation", "hue")
-        }
+        fields = {name: getattr(transform, name) for name in ("brightness", "contrast", "saturation", "hue")}
         return "color_jitter", {"color_jitter_p": p, **fields}
     if isinstance(transform, v2.RandomGrayscale):
         return "grayscale", {"grayscale_p": p * transform.p}
@@ -147,9 +138,7 @@ def recipe_from_pipeline(pipeline: v2.Compose) -> ViewRecipe:
             twice, or no ``RandomResizedCrop`` (the twin needs the output size).
     """
     if not isinstance(pipeline, v2.Compose):
-        raise TypeError(
-            f"recipe_from_pipeline takes a transforms.v2.Compose, got {type(pipeline).__name__}."
-        )
+        raise TypeError(f"recipe_from_pipeline takes a transforms.v2.Compose, got {type(pipeline).__name__}.")
     fields: dict[str, Any] = {}
     last_stage = -1
     for transform, p in _flat_steps(pipeline):

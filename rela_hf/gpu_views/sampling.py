@@ -123,9 +123,7 @@ def _uniform(u: Tensor, bounds: tuple[float, float]) -> Tensor:
     return bounds[0] + (bounds[1] - bounds[0]) * u
 
 
-def _fallback_crop(
-    heights: Tensor, widths: Tensor, ratio: tuple[float, float]
-) -> tuple[Tensor, Tensor]:
+def _fallback_crop(heights: Tensor, widths: Tensor, ratio: tuple[float, float]) -> tuple[Tensor, Tensor]:
     """torchvision's central fallback: the whole image, clamped to the ratio range."""
     in_ratio = widths / heights
     too_tall, too_wide = in_ratio < min(ratio), in_ratio > max(ratio)
@@ -152,12 +150,8 @@ def crop_boxes(uniforms: Tensor, image_sizes: Tensor, recipe: ViewRecipe) -> Ten
     w = torch.where(found, w.gather(1, first)[:, 0], fallback_w)
     free_h, free_w = heights[:, 0] - h, widths[:, 0] - w
     # randint(0, free + 1) for a found box, the centre (free // 2) for the fallback
-    top = torch.where(
-        found, torch.floor(uniforms[:, _SLICES["crop_top"]] * (free_h + 1)), free_h // 2
-    )
-    left = torch.where(
-        found, torch.floor(uniforms[:, _SLICES["crop_left"]] * (free_w + 1)), free_w // 2
-    )
+    top = torch.where(found, torch.floor(uniforms[:, _SLICES["crop_top"]] * (free_h + 1)), free_h // 2)
+    left = torch.where(found, torch.floor(uniforms[:, _SLICES["crop_left"]] * (free_w + 1)), free_w // 2)
     top, left = torch.minimum(top, free_h), torch.minimum(left, free_w)  # u < 1, but be safe
     return torch.stack([left, top, left + w, top + h], dim=1)
 

@@ -39,9 +39,7 @@ BLUR_TRUNCATE = 4.0
 beyond 4 sigma lies 0.006 % of the weight)."""
 
 
-def resampling_matrices(
-    start: Tensor, length: Tensor, output: int, canvas: int, dtype: torch.dtype
-) -> Tensor:
+def resampling_matrices(start: Tensor, length: Tensor, output: int, canvas: int, dtype: torch.dtype) -> Tensor:
     """``(B, output, canvas)`` weights resampling ``[start, start + length)`` to ``output`` pixels.
 
     PIL's bilinear ``resize`` of a crop: output pixel ``i`` is centred at
@@ -80,12 +78,8 @@ def resized_crop(images: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor
         )
     boxes = boxes.to(images.device)
     height, width = images.shape[-2:]
-    columns = resampling_matrices(
-        boxes[:, 0], boxes[:, 2] - boxes[:, 0], size[1], width, images.dtype
-    )
-    rows = resampling_matrices(
-        boxes[:, 1], boxes[:, 3] - boxes[:, 1], size[0], height, images.dtype
-    )
+    columns = resampling_matrices(boxes[:, 0], boxes[:, 2] - boxes[:, 0], size[1], width, images.dtype)
+    rows = resampling_matrices(boxes[:, 1], boxes[:, 3] - boxes[:, 1], size[0], height, images.dtype)
     columns, rows = columns.to(images.dtype), rows.to(images.dtype)
     resized_width = images @ columns.transpose(1, 2).unsqueeze(1)  # (B, C, H, size[1])
     return rows.unsqueeze(1) @ resized_width  # (B, C, size[0], size[1])

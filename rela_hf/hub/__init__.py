@@ -101,8 +101,7 @@ __getattr__ = moved_names(
         "WEIGHTS_NAME": "rela_hf.hub.export:WEIGHTS_NAME",
         "training_data_config": Moved(
             "rela_hf.preprocessing:official_data_config",
-            "same arguments and result; it now rejects a non-positive image_size or a crop_pct "
-            "outside (0, 1].",
+            "same arguments and result; it now rejects a non-positive image_size or a crop_pct outside (0, 1].",
         ),
     },
 )

@@ -20,7 +20,12 @@ from rela_hf.public_names import public_name
 from rela_hf.run_layout import TrainingSummary
 
 __all__ = [
-    "RunInputs", "as_summary", "derive_model_license", "hub_id", "neutral_name", "source_line",
+    "RunInputs",
+    "as_summary",
+    "derive_model_license",
+    "hub_id",
+    "neutral_name",
+    "source_line",
 ]
 
 
@@ -57,7 +62,9 @@ class RunInputs:
         else:
             use_rela, name = bool(config.get("use_rela", True)), config.get("method") or "byol"
         return cls(
-            recorded=summary != TrainingSummary(), use_rela=use_rela, method=method_class(name),
+            recorded=summary != TrainingSummary(),
+            use_rela=use_rela,
+            method=method_class(name),
             dataset=summary.dataset or config.get("dataset_name"),
             dataset_revision=summary.dataset_revision or config.get("dataset_revision"),
             dataset_config=summary.dataset_config or config.get("dataset_config_name"),
@@ -99,14 +106,19 @@ def derive_model_license(
     run = RunInputs.of(as_summary(training_summary), dict(training_config or {}))
     inputs = []
     if run.recorded or run.dataset:
-        inputs.append(LicenseInput("training data", neutral_name(run.dataset),
-                                   dataset_license(run.dataset, revision=run.dataset_revision)))
+        inputs.append(
+            LicenseInput(
+                "training data", neutral_name(run.dataset), dataset_license(run.dataset, revision=run.dataset_revision)
+            )
+        )
     if run.use_rela and (run.recorded or run.prior) and not run.prior_random:
-        inputs.append(LicenseInput("prior", neutral_name(run.prior),
-                                   model_license(run.prior, revision=run.prior_revision)))
+        inputs.append(
+            LicenseInput("prior", neutral_name(run.prior), model_license(run.prior, revision=run.prior_revision))
+        )
     if run.initial_weights:
-        inputs.append(LicenseInput("initial weights", neutral_name(run.initial_weights),
-                                   model_license(run.initial_weights)))
+        inputs.append(
+            LicenseInput("initial weights", neutral_name(run.initial_weights), model_license(run.initial_weights))
+        )
     return derive_license(inputs, explicit=license)
 
 
@@ -121,12 +133,13 @@ def source_line(name: Any, revision: Any, extra: str = "") -> str:
         return "not recorded"
     public = public_name(str(name))
     if public.local and public.hub_id:
-        return (f"`{public.hub_id}`{extra}, a local copy from the Hugging Face cache, revision "
-                f"`{revision or public.revision}`")
+        return (
+            f"`{public.hub_id}`{extra}, a local copy from the Hugging Face cache, revision "
+            f"`{revision or public.revision}`"
+        )
     if public.local:
         return f"`{public.name}`{extra}, a local folder (no Hub revision)"
-    where = (f"revision `{revision}`" if revision
-             else "revision not pinned (latest at training time)")
+    where = f"revision `{revision}`" if revision else "revision not pinned (latest at training time)"
     return f"`{public.name}`{extra}, {where}"
 
 

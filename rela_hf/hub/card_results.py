@@ -86,21 +86,23 @@ def eval_results_to_model_index(
         name, dataset_type = dataset_names(dataset)
         for result in report["results"]:
             args = {k: v for k, v in (result.get("args") or {}).items() if v is not None}
-            entries.append(EvalResult(
-                task_type="image-classification",
-                # huggingface_hub merges results sharing task type + dataset into one entry and
-                # keeps the first task name, so the protocol goes into the metric name.
-                task_name="Image classification on frozen features",
-                dataset_type=dataset_type,
-                dataset_name=name,
-                dataset_config=dataset.get("config"),
-                dataset_split=dataset.get("split"),
-                dataset_revision=dataset.get("revision"),
-                metric_type=result["metric"],
-                metric_name=f"{protocol_title(result)} top-1 accuracy",
-                metric_value=_rounded(result["value"]),
-                metric_args=args or None,
-            ))
+            entries.append(
+                EvalResult(
+                    task_type="image-classification",
+                    # huggingface_hub merges results sharing task type + dataset into one entry and
+                    # keeps the first task name, so the protocol goes into the metric name.
+                    task_name="Image classification on frozen features",
+                    dataset_type=dataset_type,
+                    dataset_name=name,
+                    dataset_config=dataset.get("config"),
+                    dataset_split=dataset.get("split"),
+                    dataset_revision=dataset.get("revision"),
+                    metric_type=result["metric"],
+                    metric_name=f"{protocol_title(result)} top-1 accuracy",
+                    metric_value=_rounded(result["value"]),
+                    metric_args=args or None,
+                )
+            )
     return entries
 
 
@@ -116,15 +118,17 @@ def eval_rows(eval_results: Any) -> list[dict[str, Any]]:
             value = format_accuracy(_rounded(result["value"]))
             if result.get("std") is not None:
                 value += f" ± {format_accuracy(result['std'])}"
-            rows.append({
-                "dataset": name,
-                "train_split": dataset.get("train_split", "train"),
-                "split": dataset.get("split", "test"),
-                "protocol": protocol_title(result),
-                "value": value,
-                "num_train": dataset.get("num_train_samples", "?"),
-                "num_eval": dataset.get("num_samples", "?"),
-            })
+            rows.append(
+                {
+                    "dataset": name,
+                    "train_split": dataset.get("train_split", "train"),
+                    "split": dataset.get("split", "test"),
+                    "protocol": protocol_title(result),
+                    "value": value,
+                    "num_train": dataset.get("num_train_samples", "?"),
+                    "num_eval": dataset.get("num_samples", "?"),
+                }
+            )
     return rows
 
 
@@ -139,15 +143,14 @@ def evaluation_scope(eval_results: Any) -> list[str]:
         dataset = report["dataset"]
         name, _ = dataset_names(dataset)
         results = report["results"]
-        protocols = " and ".join(dict.fromkeys(
-            PROTOCOL_TITLES.get(r["protocol"], str(r["protocol"])) for r in results))
-        sentence = (f"{protocols} on frozen features, on the `{dataset.get('split', 'test')}` "
-                    f"split of {name} only")
+        protocols = " and ".join(dict.fromkeys(PROTOCOL_TITLES.get(r["protocol"], str(r["protocol"])) for r in results))
+        sentence = f"{protocols} on frozen features, on the `{dataset.get('split', 'test')}` split of {name} only"
         n = dataset.get("num_samples")
         if isinstance(n, int) and n > 0 and results:
             p = max(float(r["value"]) for r in results)
             error = math.sqrt(p * (1 - p) / n)
-            sentence += (f" ({n} images: the standard error of an accuracy near "
-                         f"{format_accuracy(p)} is about {error:.3f})")
+            sentence += (
+                f" ({n} images: the standard error of an accuracy near {format_accuracy(p)} is about {error:.3f})"
+            )
         sentences.append(sentence)
     return sentences

@@ -55,8 +55,19 @@ EXPORT_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME})
 #: Provenance keys timm inherits from the architecture's default (ImageNet) pretrained cfg.
 #: They describe weights we did not train, so an export never keeps them.
 INHERITED_PROVENANCE_KEYS = (
-    "tag", "license", "origin_url", "paper_ids", "paper_name", "description", "notes",
-    "label_names", "label_descriptions", "hf_hub_id", "url", "file", "source",
+    "tag",
+    "license",
+    "origin_url",
+    "paper_ids",
+    "paper_name",
+    "description",
+    "notes",
+    "label_names",
+    "label_descriptions",
+    "hf_hub_id",
+    "url",
+    "file",
+    "source",
 )
 
 DEFAULT_PRETRAINED_CFG: dict[str, Any] = {
@@ -93,8 +104,7 @@ def _validate_data_config(data_config: Mapping[str, Any], in_chans: int) -> dict
             values = tuple(float(v) for v in config[key])
             if len(values) != in_chans:
                 raise ValueError(
-                    f"data_config[{key!r}] has {len(values)} values but the model takes "
-                    f"{in_chans} input channels."
+                    f"data_config[{key!r}] has {len(values)} values but the model takes {in_chans} input channels."
                 )
             config[key] = values
     return config
@@ -137,9 +147,7 @@ def is_timm_native(architecture: str) -> bool:
         >>> is_timm_native("resnet18_cifar")
         False
     """
-    return timm.is_model(architecture) and model_entrypoint(architecture).__module__.startswith(
-        "timm."
-    )
+    return timm.is_model(architecture) and model_entrypoint(architecture).__module__.startswith("timm.")
 
 
 def _warn_unless_timm_native(architecture: str) -> None:

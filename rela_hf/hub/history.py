@@ -123,8 +123,7 @@ def plot_training_history(
     groups = [(label, members) for label, members in groups if members]
     if not groups:
         return None
-    figure, axes = plt.subplots(len(groups), 1, figsize=(7, 2.4 * len(groups)), sharex=True,
-                                squeeze=False)
+    figure, axes = plt.subplots(len(groups), 1, figsize=(7, 2.4 * len(groups)), sharex=True, squeeze=False)
     for axis, (label, members) in zip(axes[:, 0], groups, strict=True):
         for key in members:
             axis.plot(*_numeric_series(history, key), label=key, linewidth=1.2)

@@ -83,8 +83,14 @@ def compute_summary(summary: TrainingSummary | Mapping[str, Any]) -> dict[str, A
     is_accelerator = device.split(":")[0] in _ACCELERATOR_DEVICE_TYPES
     unit = "GPU-hours" if is_accelerator else "CPU process-hours"
     hours = None if wall is None else float(wall) * processes / 3600
-    return {"wall_clock_seconds": wall, "num_processes": processes, "device": device,
-            "device_name": summary.device_name, "hours": hours, "unit": unit}
+    return {
+        "wall_clock_seconds": wall,
+        "num_processes": processes,
+        "device": device,
+        "device_name": summary.device_name,
+        "hours": hours,
+        "unit": unit,
+    }
 
 
 def _compute_line(summary: TrainingSummary) -> str:
@@ -105,8 +111,10 @@ def _input_line(pretrained_cfg: Mapping[str, Any]) -> str:
     size = pretrained_cfg.get("input_size", [3, "?", "?"])
     mean = ", ".join(f"{m:.4g}" for m in pretrained_cfg.get("mean", []))
     std = ", ".join(f"{s:.4g}" for s in pretrained_cfg.get("std", []))
-    return (f"{size[1]}x{size[2]} px ({size[0]} channels), {pretrained_cfg.get('interpolation')} "
-            f"resize, crop_pct {pretrained_cfg.get('crop_pct')}, mean ({mean}), std ({std})")
+    return (
+        f"{size[1]}x{size[2]} px ({size[0]} channels), {pretrained_cfg.get('interpolation')} "
+        f"resize, crop_pct {pretrained_cfg.get('crop_pct')}, mean ({mean}), std ({std})"
+    )
 
 
 def _needs_rela_hf(architecture: str) -> bool:
@@ -140,10 +148,15 @@ def _method_short(method: type[Method]) -> str:
 
 def _switch_line(summary: TrainingSummary, run: RunInputs, switch_rule: str) -> str:
     if summary.switch_step is None:
-        return ("never: the whole run was the ReLA phase (distillation of the prior's targets)"
-                if run.recorded else "not recorded")
-    return (f"after optimizer step {summary.switch_step} ({switch_rule} rule); "
-            f"{_method_short(run.method)} from step {summary.switch_step + 1}")
+        return (
+            "never: the whole run was the ReLA phase (distillation of the prior's targets)"
+            if run.recorded
+            else "not recorded"
+        )
+    return (
+        f"after optimizer step {summary.switch_step} ({switch_rule} rule); "
+        f"{_method_short(run.method)} from step {summary.switch_step + 1}"
+    )
 
 
 def _handover_line(summary: TrainingSummary) -> str | None:
@@ -161,22 +174,35 @@ def _exported_line(summary: TrainingSummary) -> str | None:
     if summary.metric_for_best_model is None or summary.best_step is None:
         return None
     value = summary.best_metric_value
-    why = (f"the best checkpoint by validation `{summary.metric_for_best_model}` "
-           f"({value:.4f} on a split held out from the training data, never trained on)")
+    why = (
+        f"the best checkpoint by validation `{summary.metric_for_best_model}` "
+        f"({value:.4f} on a split held out from the training data, never trained on)"
+    )
     if summary.exported_step is not None and summary.exported_step != summary.steps:
         return f"step {summary.exported_step}: {why}; the last step ({summary.steps}) scored lower"
     return f"step {summary.exported_step}, the last step, which was also {why}"
 
 
 def _license_values(derived: DerivedLicense) -> dict[str, Any]:
-    inputs = [{"role": item.role, "name": item.name, "license": item.license.label,
-               "source": item.license.source or "given"} for item in derived.inputs]
-    return {"license_label": derived.license.label, "license_known": derived.known,
-            "license_reason": derived.reason, "license_inputs": inputs}
+    inputs = [
+        {"role": item.role, "name": item.name, "license": item.license.label, "source": item.license.source or "given"}
+        for item in derived.inputs
+    ]
+    return {
+        "license_label": derived.license.label,
+        "license_known": derived.known,
+        "license_reason": derived.reason,
+        "license_inputs": inputs,
+    }
 
 
-def _metadata(config: Mapping[str, Any], summary: TrainingSummary, run: RunInputs,
-              train_config: Mapping[str, Any], derived: DerivedLicense) -> dict[str, Any]:
+def _metadata(
+    config: Mapping[str, Any],
+    summary: TrainingSummary,
+    run: RunInputs,
+    train_config: Mapping[str, Any],
+    derived: DerivedLicense,
+) -> dict[str, Any]:
     """The card's ReLA provenance (``rela_hf``): public names only.
 
     The prior made the targets; it is not a base model of the encoder, so it is recorded here,
@@ -185,7 +211,9 @@ def _metadata(config: Mapping[str, Any], summary: TrainingSummary, run: RunInput
     dataset = public_name(str(run.dataset)) if run.dataset else None
     prior = public_name(str(run.prior)) if run.use_rela and run.prior else None
     values = {
-        "method": run.method.name, "use_rela": run.use_rela, "architecture": config["architecture"],
+        "method": run.method.name,
+        "use_rela": run.use_rela,
+        "architecture": config["architecture"],
         "dataset": dataset.name if dataset else None,
         "dataset_local": True if dataset and dataset.local else None,
         "dataset_revision": run.dataset_revision or (dataset.revision if dataset else None),
@@ -194,20 +222,28 @@ def _metadata(config: Mapping[str, Any], summary: TrainingSummary, run: RunInput
         "prior_local": True if prior and prior.local else None,
         "prior_revision": (run.prior_revision or prior.revision) if prior else None,
         "prior_pretrained": False if prior and run.prior_random else None,
-        "switch_step": summary.switch_step, "steps": summary.steps,
+        "switch_step": summary.switch_step,
+        "steps": summary.steps,
         "images_seen": summary.images_seen,
         "license_rule": derived.reason,
-        "license_inputs": [{"role": item.role, "name": item.name, "license": item.license.label}
-                           for item in derived.inputs] or None,
+        "license_inputs": [
+            {"role": item.role, "name": item.name, "license": item.license.label} for item in derived.inputs
+        ]
+        or None,
     }
     return {key: value for key, value in values.items() if value is not None}
 
 
-def _card_data(model_name: str, config: Mapping[str, Any], summary: TrainingSummary,
-               run: RunInputs, train_config: Mapping[str, Any], derived: DerivedLicense,
-               eval_results: Any) -> ModelCardData:
-    datasets = [d for d in (hub_id(run.dataset), hub_id(train_config.get("targets_dataset_name")))
-                if d]
+def _card_data(
+    model_name: str,
+    config: Mapping[str, Any],
+    summary: TrainingSummary,
+    run: RunInputs,
+    train_config: Mapping[str, Any],
+    derived: DerivedLicense,
+    eval_results: Any,
+) -> ModelCardData:
+    datasets = [d for d in (hub_id(run.dataset), hub_id(train_config.get("targets_dataset_name"))) if d]
     base_model = hub_id(run.initial_weights)
     return ModelCardData(
         model_name=model_name,
@@ -234,14 +270,18 @@ def _method_values(run: RunInputs) -> dict[str, Any]:
     link = f"[{short}](https://arxiv.org/abs/{method.paper.removeprefix('arXiv:')})"
     if not method.self_supervised:
         link += " (cross-entropy on the labels)"
-    return {"method_title": f"ReLA-accelerated {short}" if run.use_rela else short,
-            "method_short": short, "method_link": link, "self_supervised": method.self_supervised,
-            "has_teacher": method.has_teacher, "use_rela": run.use_rela,
-            "citation": f"{RELA_CITATION}\n\n{method.citation}"}
+    return {
+        "method_title": f"ReLA-accelerated {short}" if run.use_rela else short,
+        "method_short": short,
+        "method_link": link,
+        "self_supervised": method.self_supervised,
+        "has_teacher": method.has_teacher,
+        "use_rela": run.use_rela,
+        "citation": f"{RELA_CITATION}\n\n{method.citation}",
+    }
 
 
-def _training_values(summary: TrainingSummary, run: RunInputs,
-                     train_config: Mapping[str, Any]) -> dict[str, Any]:
+def _training_values(summary: TrainingSummary, run: RunInputs, train_config: Mapping[str, Any]) -> dict[str, Any]:
     if summary.switch_rule == "static" or train_config.get("switch_rule") == "static":
         switch_rule = "static"
     else:
@@ -249,23 +289,22 @@ def _training_values(summary: TrainingSummary, run: RunInputs,
     dataset_extra = f" (config `{run.dataset_config}`)" if run.dataset_config else ""
     if run.train_split:
         dataset_extra += f", split `{run.train_split}`"
-    final = ", ".join(f"{k} {v:.4g}" for k, v in (summary.final_metrics or {}).items()
-                      if isinstance(v, (int, float)))
+    final = ", ".join(f"{k} {v:.4g}" for k, v in (summary.final_metrics or {}).items() if isinstance(v, (int, float)))
     recorded = run.recorded
     return {
-        "switch_rule": switch_rule, "switch_step": summary.switch_step,
+        "switch_rule": switch_rule,
+        "switch_step": summary.switch_step,
         "switch_line": _switch_line(summary, run, switch_rule),
         "handover_line": _handover_line(summary),
         "exported_line": _exported_line(summary),
         "dataset_line": source_line(run.dataset, run.dataset_revision, dataset_extra),
         "dataset_name": f"`{neutral_name(run.dataset)}`" if run.dataset else "its training data",
         "prior_line": source_line(
-            run.prior, run.prior_revision,
-            " with **randomly initialised** weights" if run.prior_random else ""),
+            run.prior, run.prior_revision, " with **randomly initialised** weights" if run.prior_random else ""
+        ),
         "prior_name": f"`{neutral_name(run.prior)}`" if run.prior else "(not recorded)",
         "prior_random": run.prior_random,
-        "initial_weights_line": (source_line(run.initial_weights, None)
-                                 if run.initial_weights else None),
+        "initial_weights_line": (source_line(run.initial_weights, None) if run.initial_weights else None),
         "steps": summary.steps if recorded else "not recorded",
         "total_steps": summary.total_steps,
         "epochs": None if summary.epochs is None else f"{summary.epochs:.3g}",
@@ -274,8 +313,9 @@ def _training_values(summary: TrainingSummary, run: RunInputs,
         "global_batch_size": summary.global_batch_size,
         "compute_line": _compute_line(summary) if recorded else "not recorded",
         "final_metrics": final,
-        "config_yaml": (yaml.safe_dump(public_config(train_config), sort_keys=True).strip()
-                        if train_config else "# not recorded"),
+        "config_yaml": (
+            yaml.safe_dump(public_config(train_config), sort_keys=True).strip() if train_config else "# not recorded"
+        ),
     }
 
 
@@ -327,8 +367,7 @@ def render_model_card(
     train_config = dict(training_config or {})
     run = RunInputs.of(summary, train_config)
     model_name = repo_id.split("/")[-1]
-    derived = derive_model_license(summary, train_config,
-                                   license=license or _export_license(pretrained_cfg))
+    derived = derive_model_license(summary, train_config, license=license or _export_license(pretrained_cfg))
     template = Path(template_path) if template_path is not None else template_path_of("encoder.md")
     if not template.is_file():
         raise FileNotFoundError(

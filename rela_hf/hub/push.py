@@ -73,7 +73,9 @@ def _warn_retry_options(max_retries: int | None, retry_backoff: float | None) ->
         warnings.warn(
             "max_retries / retry_backoff are ignored since rela-hf 0.3: huggingface_hub retries every "
             "transfer itself (backoff on timeouts, connection errors, 408, 429, 5xx); the options go "
-            "in rela-hf 0.4.", FutureWarning, stacklevel=3,
+            "in rela-hf 0.4.",
+            FutureWarning,
+            stacklevel=3,
         )
 
 
@@ -153,13 +155,21 @@ def push_encoder(
     _warn_retry_options(max_retries, retry_backoff)
     folder = Path(folder)
     check_hub_folder(folder)
-    return commit_folder(folder, repo_id, revision=revision, private=private, token=token,
-                         commit_message=commit_message, commit_description=commit_description,
-                         create_pr=create_pr, endpoint=endpoint, delete_patterns=delete_patterns)
+    return commit_folder(
+        folder,
+        repo_id,
+        revision=revision,
+        private=private,
+        token=token,
+        commit_message=commit_message,
+        commit_description=commit_description,
+        create_pr=create_pr,
+        endpoint=endpoint,
+        delete_patterns=delete_patterns,
+    )
 
 
-def create_hub_repo(api: HfApi, repo_id: str, *, private: bool | None = None,
-                    revision: str | None = None) -> None:
+def create_hub_repo(api: HfApi, repo_id: str, *, private: bool | None = None, revision: str | None = None) -> None:
     """The repo (and the ``revision`` branch) if missing; :class:`PushError` naming the repo if not."""
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
@@ -176,8 +186,9 @@ def upload_to_hub(api: HfApi, folder: Path, repo_id: str, **upload_kwargs: Any) 
         PushError: naming the repo, once huggingface_hub's own retries are spent.
     """
     try:
-        return api.upload_folder(repo_id=repo_id, folder_path=folder, ignore_patterns=list(IGNORED_PATTERNS),
-                                 **upload_kwargs)
+        return api.upload_folder(
+            repo_id=repo_id, folder_path=folder, ignore_patterns=list(IGNORED_PATTERNS), **upload_kwargs
+        )
     except Exception as error:  # HTTP, network or validation errors alike: name the repo
         raise PushError(
             f"Could not push {folder.name!r} to the Hub repo {repo_id!r}: {type(error).__name__}: {error} "
@@ -211,9 +222,16 @@ def commit_folder(
     folder = Path(folder)
     api = HfApi(endpoint=endpoint, token=token)
     create_hub_repo(api, repo_id, private=private, revision=revision)
-    commit = upload_to_hub(api, folder, repo_id, revision=revision, commit_message=commit_message,
-                           commit_description=commit_description, create_pr=create_pr,
-                           delete_patterns=delete_patterns)
+    commit = upload_to_hub(
+        api,
+        folder,
+        repo_id,
+        revision=revision,
+        commit_message=commit_message,
+        commit_description=commit_description,
+        create_pr=create_pr,
+        delete_patterns=delete_patterns,
+    )
     logger.info("Pushed %s to %s (commit %s).", folder, repo_id, commit.oid)
     return commit
 
@@ -273,16 +291,24 @@ def build_hub_folder(
 
     history = read_training_history(run.root)
     plot = plot_training_history(
-        history, out_dir / PLOT_NAME,
-        switch_step=summary.switch_step if summary else None, title=repo_id.split("/")[-1],
+        history,
+        out_dir / PLOT_NAME,
+        switch_step=summary.switch_step if summary else None,
+        title=repo_id.split("/")[-1],
     )
     if include_training_state:
         source = _checkpoint_to_publish(run, summary, checkpoint)
         copy_checkpoint(run, source, out_dir / CHECKPOINT_DIR_IN_REPO, link=link)
     card = render_model_card(
-        out_dir, repo_id=repo_id, training_summary=summary, training_config=train_config,
-        eval_results=eval_results, plot_file=PLOT_NAME if plot else None, license=license,
-        has_training_state=include_training_state, template_path=template_path,
+        out_dir,
+        repo_id=repo_id,
+        training_summary=summary,
+        training_config=train_config,
+        eval_results=eval_results,
+        plot_file=PLOT_NAME if plot else None,
+        license=license,
+        has_training_state=include_training_state,
+        template_path=template_path,
         knn_monitor=any("eval/knn_accuracy" in record for record in history),
     )
     card.save(str(out_dir / README_NAME))
@@ -300,8 +326,7 @@ def place_file(source: Path, target: Path, *, link: bool) -> None:
     shutil.copy2(source, target)
 
 
-def _checkpoint_to_publish(run: RunLayout, summary: TrainingSummary | None,
-                           checkpoint: str | Path | None) -> Path:
+def _checkpoint_to_publish(run: RunLayout, summary: TrainingSummary | None, checkpoint: str | Path | None) -> Path:
     if checkpoint is None and summary is not None and summary.checkpoint:
         checkpoint = run.root / summary.checkpoint
     source = Path(checkpoint) if checkpoint is not None else find_latest_checkpoint(run.root)
@@ -359,9 +384,14 @@ def push_training_output(
         push_kwargs.setdefault("delete_patterns", [f"{CHECKPOINT_DIR_IN_REPO}/*"])
     with tempfile.TemporaryDirectory(prefix="rela_hf_push_") as staging:
         folder = build_hub_folder(
-            run.root, Path(staging) / "repo", repo_id=repo_id, backbone_dir=backbone_dir,
-            eval_results=eval_results, include_training_state=include_training_state,
-            checkpoint=checkpoint, license=license,
+            run.root,
+            Path(staging) / "repo",
+            repo_id=repo_id,
+            backbone_dir=backbone_dir,
+            eval_results=eval_results,
+            include_training_state=include_training_state,
+            checkpoint=checkpoint,
+            license=license,
         )
         return push_encoder(folder, repo_id, commit_message=commit_message, **push_kwargs)
 

@@ -40,7 +40,8 @@ def _pushed_checkpoint_dir(repo_files: list[str], repo_id: str = "the repo") -> 
         warnings.warn(
             f"{repo_id} keeps its checkpoint in {LEGACY_STATE_DIR}/ (rela-hf 0.2); rela-hf pushes it to "
             f"{CHECKPOINT_DIR_IN_REPO}/ now and reads {LEGACY_STATE_DIR}/ until rela-hf 0.4.",
-            FutureWarning, stacklevel=3,
+            FutureWarning,
+            stacklevel=3,
         )
         return LEGACY_STATE_DIR
     raise CheckpointError(
@@ -68,8 +69,9 @@ def download_training_state(
     run = RunLayout(output_dir)
     folder = _pushed_checkpoint_dir(HfApi(token=token).list_repo_files(repo_id, revision=revision), repo_id)
     with tempfile.TemporaryDirectory(prefix="rela_hf_pull_") as cache:
-        snapshot = Path(snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache,
-                                          allow_patterns=[f"{folder}/*"]))
+        snapshot = Path(
+            snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache, allow_patterns=[f"{folder}/*"])
+        )
         state = snapshot / folder
         step = int(read_run_state(state)["step"])
         target = run.checkpoint_dir(step)

@@ -113,9 +113,17 @@ class RunPusher:
         endpoint: another Hub endpoint (default ``HF_ENDPOINT``).
     """
 
-    def __init__(self, output_dir: str | os.PathLike, repo_id: str, *, strategy: str = "every_save",
-                 always_push: bool = False, private: bool | None = None, token: str | bool | None = None,
-                 endpoint: str | None = None) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        repo_id: str,
+        *,
+        strategy: str = "every_save",
+        always_push: bool = False,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        endpoint: str | None = None,
+    ) -> None:
         if strategy not in HUB_STRATEGIES:
             raise ValueError(f"hub strategy must be one of {', '.join(HUB_STRATEGIES)}, got {strategy!r}.")
         self.output_dir, self.repo_id, self.strategy = Path(output_dir), repo_id, strategy
@@ -140,8 +148,11 @@ class RunPusher:
         """Say why the save at ``step`` is not pushed (a push still uploading)."""
         if self.strategy != "end":
             uploading = ", ".join(str(push.step) for push in self.in_flight)
-            logger.info("Step %d not pushed: the push of step %s is still uploading "
-                        "(hub_always_push queues every save).", step, uploading)
+            logger.info(
+                "Step %d not pushed: the push of step %s is still uploading (hub_always_push queues every save).",
+                step,
+                uploading,
+            )
 
     def push_save(self, checkpoint: Path, step: int) -> Future | None:
         """Stage the run at this save and push it in the background; ``None`` when skipped.
@@ -184,14 +195,24 @@ class RunPusher:
         staging = snapshot.parent
         try:
             with_checkpoint = (snapshot / checkpoint_name).is_dir()
-            folder = build_hub_folder(snapshot, staging / "repo", repo_id=self.repo_id, link=True,
-                                      include_training_state=with_checkpoint,
-                                      checkpoint=snapshot / checkpoint_name if with_checkpoint else None)
+            folder = build_hub_folder(
+                snapshot,
+                staging / "repo",
+                repo_id=self.repo_id,
+                link=True,
+                include_training_state=with_checkpoint,
+                checkpoint=snapshot / checkpoint_name if with_checkpoint else None,
+            )
             if not self._repo_created:
                 create_hub_repo(self.api, self.repo_id, private=self.private)
                 self._repo_created = True
-            return upload_to_hub(self.api, folder, self.repo_id, commit_message=message,
-                                 delete_patterns=[f"{CHECKPOINT_DIR_IN_REPO}/*"] if with_checkpoint else None)
+            return upload_to_hub(
+                self.api,
+                folder,
+                self.repo_id,
+                commit_message=message,
+                delete_patterns=[f"{CHECKPOINT_DIR_IN_REPO}/*"] if with_checkpoint else None,
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -200,8 +221,11 @@ class RunPusher:
         try:
             commit = self._push_snapshot(snapshot, checkpoint_name, SAVE_MESSAGE.format(step=step))
         except Exception as error:  # building the card/plot or the upload: never stops training
-            logger.warning("Push of step %d failed, training continues (the next save pushes again): %s",
-                           step, error if isinstance(error, PushError) else f"{type(error).__name__}: {error}")
+            logger.warning(
+                "Push of step %d failed, training continues (the next save pushes again): %s",
+                step,
+                error if isinstance(error, PushError) else f"{type(error).__name__}: {error}",
+            )
             raise
         logger.info("Pushed step %d to the Hub (%s): %s", step, self.strategy, commit.commit_url)
         return commit

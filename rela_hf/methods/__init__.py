@@ -22,7 +22,13 @@ from rela_hf.methods.registry import build_method, method_class, method_names, r
 __all__ = ["Method", "MethodBatch", "build_method", "method_class", "method_names", "register_method"]
 
 
-__getattr__ = moved_names(__name__, {
-    "SSLMethod": Moved("rela_hf.methods.base:Method", "a method now also covers supervised training; forward() "
-                       "takes one MethodBatch (features, views, labels, step) instead of (features, views, step=)."),
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "SSLMethod": Moved(
+            "rela_hf.methods.base:Method",
+            "a method now also covers supervised training; forward() "
+            "takes one MethodBatch (features, views, labels, step) instead of (features, views, step=).",
+        ),
+    },
+)

@@ -49,9 +49,7 @@ def parse_options(options_class: type, values: Mapping[str, Any] | Any | None, *
     known = {field.name for field in dataclasses.fields(options_class)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(
-            f"Unknown {method} option(s) {unknown}; the {method} options are {sorted(known)}."
-        )
+        raise ValueError(f"Unknown {method} option(s) {unknown}; the {method} options are {sorted(known)}.")
     return options_class(**values)
 
 
@@ -162,7 +160,13 @@ class Method(nn.Module):
         raise NotImplementedError
 
 
-__getattr__ = moved_names(__name__, {
-    "SSLMethod": Moved("rela_hf.methods.base:Method", "a method now also covers supervised training; forward() "
-                       "takes one MethodBatch (features, views, labels, step) instead of (features, views, step=)."),
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "SSLMethod": Moved(
+            "rela_hf.methods.base:Method",
+            "a method now also covers supervised training; forward() "
+            "takes one MethodBatch (features, views, labels, step) instead of (features, views, step=).",
+        ),
+    },
+)

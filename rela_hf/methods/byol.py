@@ -68,9 +68,7 @@ BYOL_PAPER_HIDDEN_DIM = 4096
 """Hidden width of the BYOL paper's projector and predictor (ImageNet, ResNet-50)."""
 
 
-def byol_projector(
-    feature_dim: int, hidden_dim: int | None = None, out_dim: int = BYOL_OUT_DIM
-) -> ProjectionHead:
+def byol_projector(feature_dim: int, hidden_dim: int | None = None, out_dim: int = BYOL_OUT_DIM) -> ProjectionHead:
     """BYOL projector ``feature_dim -> hidden_dim -> out_dim``.
 
     Args:
@@ -91,9 +89,7 @@ def byol_projector(
     return ProjectionHead(feature_dim, hidden, out_dim)
 
 
-def byol_predictor(
-    out_dim: int = BYOL_OUT_DIM, hidden_dim: int = BYOL_PAPER_HIDDEN_DIM
-) -> ProjectionHead:
+def byol_predictor(out_dim: int = BYOL_OUT_DIM, hidden_dim: int = BYOL_PAPER_HIDDEN_DIM) -> ProjectionHead:
     """BYOL predictor ``out_dim -> hidden_dim -> out_dim`` (it maps projections to projections).
 
     Args:
@@ -131,10 +127,7 @@ def negative_cosine_similarity(p: Tensor, z: Tensor) -> Tensor:
         tensor(-1.)
     """
     if p.shape != z.shape:
-        raise ValueError(
-            "negative_cosine_similarity: shapes differ, "
-            f"p {tuple(p.shape)} vs z {tuple(z.shape)}."
-        )
+        raise ValueError(f"negative_cosine_similarity: shapes differ, p {tuple(p.shape)} vs z {tuple(z.shape)}.")
     return -F.cosine_similarity(p.float(), z.float(), dim=-1).mean()
 
 
@@ -192,8 +185,9 @@ class BYOL(Method):
     Options = BYOLOptions
     has_teacher = True
 
-    def __init__(self, backbone: nn.Module, options: BYOLOptions | dict | None = None, *,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, options: BYOLOptions | dict | None = None, *, num_classes: int | None = None
+    ) -> None:
         super().__init__(backbone, options, num_classes=num_classes)
         opts = self.options
         self.projector = byol_projector(self.feature_dim, opts.projector_hidden_dim, opts.projection_dim)

@@ -132,9 +132,16 @@ class DINOLoss(nn.Module):
 
     center: Tensor
 
-    def __init__(self, out_dim: int, *, teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04,
-                 warmup_teacher_temp_steps: int = 0, student_temp: float = 0.1,
-                 center_momentum: float = 0.9) -> None:
+    def __init__(
+        self,
+        out_dim: int,
+        *,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp: float = 0.04,
+        warmup_teacher_temp_steps: int = 0,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+    ) -> None:
         super().__init__()
         self.teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
         self.warmup_teacher_temp_steps = warmup_teacher_temp_steps
@@ -182,14 +189,23 @@ def dino_view_transforms(image_size: int, options: DINOOptions | None = None) ->
     options = options or DINOOptions()
     blur = blur_by_default(image_size, options.gaussian_blur)
     views = [
-        augmentation(image_size, crop_scale=GLOBAL_CROP_SCALE, color_jitter=BYOL_COLOR_JITTER,
-                     blur_p=GLOBAL_BLUR_P[i] if blur else 0.0, solarize_p=GLOBAL_SOLARIZE_P[i])
+        augmentation(
+            image_size,
+            crop_scale=GLOBAL_CROP_SCALE,
+            color_jitter=BYOL_COLOR_JITTER,
+            blur_p=GLOBAL_BLUR_P[i] if blur else 0.0,
+            solarize_p=GLOBAL_SOLARIZE_P[i],
+        )
         for i in range(NUM_GLOBAL_VIEWS)
     ]
     local_size = options.local_crop_size or max(1, round(image_size * LOCAL_TO_GLOBAL_SIZE))
     views += [
-        augmentation(local_size, crop_scale=LOCAL_CROP_SCALE, color_jitter=BYOL_COLOR_JITTER,
-                     blur_p=LOCAL_BLUR_P if blur else 0.0)
+        augmentation(
+            local_size,
+            crop_scale=LOCAL_CROP_SCALE,
+            color_jitter=BYOL_COLOR_JITTER,
+            blur_p=LOCAL_BLUR_P if blur else 0.0,
+        )
         for _ in range(options.local_crops)
     ]
     return views
@@ -207,8 +223,9 @@ class DINO(Method):
     Options = DINOOptions
     has_teacher = True
 
-    def __init__(self, backbone: nn.Module, options: DINOOptions | dict | None = None, *,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, options: DINOOptions | dict | None = None, *, num_classes: int | None = None
+    ) -> None:
         super().__init__(backbone, options, num_classes=num_classes)
         opts = self.options
         self.head = DINOHead(self.feature_dim, opts.hidden_dim, opts.bottleneck_dim, opts.out_dim)
@@ -216,8 +233,11 @@ class DINO(Method):
         self.teacher_head = DINOHead(self.feature_dim, opts.hidden_dim, opts.bottleneck_dim, opts.out_dim)
         self.teacher_head.requires_grad_(False)
         self.criterion = DINOLoss(
-            opts.out_dim, teacher_temp=opts.teacher_temp, warmup_teacher_temp=opts.warmup_teacher_temp,
-            warmup_teacher_temp_steps=opts.warmup_teacher_temp_steps, student_temp=opts.student_temp,
+            opts.out_dim,
+            teacher_temp=opts.teacher_temp,
+            warmup_teacher_temp=opts.warmup_teacher_temp,
+            warmup_teacher_temp_steps=opts.warmup_teacher_temp_steps,
+            student_temp=opts.student_temp,
             center_momentum=opts.center_momentum,
         )
 

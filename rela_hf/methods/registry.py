@@ -37,8 +37,7 @@ def method_class(name: str) -> type[Method]:
     return _METHODS[name]
 
 
-def build_method(name: str, backbone: nn.Module, options: Any = None, *,
-                 num_classes: int | None = None) -> Method:
+def build_method(name: str, backbone: nn.Module, options: Any = None, *, num_classes: int | None = None) -> Method:
     """A fresh method ``name`` for ``backbone`` with ``options`` (its ``Options`` or a mapping);
     ``num_classes``: the dataset's label classes (supervised methods need them)."""
     return method_class(name)(backbone, options, num_classes=num_classes)

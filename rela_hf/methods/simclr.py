@@ -92,15 +92,21 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, gather_dis
     # anchor a_i: positive b_i, negatives every other a and b; anchor b_i likewise
     logits_a = torch.cat([a @ all_b.T, (a @ all_a.T).masked_fill(self_pair, float("-inf"))], dim=1)
     logits_b = torch.cat([b @ all_a.T, (b @ all_b.T).masked_fill(self_pair, float("-inf"))], dim=1)
-    return 0.5 * (F.cross_entropy(logits_a / temperature, positives) + F.cross_entropy(logits_b / temperature, positives))
+    return 0.5 * (
+        F.cross_entropy(logits_a / temperature, positives) + F.cross_entropy(logits_b / temperature, positives)
+    )
 
 
 def simclr_view_transform(image_size: int, options: SimCLROptions | None = None) -> ViewTransform:
     """SimCLR's view pipeline (the same one for both views)."""
     options = options or SimCLROptions()
     blur = blur_by_default(image_size, options.gaussian_blur)
-    return augmentation(image_size, crop_scale=SIMCLR_CROP_SCALE, color_jitter=SIMCLR_COLOR_JITTER,
-                        blur_p=SIMCLR_BLUR_P if blur else 0.0)
+    return augmentation(
+        image_size,
+        crop_scale=SIMCLR_CROP_SCALE,
+        color_jitter=SIMCLR_COLOR_JITTER,
+        blur_p=SIMCLR_BLUR_P if blur else 0.0,
+    )
 
 
 @register_method
@@ -114,8 +120,9 @@ class SimCLR(Method):
     loss_name = "simclr_loss"
     Options = SimCLROptions
 
-    def __init__(self, backbone: nn.Module, options: SimCLROptions | dict | None = None, *,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, options: SimCLROptions | dict | None = None, *, num_classes: int | None = None
+    ) -> None:
         super().__init__(backbone, options, num_classes=num_classes)
         opts = self.options
         self.projector = ProjectionHead(self.feature_dim, opts.hidden_dim or self.feature_dim, opts.projection_dim)

@@ -77,8 +77,9 @@ class Supervised(Method):
     requires_labels = True
     self_supervised = False
 
-    def __init__(self, backbone: nn.Module, options: SupervisedOptions | dict | None = None, *,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self, backbone: nn.Module, options: SupervisedOptions | dict | None = None, *, num_classes: int | None = None
+    ) -> None:
         super().__init__(backbone, options, num_classes=num_classes)
         self.classifier = nn.Linear(self.feature_dim, int(num_classes or 0))
 
@@ -91,5 +92,12 @@ class Supervised(Method):
     @classmethod
     def view_transforms(cls, image_size: int, options: SupervisedOptions | dict | None = None) -> list[ViewTransform]:
         opts = cls.options_from(options)
-        return [augmentation(image_size, crop_scale=opts.crop_scale, color_jitter=opts.color_jitter,
-                             color_jitter_p=opts.color_jitter_p, grayscale_p=0.0)]
+        return [
+            augmentation(
+                image_size,
+                crop_scale=opts.crop_scale,
+                color_jitter=opts.color_jitter,
+                color_jitter_p=opts.color_jitter_p,
+                grayscale_p=0.0,
+            )
+        ]

@@ -56,9 +56,7 @@ __getattr__ = moved_names(
         ),
         "ImageProcessorTransform": "rela_hf.priors.image_processors:ImageProcessorTransform",
         "TimmPooledFeatures": "rela_hf.priors.timm_loader:TimmPooledFeatures",
-        "TransformersPooledFeatures": (
-            "rela_hf.priors.transformers_loader:TransformersPooledFeatures"
-        ),
+        "TransformersPooledFeatures": ("rela_hf.priors.transformers_loader:TransformersPooledFeatures"),
         "LIBRARIES": Moved(
             "rela_hf.priors:prior_libraries",
             "prior_libraries() lists the registered loaders (a new loader module adds one) "

@@ -32,9 +32,7 @@ class ImageProcessorTransform:
         self.processor = processor
 
     def __call__(self, image: PIL.Image.Image) -> torch.Tensor:
-        pixel_values = self.processor(images=ConvertImageMode("RGB")(image), return_tensors="pt")[
-            "pixel_values"
-        ]
+        pixel_values = self.processor(images=ConvertImageMode("RGB")(image), return_tensors="pt")["pixel_values"]
         return pixel_values[0]
 
     def __repr__(self) -> str:
@@ -136,16 +134,10 @@ def transformers_preprocessing(
     description = {
         "mode": "prior",
         "input_size": [3, height, width],
-        "interpolation": (
-            PIL.Image.Resampling(resample).name.lower()
-            if isinstance(resample, int)
-            else str(resample)
-        ),
+        "interpolation": (PIL.Image.Resampling(resample).name.lower() if isinstance(resample, int) else str(resample)),
         "resize": _size_dict(getattr(processor, "size", None)),
         "crop_size": (
-            _size_dict(getattr(processor, "crop_size", None))
-            if getattr(processor, "do_center_crop", False)
-            else None
+            _size_dict(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
         ),
         "crop_pct": getattr(processor, "crop_pct", None),
         "rescale_factor": getattr(processor, "rescale_factor", None),

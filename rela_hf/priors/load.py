@@ -85,10 +85,17 @@ def load_prior(
         raise ValueError(f"name_or_path must be a non-empty string, got {name_or_path!r}.")
     target_device = _default_device(device)
     source = locate_prior(name_or_path, library, revision)
-    loaded = prior_loader(source.library).load(PriorRequest(
-        source=source, preprocessing=preprocessing, image_size=image_size, pretrained=pretrained,
-        device=target_device, trust_remote_code=trust_remote_code, model_kwargs=model_kwargs,
-    ))
+    loaded = prior_loader(source.library).load(
+        PriorRequest(
+            source=source,
+            preprocessing=preprocessing,
+            image_size=image_size,
+            pretrained=pretrained,
+            device=target_device,
+            trust_remote_code=trust_remote_code,
+            model_kwargs=model_kwargs,
+        )
+    )
     model = loaded.model
     model.eval().requires_grad_(False).to(target_device)
     if channels_last:

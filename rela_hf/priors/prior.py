@@ -117,9 +117,7 @@ class Prior:
         same bits, without a dozen small tensor operations per image.
         """
         if len(images) == 0:
-            raise ValueError(
-                "Prior.preprocess got no images; pass a non-empty sequence of PIL images."
-            )
+            raise ValueError("Prior.preprocess got no images; pass a non-empty sequence of PIL images.")
         split = _split_tensor_steps(self.transform)
         if split is None:
             return torch.stack([self.transform(image) for image in images])

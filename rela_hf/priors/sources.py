@@ -35,9 +35,7 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise UnsupportedPriorError(
-            f"{path} is not valid JSON ({err}); cannot tell what model it is."
-        ) from err
+        raise UnsupportedPriorError(f"{path} is not valid JSON ({err}); cannot tell what model it is.") from err
 
 
 def _hub_endpoint() -> str:
@@ -77,13 +75,10 @@ def download_hub_config(repo_id: str, revision: str | None) -> tuple[dict[str, A
         ) from err
     except hub_errors.EntryNotFoundError as err:
         raise UnsupportedPriorError(
-            f"The Hub repository {where} has no config.json, so it is neither a timm nor a "
-            "transformers model."
+            f"The Hub repository {where} has no config.json, so it is neither a timm nor a transformers model."
         ) from err
     except (hub_errors.HfHubHTTPError, hub_errors.OfflineModeIsEnabled, OSError) as err:
-        raise PriorNotFoundError(
-            f"Could not download {where} from the Hub ({_hub_endpoint()}): {err}"
-        ) from err
+        raise PriorNotFoundError(f"Could not download {where} from the Hub ({_hub_endpoint()}): {err}") from err
     sha: str | None = path.parent.name
     if not _COMMIT_SHA.fullmatch(sha or ""):
         sha = HfApi().model_info(repo_id, revision=revision).sha
@@ -92,26 +87,19 @@ def download_hub_config(repo_id: str, revision: str | None) -> tuple[dict[str, A
     return read_json(path), sha
 
 
-def resolve_timm_registry_revision(
-    name: str, revision: str | None
-) -> tuple[str | None, str | None]:
+def resolve_timm_registry_revision(name: str, revision: str | None) -> tuple[str | None, str | None]:
     """For a pretrained timm registry name whose weights live on the Hub: (hf_hub_id, sha)."""
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
     if not hub_id:
         if revision is not None:
-            raise ValueError(
-                f"revision={revision!r} was given but timm's {name!r} weights do not come from "
-                "the Hub."
-            )
+            raise ValueError(f"revision={revision!r} was given but timm's {name!r} weights do not come from the Hub.")
         return None, None
     hub_id, _, cfg_revision = hub_id.partition("@")
     # timm's Hub repos carry a config.json: fetching it (or finding it in the cache, offline)
     # names the commit that the weights will come from.
     _, sha = download_hub_config(hub_id, revision or cfg_revision or None)
     return hub_id, sha
-
-
 
 
 def _folder_source(folder: Path, library: str) -> PriorSource:
@@ -130,8 +118,7 @@ def _timm_prefixed_source(name: str, parsed: ModelName, library: str) -> PriorSo
     """``local-dir:<folder>`` or ``hf-hub:<org>/<name>[@revision]``: timm's own syntax asks for timm."""
     if library == "transformers":
         raise ValueError(
-            f"{name!r} uses a timm source prefix; drop the prefix to load it with transformers, "
-            "or use library='timm'."
+            f"{name!r} uses a timm source prefix; drop the prefix to load it with transformers, or use library='timm'."
         )
     if parsed.kind == "folder":
         if not (parsed.path / "config.json").is_file():

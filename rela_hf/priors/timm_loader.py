@@ -58,16 +58,10 @@ def load_timm_prior(request: PriorRequest) -> LoadedPrior:
         model = timm.create_model(location, pretrained=pretrained, **kwargs)
         pretrained_cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", {}))
         native = tuple(pretrained_cfg.get("input_size", (3, 224, 224))[1:])
-        if (
-            image_size
-            and pretrained_cfg.get("fixed_input_size")
-            and native != (image_size, image_size)
-        ):
+        if image_size and pretrained_cfg.get("fixed_input_size") and native != (image_size, image_size):
             # ViT-style models bake the input size into position embeddings: rebuild at the new
             # size (timm resamples the pretrained position embeddings while loading).
-            model = timm.create_model(
-                location, pretrained=pretrained, img_size=image_size, **kwargs
-            )
+            model = timm.create_model(location, pretrained=pretrained, img_size=image_size, **kwargs)
     except FileNotFoundError as err:
         raise PriorNotFoundError(f"timm could not find the weights of {location!r}: {err}") from err
     except RuntimeError as err:

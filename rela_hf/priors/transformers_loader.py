@@ -181,9 +181,7 @@ def _load_transformers(
             if model_cls is not None:
                 model = model_cls(config, **model_kwargs)
             else:
-                model = AutoModel.from_config(
-                    config, trust_remote_code=trust_remote_code, **model_kwargs
-                )
+                model = AutoModel.from_config(config, trust_remote_code=trust_remote_code, **model_kwargs)
             model.to(dtype)
     except TypeError as err:
         if "num_classes" in str(err) and (source.config or {}).get("pretrained_cfg") is not None:
@@ -194,9 +192,7 @@ def _load_transformers(
             ) from err
         raise
     except OSError as err:
-        raise PriorNotFoundError(
-            f"transformers could not load the weights of {source.location!r}: {err}"
-        ) from err
+        raise PriorNotFoundError(f"transformers could not load the weights of {source.location!r}: {err}") from err
 
     if pooling is None and hasattr(model, "get_image_features"):
         pooling = "image_features"
@@ -233,11 +229,7 @@ def _transformers_embed_fn(
     native = getattr(getattr(config, "vision_config", None) or config, "image_size", None)
     native = (native, native) if isinstance(native, int) else tuple(native) if native else None
     kwargs: tuple[tuple[str, Any], ...] = ()
-    if (
-        native
-        and native != input_size
-        and "interpolate_pos_encoding" in inspect.signature(forward).parameters
-    ):
+    if native and native != input_size and "interpolate_pos_encoding" in inspect.signature(forward).parameters:
         kwargs = (("interpolate_pos_encoding", True),)
     if pooling in ("image_features", "image_embeds"):
         return TransformersPooledFeatures(pooling, kwargs)
@@ -267,14 +259,14 @@ def load_transformers_prior(request: PriorRequest) -> LoadedPrior:
     """A transformers model (Hub repo id or ``save_pretrained`` folder) as a prior."""
     source = request.source
     model, config, pooling = _load_transformers(
-        source, pretrained=request.pretrained, trust_remote_code=request.trust_remote_code,
+        source,
+        pretrained=request.pretrained,
+        trust_remote_code=request.trust_remote_code,
         model_kwargs=request.model_kwargs,
     )
     description, transform = transformers_preprocessing(
         source, config, request.preprocessing, request.image_size, request.trust_remote_code
     )
     model.eval().to(request.device)
-    embed_fn = _transformers_embed_fn(
-        model, config, pooling, tuple(description["input_size"][1:]), request.device
-    )
+    embed_fn = _transformers_embed_fn(model, config, pooling, tuple(description["input_size"][1:]), request.device)
     return LoadedPrior(model, source.revision, description, transform, embed_fn)

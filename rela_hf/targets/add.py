@@ -118,20 +118,24 @@ def add_rela_targets(
     else:
         n_components = resolve_n_components(k, student_width, prior.embed_dim)
     if fitted and k is not None and k != fitted.n_components:
-        raise ValueError(
-            f"k={k} disagrees with the given whitening's {fitted.n_components} components."
-        )
+        raise ValueError(f"k={k} disagrees with the given whitening's {fitted.n_components} components.")
     new_columns = [target_column] + ([embedding_column] if keep_embeddings else [])
     if target_column == embedding_column:
-        raise ValueError(
-            f"target_column and embedding_column must differ, both are {target_column!r}."
-        )
+        raise ValueError(f"target_column and embedding_column must differ, both are {target_column!r}.")
     desc = desc or f"ReLA targets from {identity.short_name}"
     source_info = DatasetSource.of(dataset, **dict(source or {}))
     plan = TargetsPlan(
-        prior=prior, identity=identity, whitening=fitted, n_components=n_components,
-        image_column=image_column, target_column=target_column, embedding_column=embedding_column,
-        keep_embeddings=keep_embeddings, batch_size=batch_size, desc=desc, new_columns=new_columns,
+        prior=prior,
+        identity=identity,
+        whitening=fitted,
+        n_components=n_components,
+        image_column=image_column,
+        target_column=target_column,
+        embedding_column=embedding_column,
+        keep_embeddings=keep_embeddings,
+        batch_size=batch_size,
+        desc=desc,
+        new_columns=new_columns,
     )
     if isinstance(dataset, datasets.IterableDataset):
         _require_typeable_stream(dataset)
@@ -141,9 +145,7 @@ def add_rela_targets(
             dataset, plan, num_proc=num_proc, load_from_cache_file=load_from_cache_file
         )
     else:
-        raise TypeError(
-            f"dataset must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}."
-        )
+        raise TypeError(f"dataset must be a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
     if source_info.num_rows is None and whitening is None:  # a stream, counted by the fit
         source_info = dataclasses.replace(source_info, num_rows=fitted.n_samples)
     info = RelaTargetsInfo(
@@ -193,14 +195,11 @@ def _reusable_whitening(
             )
         return whitening.whitening, whitening.whitening_source or whitening.source
     if not isinstance(whitening, PCAWhitening):
-        raise TypeError(
-            f"whitening must be a PCAWhitening or RelaTargetsInfo, got {type(whitening).__name__}."
-        )
+        raise TypeError(f"whitening must be a PCAWhitening or RelaTargetsInfo, got {type(whitening).__name__}.")
     whitening._require_fitted()
     if whitening.n_features != identity.embed_dim:
         raise ValueError(
-            f"The whitening was fit on {whitening.n_features}-d embeddings; "
-            f"this prior gives {identity.embed_dim}-d."
+            f"The whitening was fit on {whitening.n_features}-d embeddings; this prior gives {identity.embed_dim}-d."
         )
     return whitening, None
 

@@ -89,13 +89,11 @@ def _prior_view(info: RelaTargetsInfo) -> dict[str, Any]:
         "name": public.name,
         "local": public.local,
         "revision": info.prior.revision or public.revision,
-        "load_name": (public.name if not public.local or public.hub_id
-                      else f"<path to {public.name}>"),
+        "load_name": (public.name if not public.local or public.hub_id else f"<path to {public.name}>"),
     }
 
 
-def _config_licenses(info: RelaTargetsInfo, stored: Mapping[str, str], *,
-                     repo_id: str | None) -> list[LicenseInput]:
+def _config_licenses(info: RelaTargetsInfo, stored: Mapping[str, str], *, repo_id: str | None) -> list[LicenseInput]:
     """The licences of one config's source images and prior (a random prior has none).
 
     ``stored``: licences this repo's card already records (``rela_targets`` entries), by source
@@ -126,8 +124,7 @@ def _stored_licenses(existing_metadata: Mapping[str, Any] | None) -> dict[str, s
     """Known licences recorded by an earlier card of the repo, by source / prior name."""
     stored: dict[str, str] = {}
     for entry in (existing_metadata or {}).get("rela_targets") or []:
-        for name_key, license_key in (("source_dataset", "source_license"),
-                                      ("prior", "prior_license")):
+        for name_key, license_key in (("source_dataset", "source_license"), ("prior", "prior_license")):
             if entry.get(name_key) and entry.get(license_key) not in (None, "unknown"):
                 stored[entry[name_key]] = entry[license_key]
     return stored
@@ -151,16 +148,20 @@ def _config_view(name: str, info: RelaTargetsInfo, licenses: list[LicenseInput])
         "n_samples": whitening.n_samples,
         "n_features": whitening.n_features,
         "explained_variance": f"{_fraction(whitening.total_explained_variance_ratio):.4f}",
-        "first_components": ", ".join(
-            f"{_fraction(r):.4f}" for r in whitening.explained_variance_ratio[:5].tolist()
-        ),
-        "licenses": [{"role": item.role, "name": item.name, "license": item.license.label,
-                      "source": item.license.source or "given"} for item in licenses],
+        "first_components": ", ".join(f"{_fraction(r):.4f}" for r in whitening.explained_variance_ratio[:5].tolist()),
+        "licenses": [
+            {
+                "role": item.role,
+                "name": item.name,
+                "license": item.license.label,
+                "source": item.license.source or "given",
+            }
+            for item in licenses
+        ],
     }
 
 
-def _metadata_entry(name: str, info: RelaTargetsInfo,
-                    licenses: list[LicenseInput]) -> dict[str, Any]:
+def _metadata_entry(name: str, info: RelaTargetsInfo, licenses: list[LicenseInput]) -> dict[str, Any]:
     """A machine-readable summary of one config for the card's YAML header (public names)."""
     source, prior = _source_view(info.source), _prior_view(info)
     by_role = {item.role: item.license.label for item in licenses}
@@ -182,8 +183,7 @@ def _metadata_entry(name: str, info: RelaTargetsInfo,
         "index_column": info.index_column,
         "explained_variance_ratio": _fraction(info.whitening.total_explained_variance_ratio),
     }
-    return {key: value for key, value in entry.items()
-            if value is not None or key == "index_column"}
+    return {key: value for key, value in entry.items() if value is not None or key == "index_column"}
 
 
 def derive_dataset_license(
@@ -203,8 +203,7 @@ def derive_dataset_license(
         repo_id: the repo the card is for (a source that is this repo keeps its recorded licence).
     """
     stored = _stored_licenses(existing_metadata)
-    per_config = {name: _config_licenses(info, stored, repo_id=repo_id)
-                  for name, info in configs.items()}
+    per_config = {name: _config_licenses(info, stored, repo_id=repo_id) for name, info in configs.items()}
     inputs = [item for items in per_config.values() for item in items]
     unique = list({(item.role, item.name, item.license.label): item for item in inputs}.values())
     return derive_license(unique, explicit=license), per_config
@@ -212,8 +211,11 @@ def derive_dataset_license(
 
 def _source_datasets(configs: Mapping[str, RelaTargetsInfo], existing: list[str]) -> list[str]:
     """``extended|<hub id>`` per Hub source (the Hub's convention); local folders have none."""
-    hub_sources = [f"extended|{public.hub_id}" for info in configs.values()
-                   if (public := _public(info.source.id)) and public.hub_id]
+    hub_sources = [
+        f"extended|{public.hub_id}"
+        for info in configs.values()
+        if (public := _public(info.source.id)) and public.hub_id
+    ]
     return list(dict.fromkeys([*existing, *hub_sources]))
 
 
@@ -250,20 +252,18 @@ def render_dataset_card(
             "model_cards/ folder); pass template_path= or card=False."
         )
     metadata = dict(existing_metadata or {})
-    derived, per_config = derive_dataset_license(configs, license=license,
-                                                 existing_metadata=metadata, repo_id=repo_id)
+    derived, per_config = derive_dataset_license(configs, license=license, existing_metadata=metadata, repo_id=repo_id)
     _warn_if_licence_changes(metadata, derived)
     for key in ("license", "license_name", "license_link"):
         metadata.pop(key, None)
     first_source = _public(next(iter(configs.values())).source.id)
     metadata.update(
-        pretty_name=pretty_name or metadata.get("pretty_name")
+        pretty_name=pretty_name
+        or metadata.get("pretty_name")
         or f"ReLA targets for {first_source.name if first_source else 'an image dataset'}",
         tags=list(dict.fromkeys([*(metadata.get("tags") or []), *DATASET_TAGS])),
-        task_categories=list(dict.fromkeys(
-            [*(metadata.get("task_categories") or []), "image-feature-extraction"])),
-        rela_targets=[_metadata_entry(name, info, per_config[name])
-                      for name, info in configs.items()],
+        task_categories=list(dict.fromkeys([*(metadata.get("task_categories") or []), "image-feature-extraction"])),
+        rela_targets=[_metadata_entry(name, info, per_config[name]) for name, info in configs.items()],
         **derived.license.metadata(),
     )
     source_datasets = _source_datasets(configs, list(metadata.pop("source_datasets", None) or []))
@@ -288,6 +288,8 @@ def _warn_if_licence_changes(metadata: Mapping[str, Any], derived: DerivedLicens
     before = metadata.get("license")
     if before and before != derived.license.id and not derived.explicit:
         logger.warning(
-            "The repo's card declared license %r; rela-hf derives %r (%s). Pass license= to "
-            "keep another licence.", before, derived.license.label, derived.reason,
+            "The repo's card declared license %r; rela-hf derives %r (%s). Pass license= to keep another licence.",
+            before,
+            derived.license.label,
+            derived.reason,
         )

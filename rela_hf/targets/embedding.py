@@ -68,9 +68,7 @@ def check_prior(prior: Any) -> None:
         )
 
 
-def check_columns(
-    features: Any, column_names: Sequence[str], image_column: str, new_columns: Sequence[str]
-) -> None:
+def check_columns(features: Any, column_names: Sequence[str], image_column: str, new_columns: Sequence[str]) -> None:
     if image_column not in column_names:
         raise ValueError(
             f"Image column {image_column!r} not found; "
@@ -92,9 +90,7 @@ def check_columns(
             )
 
 
-def decode_image(
-    value: Any, feature: Any, index: int, token_per_repo_id: Any = None
-) -> PIL.Image.Image:
+def decode_image(value: Any, feature: Any, index: int, token_per_repo_id: Any = None) -> PIL.Image.Image:
     """A PIL image from whatever an image column holds; names the row when it cannot be read."""
     if isinstance(value, PIL.Image.Image):
         return value
@@ -164,8 +160,7 @@ def embed_encoded(
     """Decode one batch of an image column (:func:`decode_image`) and embed it
     (:func:`embed_images`): the step every pass, map-style or streaming, repeats."""
     decoded = [
-        decode_image(value, feature, index, token_per_repo_id)
-        for value, index in zip(values, indices, strict=True)
+        decode_image(value, feature, index, token_per_repo_id) for value, index in zip(values, indices, strict=True)
     ]
     return embed_images(prior, decoded, indices)
 
@@ -178,9 +173,7 @@ def resolve_n_components(k: int | None, student_width: int | None, embed_dim: in
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
     if k > embed_dim:
-        raise ValueError(
-            f"k={k} exceeds the prior's embedding width {embed_dim}; use k <= {embed_dim}."
-        )
+        raise ValueError(f"k={k} exceeds the prior's embedding width {embed_dim}; use k <= {embed_dim}.")
     return k
 
 

@@ -68,9 +68,7 @@ class _EmbedBatch:
             if self.prior.device != device:
                 self.prior = self.prior.to(device)
         starts = range(0, len(images), self.batch_size)
-        chunks = [
-            (images[s : s + self.batch_size], indices[s : s + self.batch_size]) for s in starts
-        ]
+        chunks = [(images[s : s + self.batch_size], indices[s : s + self.batch_size]) for s in starts]
         if self.threads is not None:
             parts = list(self.threads.map(self._embed, chunks))
         else:
@@ -126,7 +124,9 @@ def add_targets_map_style(
 
     # Pass 1: the prior, once. Only the image column goes in and only the embeddings come out.
     embed_fingerprint = fingerprint(
-        "rela_hf.embeddings/v1", dataset._fingerprint, plan.image_column,
+        "rela_hf.embeddings/v1",
+        dataset._fingerprint,
+        plan.image_column,
         dataclasses.asdict(plan.identity),
     )
     embeddings = _embed_dataset(
@@ -194,9 +194,7 @@ def _embed_dataset(
     """Pass 1: only the image column goes in (undecoded), only the embeddings come out."""
     prior, column = plan.prior, plan.image_column
     images = dataset.select_columns([column]).cast_column(column, datasets.Image(decode=False))
-    workers = plan_workers(
-        num_proc, device=prior.device, num_examples=len(dataset), batch_size=plan.batch_size
-    )
+    workers = plan_workers(num_proc, device=prior.device, num_examples=len(dataset), batch_size=plan.batch_size)
     map_kwargs: dict[str, Any] = {
         "input_columns": [column],
         "with_indices": True,
@@ -228,29 +226,19 @@ def _embed_on_gpu_processes(
     prior, original_device = plan.prior, plan.prior.device
     prior.to("cpu")  # pickled to the workers from the CPU; each moves it to cuda:{rank % gpus}
     try:
-        embed = _EmbedBatch(
-            prior, decoder, plan.embedding_column, plan.batch_size, gpu_per_rank=True
-        )
-        return images.map(
-            embed, batch_size=plan.batch_size, num_proc=workers.workers, **map_kwargs
-        )
+        embed = _EmbedBatch(prior, decoder, plan.embedding_column, plan.batch_size, gpu_per_rank=True)
+        return images.map(embed, batch_size=plan.batch_size, num_proc=workers.workers, **map_kwargs)
     finally:
         prior.to(original_device)
 
 
-def _fit_or_load_whitening(
-    embeddings, embedding_column, n_components, embed_fingerprint, load_from_cache_file, desc
-):
+def _fit_or_load_whitening(embeddings, embedding_column, n_components, embed_fingerprint, load_from_cache_file, desc):
     """Fit on the cached embeddings; the result is cached next to them so every rank shares it."""
     cache_path = None
     if embeddings.cache_files:
         key = fingerprint("rela_hf.whitening/v1", embed_fingerprint, n_components)
-        cache_path = (
-            Path(embeddings.cache_files[0]["filename"]).parent / f"rela_whitening-{key}.safetensors"
-        )
-        use_cache = (
-            datasets.is_caching_enabled() if load_from_cache_file is None else load_from_cache_file
-        )
+        cache_path = Path(embeddings.cache_files[0]["filename"]).parent / f"rela_whitening-{key}.safetensors"
+        use_cache = datasets.is_caching_enabled() if load_from_cache_file is None else load_from_cache_file
         if use_cache and cache_path.exists():
             return load_whitening(cache_path)
     whitening = PCAWhitening(n_components)

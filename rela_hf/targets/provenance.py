@@ -148,9 +148,7 @@ def _require_one_split(dataset: Any, caller: str) -> None:
             f"{type(dataset).__name__} with splits {list(dataset)}."
         )
     if not isinstance(dataset, datasets.Dataset | datasets.IterableDataset):
-        raise TypeError(
-            f"{caller} takes a datasets.Dataset or IterableDataset, got {type(dataset).__name__}."
-        )
+        raise TypeError(f"{caller} takes a datasets.Dataset or IterableDataset, got {type(dataset).__name__}.")
 
 
 def _tagged_feature(
@@ -171,8 +169,7 @@ def _tagged_feature(
         and pa.types.is_floating(element.pa_type)
     ):
         raise ValueError(
-            f"Column {column!r} is {feature}, not a list of floats: ReLA targets are "
-            "List(Value('float32'), length=k)."
+            f"Column {column!r} is {feature}, not a list of floats: ReLA targets are List(Value('float32'), length=k)."
         )
     length = getattr(feature, "length", -1)
     if length not in (-1, info.n_components):
@@ -214,10 +211,7 @@ def _records(features: datasets.Features | None) -> dict[str, dict[str, Any]]:
 
 def _no_record_message(dataset: Any, features: Any, target_column: str | None) -> str:
     if features is None:
-        why = (
-            "its features are unknown (IterableDataset.map without features= forgets them, "
-            "and the record with them)"
-        )
+        why = "its features are unknown (IterableDataset.map without features= forgets them, and the record with them)"
     elif target_column is not None:
         why = f"its column {target_column!r} carries none"
     else:
@@ -248,9 +242,7 @@ def _find_whitening(record: dict[str, Any], dataset: Any) -> PCAWhitening:
     if hub:
         where = f"{hub['repo_id']}/{hub['path']} on the Hub"
         try:
-            downloaded = hf_hub_download(
-                hub["repo_id"], hub["path"], repo_type="dataset", revision=hub.get("revision")
-            )
+            downloaded = hf_hub_download(hub["repo_id"], hub["path"], repo_type="dataset", revision=hub.get("revision"))
         except (EntryNotFoundError, HFValidationError, OSError) as error:
             tried.append(f"{where} ({type(error).__name__})")
         else:

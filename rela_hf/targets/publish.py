@@ -47,31 +47,21 @@ __all__ = [
 ]
 
 
-def attach_rela_targets(
-    images: datasets.Dataset, targets: datasets.Dataset, *, index_column: str = "idx"
-):
+def attach_rela_targets(images: datasets.Dataset, targets: datasets.Dataset, *, index_column: str = "idx"):
     """Join a targets-only config (``idx`` + target columns) to its image dataset by row index.
 
     The result keeps the record the targets' feature carries (:func:`rela_targets_info` reads it,
     with no index column any more).
     """
     if index_column not in targets.column_names:
-        raise ValueError(
-            f"The targets have no {index_column!r} column (columns: {targets.column_names})."
-        )
+        raise ValueError(f"The targets have no {index_column!r} column (columns: {targets.column_names}).")
     if len(targets) != len(images):
-        raise ValueError(
-            f"{len(targets)} target rows for {len(images)} images: wrong split or source revision?"
-        )
+        raise ValueError(f"{len(targets)} target rows for {len(images)} images: wrong split or source revision?")
     index = np.asarray(targets.with_format("numpy")[index_column])
     if not np.array_equal(index, np.arange(len(images))):
         targets = targets.sort(index_column)
-        if not np.array_equal(
-            np.asarray(targets.with_format("numpy")[index_column]), np.arange(len(images))
-        ):
-            raise ValueError(
-                f"The {index_column!r} column is not a permutation of 0..{len(images) - 1}."
-            )
+        if not np.array_equal(np.asarray(targets.with_format("numpy")[index_column]), np.arange(len(images))):
+            raise ValueError(f"The {index_column!r} column is not a permutation of 0..{len(images) - 1}.")
     return datasets.concatenate_datasets([images, targets.remove_columns(index_column)], axis=1)
 
 
@@ -91,13 +81,9 @@ def targets_only_dataset(
     columns = [info.target_column] + ([info.embedding_column] if info.embedding_column else [])
     missing = [name for name in columns if name not in dataset.column_names]
     if missing:
-        raise ValueError(
-            f"The dataset lacks the target column(s) {missing} its record names; wrong info=?"
-        )
+        raise ValueError(f"The dataset lacks the target column(s) {missing} its record names; wrong info=?")
     slim = dataset.select_columns(columns)
-    slim = slim.add_column(index_column, np.arange(len(slim), dtype=np.int64)).select_columns(
-        [index_column, *columns]
-    )
+    slim = slim.add_column(index_column, np.arange(len(slim), dtype=np.int64)).select_columns([index_column, *columns])
     return slim, dataclasses.replace(info, index_column=index_column)
 
 
@@ -132,9 +118,7 @@ def save_rela_dataset(
     dataset, info = _with_record(dataset, info)
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} exists and is not empty; pass overwrite=True to replace it."
-        )
+        raise FileExistsError(f"{output_dir} exists and is not empty; pass overwrite=True to replace it.")
     readme = None
     if card:
         readme = str(render_dataset_card({"default": info}, repo_id=None, num_rows=len(dataset)))
@@ -199,9 +183,7 @@ def push_rela_dataset(
     config_name = config_name or "default"
     data_dir = hub_data_dir(config_name)
     whitening_path = f"{data_dir}/{WHITENING_FILENAME}"
-    dataset, info = _with_record(
-        dataset, info, {"repo_id": repo_id, "revision": revision, "path": whitening_path}
-    )
+    dataset, info = _with_record(dataset, info, {"repo_id": repo_id, "revision": revision, "path": whitening_path})
     api = HfApi(token=token)
     _check_no_conflicting_whitening(api, repo_id, data_dir, info, revision)
     if card:  # fail early on a template error, before uploading anything
@@ -218,9 +200,7 @@ def push_rela_dataset(
         max_shard_size=max_shard_size,
     )
     try:
-        return _commit_whitening_and_card(
-            api, repo_id, revision, config_name, info, card, len(dataset)
-        )
+        return _commit_whitening_and_card(api, repo_id, revision, config_name, info, card, len(dataset))
     except Exception as error:
         raise RuntimeError(
             f"The data of config {config_name!r} is on {repo_id}, but its whitening files and "
@@ -235,16 +215,11 @@ def _commit_whitening_and_card(api, repo_id, revision, config_name, info, card, 
     with tempfile.TemporaryDirectory() as tmp:
         written = info.save(tmp)
         operations = [
-            CommitOperationAdd(path_in_repo=f"{data_dir}/{path.name}", path_or_fileobj=str(path))
-            for path in written
+            CommitOperationAdd(path_in_repo=f"{data_dir}/{path.name}", path_or_fileobj=str(path)) for path in written
         ]
         if card:
-            readme = _card_for_repo(
-                api, repo_id, revision, {config_name: info}, api.token, num_rows
-            )
-            operations.append(
-                CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode("utf-8"))
-            )
+            readme = _card_for_repo(api, repo_id, revision, {config_name: info}, api.token, num_rows)
+            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme.encode("utf-8")))
         commit = api.create_commit(
             repo_id,
             operations,
@@ -276,14 +251,10 @@ def _check_no_conflicting_whitening(api, repo_id, data_dir, info, revision) -> N
         )
 
 
-def _card_for_repo(
-    api, repo_id, revision, new_configs: dict[str, RelaTargetsInfo], token, num_rows
-) -> str:
+def _card_for_repo(api, repo_id, revision, new_configs: dict[str, RelaTargetsInfo], token, num_rows) -> str:
     """The card of the whole repo: its README metadata (configs from push_to_hub) + every
     ReLA config in it."""
-    readme = hf_hub_download(
-        repo_id, "README.md", repo_type="dataset", revision=revision, token=token
-    )
+    readme = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=revision, token=token)
     existing = DatasetCard.load(readme, repo_type="dataset")
     configs: dict[str, RelaTargetsInfo] = {}
     for entry in existing.data.to_dict().get("configs", []) or []:
@@ -292,16 +263,14 @@ def _card_for_repo(
             configs[name] = new_configs[name]
             continue
         try:
-            configs[name] = load_rela_targets_info(
-                repo_id, config_name=name, revision=revision, token=token
-            )
+            configs[name] = load_rela_targets_info(repo_id, config_name=name, revision=revision, token=token)
         except EntryNotFoundError:  # a config without ReLA targets, e.g. the images
             continue
     configs.update(new_configs)
-    card = render_dataset_card(
-        configs, repo_id=repo_id, existing_metadata=existing.data.to_dict(), num_rows=num_rows
-    )
+    card = render_dataset_card(configs, repo_id=repo_id, existing_metadata=existing.data.to_dict(), num_rows=num_rows)
     return str(card)
+
+
 def load_rela_targets_info(
     path_or_repo_id: str | os.PathLike,
     *,
@@ -347,8 +316,6 @@ def find_rela_targets_info(
     whose target column was made elsewhere is still usable, its provenance is just unknown.
     """
     try:
-        return load_rela_targets_info(
-            path_or_repo_id, config_name=config_name or "default", revision=revision
-        )
+        return load_rela_targets_info(path_or_repo_id, config_name=config_name or "default", revision=revision)
     except (OSError, EntryNotFoundError, HfHubHTTPError, HFValidationError):
         return None  # a missing local folder is not a valid repo id either

@@ -26,8 +26,15 @@ from rela_hf.priors.prior import Prior
 from rela_hf.whitening import PCAWhitening
 
 __all__ = [  # the package re-exports these, with the rest of its public names
-    "DEFAULT_EMBEDDING_COLUMN", "DEFAULT_TARGET_COLUMN", "INFO_FILENAME", "WHITENING_FILENAME",
-    "DatasetSource", "PriorIdentity", "RelaTargetsInfo", "load_whitening", "save_whitening",
+    "DEFAULT_EMBEDDING_COLUMN",
+    "DEFAULT_TARGET_COLUMN",
+    "INFO_FILENAME",
+    "WHITENING_FILENAME",
+    "DatasetSource",
+    "PriorIdentity",
+    "RelaTargetsInfo",
+    "load_whitening",
+    "save_whitening",
 ]
 
 WHITENING_FILENAME = "rela_whitening.safetensors"
@@ -131,9 +138,7 @@ class DatasetSource:
         }
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise TypeError(
-                f"Unknown source fields {sorted(unknown)}; expected id/config/split/revision."
-            )
+            raise TypeError(f"Unknown source fields {sorted(unknown)}; expected id/config/split/revision.")
         defaults.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**defaults)
 
@@ -153,9 +158,7 @@ class RelaTargetsInfo:
     target_column: str = DEFAULT_TARGET_COLUMN
     embedding_column: str | None = None
     whitening_source: DatasetSource | None = None  # the split the whitening was fit on
-    index_column: str | None = (
-        None  # set for a targets-only layout: rows joined to images by this column
-    )
+    index_column: str | None = None  # set for a targets-only layout: rows joined to images by this column
 
     @property
     def n_components(self) -> int:
@@ -195,25 +198,17 @@ class RelaTargetsInfo:
         directory.mkdir(parents=True, exist_ok=True)
         whitening_path = save_whitening(self.whitening, directory / WHITENING_FILENAME)
         info_path = directory / INFO_FILENAME
-        info_path.write_text(
-            json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-        )
+        info_path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         return [info_path, whitening_path]
 
     @classmethod
-    def from_files(
-        cls, info_path: str | os.PathLike, whitening_path: str | os.PathLike
-    ) -> RelaTargetsInfo:
+    def from_files(cls, info_path: str | os.PathLike, whitening_path: str | os.PathLike) -> RelaTargetsInfo:
         record = json.loads(Path(info_path).read_text(encoding="utf-8"))
         if not is_record(record):
-            raise ValueError(
-                f"{info_path} is not a rela_hf targets record (format={record.get('format')!r})."
-            )
+            raise ValueError(f"{info_path} is not a rela_hf targets record (format={record.get('format')!r}).")
         whitening = load_whitening(whitening_path)
         if whitening.sha256() != record["whitening"]["sha256"]:
-            raise ValueError(
-                f"{whitening_path} does not match the whitening recorded in {info_path}."
-            )
+            raise ValueError(f"{whitening_path} does not match the whitening recorded in {info_path}.")
         return cls.from_dict(record, whitening)
 
     @classmethod

@@ -38,9 +38,7 @@ class _EmbedAndWhitenBatch:
     token_per_repo_id: Any = None
 
     def __call__(self, batch: dict, indices: list[int]) -> dict:
-        embeddings = embed_encoded(
-            self.prior, batch[self.image_column], indices, self.feature, self.token_per_repo_id
-        )
+        embeddings = embed_encoded(self.prior, batch[self.image_column], indices, self.feature, self.token_per_repo_id)
         batch[self.target_column] = self.whitening.transform(embeddings).numpy()
         if self.embedding_column:
             batch[self.embedding_column] = embeddings.numpy()
@@ -57,14 +55,18 @@ def add_targets_streaming(
     column_names = dataset.column_names
     if column_names is not None:
         check_columns(features, column_names, plan.image_column, plan.new_columns)
-    feature = full_decoder_feature(
-        features[plan.image_column] if features and plan.image_column in features else None
-    )
+    feature = full_decoder_feature(features[plan.image_column] if features and plan.image_column in features else None)
     token = getattr(dataset, "_token_per_repo_id", None)
     if whitening is None:
         whitening = _fit_whitening_streaming(
-            dataset, plan.prior, feature, plan.image_column, plan.n_components, plan.batch_size,
-            plan.desc, token,
+            dataset,
+            plan.prior,
+            feature,
+            plan.image_column,
+            plan.n_components,
+            plan.batch_size,
+            plan.desc,
+            token,
         )
     new_features = None
     if features is not None:
@@ -91,9 +93,7 @@ def add_targets_streaming(
     return result, whitening
 
 
-def _fit_whitening_streaming(
-    dataset, prior, feature, image_column, n_components, batch_size, desc, token
-):
+def _fit_whitening_streaming(dataset, prior, feature, image_column, n_components, batch_size, desc, token):
     images = dataset.select_columns([image_column])
     if dataset.features is not None and image_column in dataset.features:
         images = images.cast_column(image_column, datasets.Image(decode=False))

@@ -89,9 +89,7 @@ def plan_workers(
         cores: CPUs to share out (default :func:`usable_cores`).
         gpus: visible GPUs (default ``torch.cuda.device_count()``).
     """
-    if num_proc is not None and (
-        not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 0
-    ):
+    if num_proc is not None and (not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 0):
         raise ValueError(
             f"num_proc must be None or a non-negative integer (0 and 1: one worker, as in "
             f"Dataset.map), got {num_proc!r}."

@@ -47,11 +47,16 @@ __all__ = [
     "training_step",
 ]
 
-__getattr__ = moved_names(__name__, {
-    "ViewPairDataset": Moved(
-        "rela_hf.training:ViewDataset",
-        "it takes ssl_views=[view1, view2] instead of byol_views=(view1, view2); its phases are 'rela' and "
-        "'ssl' (was 'byol'); items hold 'views': [v1, v2] instead of 'view1'/'view2'.",
-    ),
-    "ViewPairCollator": Moved("rela_hf.training:ViewCollator", "batches hold 'views': [v1, v2] instead of 'view1'/'view2'."),
-})
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ViewPairDataset": Moved(
+            "rela_hf.training:ViewDataset",
+            "it takes ssl_views=[view1, view2] instead of byol_views=(view1, view2); its phases are 'rela' and "
+            "'ssl' (was 'byol'); items hold 'views': [v1, v2] instead of 'view1'/'view2'.",
+        ),
+        "ViewPairCollator": Moved(
+            "rela_hf.training:ViewCollator", "batches hold 'views': [v1, v2] instead of 'view1'/'view2'."
+        ),
+    },
+)

@@ -72,16 +72,24 @@ def load_training_split(args: ReLATrainingArguments, accelerator: Accelerator) -
     """
     assert args.dataset_name is not None  # ReLATrainingArguments requires it
     dataset = load_image_dataset(
-        args.dataset_name, split=args.train_split, config_name=args.dataset_config_name,
-        revision=args.dataset_revision, image_column=args.image_column,
+        args.dataset_name,
+        split=args.train_split,
+        config_name=args.dataset_config_name,
+        revision=args.dataset_revision,
+        image_column=args.image_column,
     )
     if args.max_train_samples is not None and args.max_train_samples < len(dataset):
         dataset = dataset.select(range(args.max_train_samples))
     if args.verify_images:
         problem = None
         if accelerator.is_main_process:
-            result = check_images(dataset, args.image_column, num_proc=args.verify_images_num_proc,
-                                  max_samples=args.verify_images_max_samples, seed=args.seed)
+            result = check_images(
+                dataset,
+                args.image_column,
+                num_proc=args.verify_images_num_proc,
+                max_samples=args.verify_images_max_samples,
+                seed=args.seed,
+            )
             if not result.ok:
                 problem = unreadable_images_message(result, f"{args.dataset_name} ({args.train_split})")
         problem = broadcast_object_list([problem])[0]  # the other processes wait here, decoding nothing
@@ -101,8 +109,11 @@ def check_method_needs(args: ReLATrainingArguments, dataset: datasets.Dataset) -
         )
     method = method_class(args.method)
     if method.requires_labels and (args.labels is None or args.labels not in dataset.column_names):
-        where = ("label_column is turned off" if args.labels is None
-                 else f"{args.dataset_name} has no {args.label_column!r} column")
+        where = (
+            "label_column is turned off"
+            if args.labels is None
+            else f"{args.dataset_name} has no {args.label_column!r} column"
+        )
         raise ConfigError(
             f"The {method.title} method trains on labels, but {where} (columns: {dataset.column_names}). "
             "Pass label_column, or choose a self-supervised method."
@@ -128,18 +139,29 @@ def build_monitor(args: ReLATrainingArguments, dataset: datasets.Dataset) -> KNN
     if not args.monitor_enabled:
         return None
     if args.labels is None or args.labels not in dataset.column_names:
-        raise ConfigError(f"eval_steps: the online kNN monitor needs labels; {args.dataset_name} has no "
-                          f"{args.label_column!r} column (pass label_column, or eval_steps 0).")
+        raise ConfigError(
+            f"eval_steps: the online kNN monitor needs labels; {args.dataset_name} has no "
+            f"{args.label_column!r} column (pass label_column, or eval_steps 0)."
+        )
     own = args.eval_dataset_name in (None, args.dataset_name)
     # ReLATrainingArguments requires dataset_name, and eval_split when the monitor is on
     assert args.dataset_name is not None and args.eval_split is not None
     held_out = load_image_dataset(
-        args.eval_dataset_name or args.dataset_name, split=args.eval_split,
+        args.eval_dataset_name or args.dataset_name,
+        split=args.eval_split,
         config_name=args.dataset_config_name if own else None,
-        revision=args.dataset_revision if own else None, image_column=args.image_column,
+        revision=args.dataset_revision if own else None,
+        image_column=args.image_column,
     )
-    return KNNMonitor(dataset, held_out, image_size=args.image_size, max_bank=args.eval_bank_max_samples,
-                      max_queries=args.max_eval_samples, image_column=args.image_column, label_column=args.labels)
+    return KNNMonitor(
+        dataset,
+        held_out,
+        image_size=args.image_size,
+        max_bank=args.eval_bank_max_samples,
+        max_queries=args.max_eval_samples,
+        image_column=args.image_column,
+        label_column=args.labels,
+    )
 
 
 def carve_validation(args: ReLATrainingArguments, dataset: datasets.Dataset) -> ValidationSplit | None:
@@ -147,8 +169,10 @@ def carve_validation(args: ReLATrainingArguments, dataset: datasets.Dataset) -> 
     if not args.load_best_model_at_end:
         return None
     if args.labels is None or args.labels not in dataset.column_names:
-        raise ConfigError(f"load_best_model_at_end: metric_for_best_model {args.metric_for_best_model} needs labels; "
-                          f"{args.dataset_name} has no {args.label_column!r} column (pass label_column).")
+        raise ConfigError(
+            f"load_best_model_at_end: metric_for_best_model {args.metric_for_best_model} needs labels; "
+            f"{args.dataset_name} has no {args.label_column!r} column (pass label_column)."
+        )
     try:
         return ValidationSplit.carve(len(dataset), args.train_val_split, args.seed)
     except ValueError as error:
@@ -168,5 +192,6 @@ def prepare_data(args: ReLATrainingArguments, accelerator: Accelerator) -> Train
     if label_column is not None and label_column not in dataset.column_names:
         logger.info(f"No {label_column!r} column: the online linear probe is off.")
         label_column = None
-    return TrainingData(dataset=dataset, label_column=label_column, sampler=sampler, monitor=monitor,
-                        validation=validation)
+    return TrainingData(
+        dataset=dataset, label_column=label_column, sampler=sampler, monitor=monitor, validation=validation
+    )

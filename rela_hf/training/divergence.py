@@ -36,8 +36,11 @@ def check_finite_weights(model: torch.nn.Module, step: int) -> None:
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
     finite = torch.stack([torch.isfinite(t).all() for t in tensors]).all() if tensors else True
     if not bool(finite):
-        names = [name for name, t in (*model.named_parameters(), *model.named_buffers())
-                 if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        names = [
+            name
+            for name, t in (*model.named_parameters(), *model.named_buffers())
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())
+        ]
         raise TrainingDiverged(
             f"The weights are no longer finite at optimizer step {step} ({names[:4]}...): the run "
             "stops without saving, exporting or pushing them; the latest checkpoint on disk is the "

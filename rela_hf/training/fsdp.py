@@ -151,9 +151,11 @@ def configure_fsdp(args: ReLATrainingArguments, accelerator: Accelerator) -> Non
     check_hub_options(args, sharded=True)
     if plugin.cpu_ram_efficient_loading:
         plugin.cpu_ram_efficient_loading = False
-        logger.info("FSDP: cpu_ram_efficient_loading switched off (every process builds the "
-                    "student from the seed; Accelerate's rank-0 broadcast cannot load BatchNorm "
-                    "buffers).")
+        logger.info(
+            "FSDP: cpu_ram_efficient_loading switched off (every process builds the "
+            "student from the seed; Accelerate's rank-0 broadcast cannot load BatchNorm "
+            "buffers)."
+        )
 
 
 def check_fsdp_version(plugin: FullyShardedDataParallelPlugin) -> None:

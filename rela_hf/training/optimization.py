@@ -45,7 +45,8 @@ class Budget:
     def of(cls, args: ReLATrainingArguments, batches_per_epoch: int, num_processes: int) -> Budget:
         steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
         return cls(
-            steps_per_epoch=steps_per_epoch, batches_per_epoch=batches_per_epoch,
+            steps_per_epoch=steps_per_epoch,
+            batches_per_epoch=batches_per_epoch,
             total_steps=args.max_train_steps or args.num_train_epochs * steps_per_epoch,
             images_per_micro_batch=args.per_device_train_batch_size * num_processes,
         )
@@ -56,15 +57,17 @@ def build_optimizer(args: ReLATrainingArguments, model: ReLAStudent) -> torch.op
     return torch.optim.AdamW(model.parameter_groups(args.weight_decay), lr=args.learning_rate)
 
 
-def build_scheduler(args: ReLATrainingArguments, optimizer: torch.optim.Optimizer,
-                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    args: ReLATrainingArguments, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule, stepped once per optimizer step.
 
     Not prepared by Accelerate on purpose: its scheduler wrapper steps ``num_processes`` times per
     optimizer step. ``optimizer``: the prepared optimizer's inner one.
     """
-    return get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
-                         num_training_steps=total_steps)
+    return get_scheduler(
+        args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total_steps
+    )
 
 
 def build_training_switch(args: ReLATrainingArguments, total_steps: int) -> AdaptiveSwitch | StaticSwitch | None:

@@ -39,40 +39,65 @@ __all__ = ["HubPublisher", "build_summary", "export_run"]
 logger = get_logger(__name__)
 
 
-def build_summary(args: ReLATrainingArguments, accelerator: Accelerator, state: RunState, budget: Budget, *,
-                  model: ReLAStudent, switch: AdaptiveSwitch | StaticSwitch | None, target_dim: int | None,
-                  provenance: dict[str, Any], checkpoint: Path, exported_step: int | None = None) -> TrainingSummary:
+def build_summary(
+    args: ReLATrainingArguments,
+    accelerator: Accelerator,
+    state: RunState,
+    budget: Budget,
+    *,
+    model: ReLAStudent,
+    switch: AdaptiveSwitch | StaticSwitch | None,
+    target_dim: int | None,
+    provenance: dict[str, Any],
+    checkpoint: Path,
+    exported_step: int | None = None,
+) -> TrainingSummary:
     """The run so far, as ``training_summary.json`` records it (the same on every process)."""
     method = model.method
     device = accelerator.device
     best = state.best or {}
     return TrainingSummary(
-        method=args.method, use_rela=args.use_rela, switch_rule=args.switch_rule if args.use_rela else None,
+        method=args.method,
+        use_rela=args.use_rela,
+        switch_rule=args.switch_rule if args.use_rela else None,
         switch_fraction=args.switch_fraction if args.use_rela else None,
         # optimizer step whose statistics triggered the switch (the last ReLA step); None: never
         switch_step=switch.switch_step if switch is not None else None,
         switch_state=switch.state_dict() if switch is not None else None,  # rho, loss EMAs
         phase=PHASE_RELA if switch is not None and not switch.switched else method.name,
-        steps=state.step, total_steps=budget.total_steps, epochs=state.step / budget.steps_per_epoch,
+        steps=state.step,
+        total_steps=budget.total_steps,
+        epochs=state.step / budget.steps_per_epoch,
         images_seen=state.images_seen,
         global_batch_size=budget.images_per_micro_batch * args.gradient_accumulation_steps,
-        num_processes=accelerator.num_processes, device=str(device),
+        num_processes=accelerator.num_processes,
+        device=str(device),
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        mixed_precision=accelerator.mixed_precision, wall_clock_seconds=round(state.train_seconds, 3),
+        mixed_precision=accelerator.mixed_precision,
+        wall_clock_seconds=round(state.train_seconds, 3),
         final_metrics={k.removeprefix("train/"): v for k, v in state.last_metrics.items()},
-        backbone=args.backbone, dataset=args.dataset_name, dataset_config=args.dataset_config_name,
-        dataset_revision=args.dataset_revision, train_split=args.train_split, **provenance,
-        target_dim=target_dim, data_ratio=args.data_ratio, image_size=args.image_size,
-        checkpoint=checkpoint.name, rela_hf_version=rela_hf.__version__,
+        backbone=args.backbone,
+        dataset=args.dataset_name,
+        dataset_config=args.dataset_config_name,
+        dataset_revision=args.dataset_revision,
+        train_split=args.train_split,
+        **provenance,
+        target_dim=target_dim,
+        data_ratio=args.data_ratio,
+        image_size=args.image_size,
+        checkpoint=checkpoint.name,
+        rela_hf_version=rela_hf.__version__,
         handover=dataclasses.asdict(args.handover_rule()) if args.use_rela else None,
         metric_for_best_model=args.metric_for_best_model if args.load_best_model_at_end else None,
-        best_step=best.get("step"), best_metric_value=best.get("value"),
+        best_step=best.get("step"),
+        best_metric_value=best.get("value"),
         exported_step=state.step if exported_step is None else exported_step,
     )
 
 
-def export_run(args: ReLATrainingArguments, accelerator: Accelerator, model: torch.nn.Module,
-               summary: TrainingSummary) -> None:
+def export_run(
+    args: ReLATrainingArguments, accelerator: Accelerator, model: torch.nn.Module, summary: TrainingSummary
+) -> None:
     """The backbone in timm format and ``training_summary.json``, written by the main process.
 
     Every process calls it: a sharded (FSDP) student's backbone is gathered first.
@@ -85,11 +110,14 @@ def export_run(args: ReLATrainingArguments, accelerator: Accelerator, model: tor
     layout = RunLayout(args.output_dir)
     method = student.method
     export_backbone(
-        backbone, layout.backbone_dir,
+        backbone,
+        layout.backbone_dir,
         data_config=official_data_config(args.image_size),
-        pretrained_cfg={"tag": f"rela_{method.name}" if args.use_rela else method.name,
-                        "description": f"{'ReLA-accelerated ' if args.use_rela else ''}{method.title}-"
-                                       "pretrained backbone (rela-hf)."},
+        pretrained_cfg={
+            "tag": f"rela_{method.name}" if args.use_rela else method.name,
+            "description": f"{'ReLA-accelerated ' if args.use_rela else ''}{method.title}-"
+            "pretrained backbone (rela-hf).",
+        },
     )
     summary.save(layout.summary_file)
 
@@ -122,8 +150,13 @@ class HubPublisher:
         self.pusher: RunPusher | None = None
         if args.push_to_hub and accelerator.is_main_process:
             assert args.hub_model_id is not None  # ReLATrainingArguments: push_to_hub needs it
-            self.pusher = RunPusher(args.output_dir, args.hub_model_id, strategy=args.hub_strategy,
-                                    always_push=args.hub_always_push, private=args.hub_private_repo or None)
+            self.pusher = RunPusher(
+                args.output_dir,
+                args.hub_model_id,
+                strategy=args.hub_strategy,
+                always_push=args.hub_always_push,
+                private=args.hub_private_repo or None,
+            )
 
     def pushes_this_save(self, step: int) -> bool:
         """Whether this process pushes at the save of ``step`` (so the trainer exports the backbone

@@ -39,15 +39,17 @@ class RunLog:
         resuming: whether the run continues from a checkpoint.
     """
 
-    def __init__(self, accelerator: Accelerator, layout: RunLayout, state: RunState, config: dict[str, Any], *,
-                 resuming: bool) -> None:
+    def __init__(
+        self, accelerator: Accelerator, layout: RunLayout, state: RunState, config: dict[str, Any], *, resuming: bool
+    ) -> None:
         self.accelerator = accelerator
         self._history: TextIO | None = None
         if accelerator.is_main_process:
             self._history = layout.history_file.open("a" if resuming else "w")
         run_name, run_id = state.tracker["run_name"], state.tracker["run_id"]
         accelerator.init_trackers(
-            TRACKER_PROJECT, config=tracker_config(config),
+            TRACKER_PROJECT,
+            config=tracker_config(config),
             init_kwargs={
                 "tensorboard": {"purge_step": state.step} if resuming else {},
                 "wandb": {"name": run_name, "id": run_id, "resume": "allow"},

@@ -66,8 +66,9 @@ class RunState:
     @classmethod
     def fresh(cls, run_name: str, num_processes: int, phase: str) -> RunState:
         """The state of a run that starts now (a new tracker run id)."""
-        return cls(phase=phase, num_processes=num_processes,
-                   tracker={"run_name": run_name, "run_id": uuid.uuid4().hex[:8]})
+        return cls(
+            phase=phase, num_processes=num_processes, tracker={"run_name": run_name, "run_id": uuid.uuid4().hex[:8]}
+        )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RunState:

@@ -40,12 +40,22 @@ def build_backbone(args: ReLATrainingArguments) -> nn.Module:
     return create_backbone(args.backbone, cifar_stem=args.cifar_stem, **args.backbone_kwargs_dict())
 
 
-def build_student(args: ReLATrainingArguments, accelerator: Accelerator, backbone: nn.Module, *,
-                  target_dim: int | None, num_classes: int | None) -> ReLAStudent:
+def build_student(
+    args: ReLATrainingArguments,
+    accelerator: Accelerator,
+    backbone: nn.Module,
+    *,
+    target_dim: int | None,
+    num_classes: int | None,
+) -> ReLAStudent:
     """Backbone + method + transfer head (with ReLA) + online probe (with labels)."""
     model = ReLAStudent(
-        backbone, args.method, method_options=args.method_options_object(), rela_dim=target_dim,
-        trainable_transfer_head=args.trainable_transfer_head, num_classes=num_classes,
+        backbone,
+        args.method,
+        method_options=args.method_options_object(),
+        rela_dim=target_dim,
+        trainable_transfer_head=args.trainable_transfer_head,
+        num_classes=num_classes,
     )
     if args.sync_batchnorm:
         # Accelerate does not convert BatchNorm (accelerate#791); do it before prepare(), on
@@ -69,17 +79,35 @@ def view_recipes(args: ReLATrainingArguments, model: ReLAStudent) -> dict[str, l
     return recipes
 
 
-def build_train_loader(args: ReLATrainingArguments, model: ReLAStudent, dataset: datasets.Dataset, *,
-                       sampler: DataRatioSampler, label_column: str | None) -> DataLoader:
+def build_train_loader(
+    args: ReLATrainingArguments,
+    model: ReLAStudent,
+    dataset: datasets.Dataset,
+    *,
+    sampler: DataRatioSampler,
+    label_column: str | None,
+) -> DataLoader:
     """The (unprepared) DataLoader: of views (:class:`ViewDataset`, PIL in the workers), or of
     8-bit images the device turns into views (``view_pipeline batched``: :class:`ImageRowsDataset`)."""
     target_column = args.target_column if args.use_rela else None
     if args.view_pipeline == "batched":
-        rows = ImageRowsDataset(dataset, image_column=args.image_column, target_column=target_column,
-                                label_column=label_column, seed=args.seed)
-        return DataLoader(rows, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-                          num_workers=args.dataloader_num_workers, collate_fn=ImageCollator(),
-                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        rows = ImageRowsDataset(
+            dataset,
+            image_column=args.image_column,
+            target_column=target_column,
+            label_column=label_column,
+            seed=args.seed,
+        )
+        return DataLoader(
+            rows,
+            batch_size=args.per_device_train_batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=args.dataloader_num_workers,
+            collate_fn=ImageCollator(),
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=False,
+        )
     # Views are seeded per (seed, epoch, row): independent of workers, processes and resumes.
     views = ViewDataset(
         dataset,
@@ -92,8 +120,12 @@ def build_train_loader(args: ReLATrainingArguments, model: ReLAStudent, dataset:
         phase=PHASE_RELA if args.use_rela else PHASE_SSL,
     )
     return DataLoader(
-        views, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-        num_workers=args.dataloader_num_workers, collate_fn=ViewCollator(args.channels_last),
+        views,
+        batch_size=args.per_device_train_batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=args.dataloader_num_workers,
+        collate_fn=ViewCollator(args.channels_last),
         pin_memory=torch.cuda.is_available(),
         # Workers copy the dataset (its phase and epoch) when an iterator starts: no persistent
         # workers, so a new iterator (every epoch, and right after the switch) sees the change.

@@ -54,8 +54,9 @@ def target_width(dataset: datasets.Dataset, column: str) -> int:
     return int(length)
 
 
-def check_target_rows(dataset: datasets.Dataset, column: str, width: int, *, batch_size: int = 65_536,
-                      limit: int = 10) -> None:
+def check_target_rows(
+    dataset: datasets.Dataset, column: str, width: int, *, batch_size: int = 65_536, limit: int = 10
+) -> None:
     """Refuse target rows that are not finite or not ``width`` long, naming them, before any step.
 
     Read in Arrow batches (bounded memory, no Python objects per value): a NaN target would
@@ -72,8 +73,10 @@ def check_target_rows(dataset: datasets.Dataset, column: str, width: int, *, bat
         offset += table.num_rows
         if len(not_finite) >= limit or len(wrong_width) >= limit:
             break
-    problems = [f"non-finite values (NaN or inf) in rows {not_finite[:limit]}" if not_finite else "",
-                f"not {width} values in rows {wrong_width[:limit]}" if wrong_width else ""]
+    problems = [
+        f"non-finite values (NaN or inf) in rows {not_finite[:limit]}" if not_finite else "",
+        f"not {width} values in rows {wrong_width[:limit]}" if wrong_width else "",
+    ]
     problems = [p for p in problems if p]
     if problems:
         raise DataError(
@@ -93,23 +96,31 @@ def targets_provenance(args: ReLATrainingArguments) -> dict[str, Any]:
     if args.prior is not None and not args.targets_dataset_name:
         return {"prior": args.prior, "prior_revision": args.prior_revision}
     if args.targets_dataset_name:
-        info = find_rela_targets_info(args.targets_dataset_name, config_name=args.targets_config_name,
-                                      revision=args.targets_revision)
+        info = find_rela_targets_info(
+            args.targets_dataset_name, config_name=args.targets_config_name, revision=args.targets_revision
+        )
     else:
         assert args.dataset_name is not None  # ReLATrainingArguments requires it
-        info = find_rela_targets_info(args.dataset_name, config_name=args.dataset_config_name,
-                                      revision=args.dataset_revision)
+        info = find_rela_targets_info(
+            args.dataset_name, config_name=args.dataset_config_name, revision=args.dataset_revision
+        )
     if info is None:
         return {"prior": None, "prior_revision": None}
-    return {"prior": info.prior.name, "prior_revision": info.prior.revision,
-            "prior_pretrained": info.prior.pretrained, "prior_preprocessing": info.prior.preprocessing}
+    return {
+        "prior": info.prior.name,
+        "prior_revision": info.prior.revision,
+        "prior_pretrained": info.prior.pretrained,
+        "prior_preprocessing": info.prior.preprocessing,
+    }
 
 
 def _check_same_source(args: ReLATrainingArguments, info: RelaTargetsInfo | None, num_rows: int) -> None:
     """The published targets were made from these images: same split, rows and source revision."""
     if info is None:
-        logger.warning(f"{args.targets_dataset_name} has no targets record (rela_targets.json): its source "
-                       "cannot be checked beyond the row count and idx.")
+        logger.warning(
+            f"{args.targets_dataset_name} has no targets record (rela_targets.json): its source "
+            "cannot be checked beyond the row count and idx."
+        )
         return
     source = info.source
     problems = []
@@ -121,8 +132,10 @@ def _check_same_source(args: ReLATrainingArguments, info: RelaTargetsInfo | None
     if source.revision and not Path(args.dataset_name).exists():  # a Hub dataset: compare commits
         current = dataset_commit(args.dataset_name, args.dataset_revision)
         if current != source.revision:
-            problems.append(f"dataset revision {source.revision} (training on {current}, "
-                            f"{args.dataset_revision or 'the default branch'})")
+            problems.append(
+                f"dataset revision {source.revision} (training on {current}, "
+                f"{args.dataset_revision or 'the default branch'})"
+            )
     if problems:
         raise DataError(
             f"The targets in {args.targets_dataset_name} were made from other images than "
@@ -134,14 +147,22 @@ def _check_same_source(args: ReLATrainingArguments, info: RelaTargetsInfo | None
 def join_published_targets(args: ReLATrainingArguments, images: datasets.Dataset) -> datasets.Dataset:
     """The images with the targets of a targets-only dataset, joined by ``idx`` (no prior)."""
     assert args.targets_dataset_name is not None  # called only when it is set
-    targets = load_image_dataset(args.targets_dataset_name, split=args.train_split, config_name=args.targets_config_name,
-                                 revision=args.targets_revision, image_column=None)
+    targets = load_image_dataset(
+        args.targets_dataset_name,
+        split=args.train_split,
+        config_name=args.targets_config_name,
+        revision=args.targets_revision,
+        image_column=None,
+    )
     missing = [c for c in (INDEX_COLUMN, args.target_column) if c not in targets.column_names]
     if missing:
-        raise DataError(f"{args.targets_dataset_name} has no column(s) {missing} (columns: {targets.column_names}): "
-                        "is it a targets-only dataset made by rela-hf-targets --targets_only?")
-    info = find_rela_targets_info(args.targets_dataset_name, config_name=args.targets_config_name,
-                                  revision=args.targets_revision)
+        raise DataError(
+            f"{args.targets_dataset_name} has no column(s) {missing} (columns: {targets.column_names}): "
+            "is it a targets-only dataset made by rela-hf-targets --targets_only?"
+        )
+    info = find_rela_targets_info(
+        args.targets_dataset_name, config_name=args.targets_config_name, revision=args.targets_revision
+    )
     _check_same_source(args, info, len(images))
     try:
         return attach_rela_targets(images, targets.select_columns([INDEX_COLUMN, args.target_column]))
@@ -149,8 +170,9 @@ def join_published_targets(args: ReLATrainingArguments, images: datasets.Dataset
         raise DataError(f"Cannot join {args.targets_dataset_name} to {args.dataset_name}: {error}") from error
 
 
-def compute_targets_cached(args: ReLATrainingArguments, accelerator: Accelerator, dataset: datasets.Dataset,
-                           student_width: int) -> datasets.Dataset:
+def compute_targets_cached(
+    args: ReLATrainingArguments, accelerator: Accelerator, dataset: datasets.Dataset, student_width: int
+) -> datasets.Dataset:
     """``add_rela_targets`` with ``prior`` on the main process, cached in ``<output_dir>/rela_targets/<key>``.
 
     Only the target column is cached (images are never copied); the other processes wait at the
@@ -160,23 +182,39 @@ def compute_targets_cached(args: ReLATrainingArguments, accelerator: Accelerator
     """
     assert args.prior is not None  # check_data: ReLA without targets needs a prior
     # The main process names the cache (in-memory datasets have a random fingerprint per process).
-    key = config_fingerprint({
-        "dataset": dataset._fingerprint, "prior": args.prior, "revision": args.prior_revision,
-        "preprocessing": args.prior_preprocessing, "prior_image_size": args.prior_image_size,
-        "k": args.target_dim, "student_width": student_width, "image_column": args.image_column,
-    })
+    key = config_fingerprint(
+        {
+            "dataset": dataset._fingerprint,
+            "prior": args.prior,
+            "revision": args.prior_revision,
+            "preprocessing": args.prior_preprocessing,
+            "prior_image_size": args.prior_image_size,
+            "k": args.target_dim,
+            "student_width": student_width,
+            "image_column": args.image_column,
+        }
+    )
     key = broadcast_object_list([key])[0]
     cache_dir = RunLayout(accelerator.project_dir).targets_cache_dir(key)
     if accelerator.is_main_process and not cache_dir.exists():
         logger.info(f"Computing ReLA targets with prior {args.prior} (cached in {cache_dir})")
         prior = load_prior(
-            args.prior, revision=args.prior_revision, library=args.prior_library,
-            preprocessing=args.prior_preprocessing, image_size=args.prior_image_size,
-            device=accelerator.device, trust_remote_code=args.trust_remote_code,
+            args.prior,
+            revision=args.prior_revision,
+            library=args.prior_library,
+            preprocessing=args.prior_preprocessing,
+            image_size=args.prior_image_size,
+            device=accelerator.device,
+            trust_remote_code=args.trust_remote_code,
         )
         with_targets = add_rela_targets(
-            dataset, prior, k=args.target_dim, student_width=student_width, image_column=args.image_column,
-            target_column=args.target_column, batch_size=args.prior_batch_size,
+            dataset,
+            prior,
+            k=args.target_dim,
+            student_width=student_width,
+            image_column=args.image_column,
+            target_column=args.target_column,
+            batch_size=args.prior_batch_size,
         )
         # only idx + targets (and the whitening record), atomically: images are never copied
         save_rela_dataset(with_targets, cache_dir, targets_only=True, card=False)
@@ -184,8 +222,9 @@ def compute_targets_cached(args: ReLATrainingArguments, accelerator: Accelerator
     return attach_rela_targets(dataset, datasets.load_from_disk(str(cache_dir)))
 
 
-def attach_targets(args: ReLATrainingArguments, accelerator: Accelerator, dataset: datasets.Dataset,
-                   student_width: int) -> tuple[datasets.Dataset, int | None]:
+def attach_targets(
+    args: ReLATrainingArguments, accelerator: Accelerator, dataset: datasets.Dataset, student_width: int
+) -> tuple[datasets.Dataset, int | None]:
     """The training split with its ReLA targets, and their width k (``None`` without ReLA)."""
     if not args.use_rela:
         return dataset, None

@@ -105,8 +105,12 @@ class ReLATrainer:
     def train(self) -> TrainingSummary:
         """Train to the budget (resuming when asked) and return the run's summary."""
         self.setup()
-        progress = tqdm(total=self.budget.total_steps, initial=self.state.step, desc="train",
-                        disable=not self.accelerator.is_local_main_process)
+        progress = tqdm(
+            total=self.budget.total_steps,
+            initial=self.state.step,
+            desc="train",
+            disable=not self.accelerator.is_local_main_process,
+        )
         self.progress = progress
         while self.state.step < self.budget.total_steps:
             self.train_epoch()
@@ -124,7 +128,9 @@ class ReLATrainer:
         resume_dir, resumed_state = find_resume_checkpoint(args, accelerator)
         data = prepare_data(args, accelerator)
         backbone = build_backbone(args)  # an unknown backbone fails here, before targets are computed
-        dataset, self.target_dim = attach_targets(args, accelerator, data.dataset, cast(int, backbone.num_features))  # timm models
+        dataset, self.target_dim = attach_targets(
+            args, accelerator, data.dataset, cast(int, backbone.num_features)
+        )  # timm models
         data.dataset = dataset
         train_rows, validation_rows = data.validation.apply(dataset) if data.validation else (dataset, None)
         model = build_student(args, accelerator, backbone, target_dim=self.target_dim, num_classes=data.num_classes)
@@ -142,7 +148,8 @@ class ReLATrainer:
         self.budget = Budget.of(args, len(self.train_loader), accelerator.num_processes)
         self.switch = build_training_switch(args, self.budget.total_steps)
         self.components = RunComponents(
-            switch=self.switch, sampler=data.sampler,
+            switch=self.switch,
+            sampler=data.sampler,
             scheduler=build_scheduler(args, self.optimizer.optimizer, self.budget.total_steps),
         )
         self._restore_or_start(resume_dir, resumed_state)
@@ -199,13 +206,20 @@ class ReLATrainer:
         # dropout / stochastic depth: seeded by the data position, so a resume repeats them
         torch.manual_seed(forward_seed(args.seed, state.epoch, state.batch_in_epoch, self.accelerator.process_index))
         if self.recipes is not None:  # batched views, made here on the training device
-            batch = views_for_batch(batch, self.recipes[state.phase], self.accelerator.device,
-                                    channels_last=args.channels_last)
+            batch = views_for_batch(
+                batch, self.recipes[state.phase], self.accelerator.device, channels_last=args.channels_last
+            )
         switch_step = self.switch.switch_step if self.switch is not None else None
         out = training_step(
-            self.accelerator, self.model, self.optimizer, batch, phase=state.phase,
+            self.accelerator,
+            self.model,
+            self.optimizer,
+            batch,
+            phase=state.phase,
             momentum=momentum_at(args, self.unwrapped, state.step, self.budget.total_steps),
-            step=state.step, max_grad_norm=args.max_grad_norm, unwrapped=self.unwrapped,
+            step=state.step,
+            max_grad_norm=args.max_grad_norm,
+            unwrapped=self.unwrapped,
             rela_weight=self.handover.rela_weight(state.step, switch_step) if state.phase == PHASE_SSL else 0.0,
         )
         state.batch_in_epoch += 1
@@ -240,8 +254,11 @@ class ReLATrainer:
         switched = self.switch.update(step_loss["rela_loss"])
         if switched:
             title = self.unwrapped.method.title
-            logger.info(f"ReLA -> {title} switch ({self.args.switch_rule} rule) at optimizer step {self.state.step}; "
-                        f"{title} views from step {self.state.step + 1}", main_process_only=True)
+            logger.info(
+                f"ReLA -> {title} switch ({self.args.switch_rule} rule) at optimizer step {self.state.step}; "
+                f"{title} views from step {self.state.step + 1}",
+                main_process_only=True,
+            )
         return switched
 
     def evaluate_if_due(self) -> dict[str, float]:
@@ -267,18 +284,21 @@ class ReLATrainer:
         metrics = {f"train/{k}": v for k, v in self.log_means.compute(self.accelerator).items()}
         check_finite_loss(metrics, state.step)
         state.last_metrics.update(metrics)
-        metrics.update({
-            "train/phase": 0.0 if state.phase == PHASE_RELA else 1.0,
-            "train/lr": self.components.scheduler.get_last_lr()[0],
-            "train/momentum": momentum_at(args, self.unwrapped, state.step - 1, self.budget.total_steps),
-            "train/epoch": state.epoch + state.batch_in_epoch / self.budget.batches_per_epoch,
-            "train/images_per_second": self.window_images / max(now - self.window_start, 1e-9),
-        })
+        metrics.update(
+            {
+                "train/phase": 0.0 if state.phase == PHASE_RELA else 1.0,
+                "train/lr": self.components.scheduler.get_last_lr()[0],
+                "train/momentum": momentum_at(args, self.unwrapped, state.step - 1, self.budget.total_steps),
+                "train/epoch": state.epoch + state.batch_in_epoch / self.budget.batches_per_epoch,
+                "train/images_per_second": self.window_images / max(now - self.window_start, 1e-9),
+            }
+        )
         if (rho := getattr(self.switch, "rho", None)) is not None:  # the adaptive rule's statistic
             metrics["train/rho"] = rho
         self.log.log({**metrics, **evaluation}, step=state.step)
-        self.progress.set_postfix({k.split("/")[1]: f"{v:.4g}" for k, v in metrics.items()
-                                   if "loss" in k or "accuracy" in k})
+        self.progress.set_postfix(
+            {k.split("/")[1]: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or "accuracy" in k}
+        )
         self.window_start, self.window_images = now, 0
 
     def checkpoint_if_due(self) -> None:
@@ -310,14 +330,24 @@ class ReLATrainer:
     def save_checkpoint(self) -> Path:
         """``checkpoint-<step>`` of the run now, never of non-finite weights."""
         check_finite_weights(self.unwrapped, self.state.step)  # never a checkpoint, export or push of NaN
-        return save_run(self.args, self.accelerator, self.state, self.components,
-                        batches_per_epoch=self.budget.batches_per_epoch)
+        return save_run(
+            self.args, self.accelerator, self.state, self.components, batches_per_epoch=self.budget.batches_per_epoch
+        )
 
     def summary(self, checkpoint: Path, exported_step: int | None = None) -> TrainingSummary:
         """The run so far as a :class:`TrainingSummary` (its final checkpoint: ``checkpoint``)."""
-        return build_summary(self.args, self.accelerator, self.state, self.budget, model=self.unwrapped,
-                             switch=self.switch, target_dim=self.target_dim, provenance=self.provenance,
-                             checkpoint=checkpoint, exported_step=exported_step)
+        return build_summary(
+            self.args,
+            self.accelerator,
+            self.state,
+            self.budget,
+            model=self.unwrapped,
+            switch=self.switch,
+            target_dim=self.target_dim,
+            provenance=self.provenance,
+            checkpoint=checkpoint,
+            exported_step=exported_step,
+        )
 
     def load_best_model(self) -> int:
         """``load_best_model_at_end``: the best checkpoint's weights into the model; returns the
@@ -327,12 +357,15 @@ class ReLATrainer:
             return self.state.step
         assert self.validator is not None  # load_best_model_at_end needs train_val_split, so a validator
         if self.accelerator.is_fsdp2:  # a sharded checkpoint: Accelerate reads it back into the shards
-            load_fsdp_model(self.accelerator.state.fsdp_plugin, self.accelerator, self.model,
-                            self.layout.root / best.checkpoint)
+            load_fsdp_model(
+                self.accelerator.state.fsdp_plugin, self.accelerator, self.model, self.layout.root / best.checkpoint
+            )
         else:
             load_model_weights(self.unwrapped, self.layout.root / best.checkpoint)
-        logger.info(f"Loaded the best model (step {best.step}, validation {self.validator.metric} {best.value:.4f}); "
-                    f"the last checkpoint (step {self.state.step}) keeps the final training state.")
+        logger.info(
+            f"Loaded the best model (step {best.step}, validation {self.validator.metric} {best.value:.4f}); "
+            f"the last checkpoint (step {self.state.step}) keeps the final training state."
+        )
         return best.step
 
     def finish(self) -> TrainingSummary:

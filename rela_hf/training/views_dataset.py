@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ViewCollator", "ViewDataset", "forward_seed", "sample_seed"]
 
+
 class ViewDataset(Dataset):
     """Augmented views of every image, with its ReLA target and label when present.
 
@@ -71,15 +72,10 @@ class ViewDataset(Dataset):
         columns = [image_column] + [c for c in (target_column, label_column) if c is not None]
         missing = [c for c in columns if c not in dataset.column_names]
         if missing:
-            raise ValueError(
-                f"ViewDataset: columns {missing} are not in the dataset (it has "
-                f"{dataset.column_names})."
-            )
+            raise ValueError(f"ViewDataset: columns {missing} are not in the dataset (it has {dataset.column_names}).")
         array_columns = [c for c in (target_column, label_column) if c is not None]
         # Targets and labels as numpy arrays (one Arrow read per batch); images stay PIL.
-        self.data = dataset.select_columns(columns).with_format(
-            "numpy", columns=array_columns, output_all_columns=True
-        )
+        self.data = dataset.select_columns(columns).with_format("numpy", columns=array_columns, output_all_columns=True)
         self.rela_views = rela_views
         if not ssl_views:
             raise ValueError("ViewDataset: ssl_views needs at least one view pipeline.")

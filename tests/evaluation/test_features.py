@@ -35,8 +35,7 @@ def test_extract_features_matches_a_direct_forward_on_real_images(tiny_encoder, 
 
 def test_extract_features_converts_grey_images_and_checks_columns(tiny_encoder, fashion_mnist_slice):
     transform = eval_transform(official_data_config(32))
-    features, labels = extract_features(tiny_encoder, fashion_mnist_slice.select(range(8)),
-                                        transform, batch_size=4)
+    features, labels = extract_features(tiny_encoder, fashion_mnist_slice.select(range(8)), transform, batch_size=4)
     assert features.shape == (8, 96) and labels.shape == (8,)
     with pytest.raises(KeyError, match="label_column"):
         extract_features(tiny_encoder, fashion_mnist_slice, transform, label_column="target")
@@ -65,16 +64,23 @@ GATHER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_extract_features_gathers_exactly_once_per_sample_across_two_processes(
-    tiny_encoder, cifar10_images, tmp_path
-):
+def test_extract_features_gathers_exactly_once_per_sample_across_two_processes(tiny_encoder, cifar10_images, tmp_path):
     folder = export_backbone(tiny_encoder, tmp_path / "encoder")
     script = tmp_path / "gather.py"
     script.write_text(GATHER_SCRIPT)
     # torchrun sets the env Accelerate reads (MULTI_CPU over gloo); `accelerate launch --cpu`
     # would need an MPI hostfile for several CPU processes.
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", str(script), str(folder), str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(folder),
+        str(tmp_path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -15,9 +15,7 @@ def _brute_force_knn(train_x, train_y, test_x, k, temperature, num_classes):
     """The InstDisc rule written out one query at a time, as plainly as possible."""
     predictions = []
     for query in test_x:
-        similarities = [
-            torch.dot(query / query.norm(), row / row.norm()).item() for row in train_x
-        ]
+        similarities = [torch.dot(query / query.norm(), row / row.norm()).item() for row in train_x]
         nearest = sorted(range(len(train_x)), key=lambda i: -similarities[i])[:k]
         votes = [0.0] * num_classes
         for i in nearest:
@@ -39,8 +37,7 @@ def test_knn_matches_brute_force_reference(k, temperature, chunk_size):
     expected = _brute_force_knn(train_x, train_y, test_x, min(k, 40), temperature, 4)
     got = knn_predict(train_x, train_y, test_x, k=k, temperature=temperature, chunk_size=chunk_size)
     assert torch.equal(got, expected)
-    accuracy = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature,
-                            chunk_size=chunk_size)
+    accuracy = knn_accuracy(train_x, train_y, test_x, test_y, k=k, temperature=temperature, chunk_size=chunk_size)
     assert accuracy == pytest.approx((expected == test_y).float().mean().item())
 
 

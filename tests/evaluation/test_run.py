@@ -27,7 +27,10 @@ def test_evaluate_encoder_writes_and_reads_eval_results(tiny_encoder, cifar10_im
     folder = export_backbone(tiny_encoder, tmp_path / "enc", data_config=official_data_config(32))
     train, test = cifar10_images.select(range(12)), cifar10_images.select(range(12, 20))
     results = evaluate_encoder(
-        str(folder), train, test, epochs=4,
+        str(folder),
+        train,
+        test,
+        epochs=4,
         dataset={"id": "foolbox/cifar10", "name": "CIFAR-10 (foolbox sample)", "revision": "3.3.4"},
     )
     path = write_eval_results(results, tmp_path / "eval_results.json")
@@ -64,8 +67,10 @@ def lite0_features(tmp_path_factory):
     test = fashion_mnist_dataset("test", limit=200, seed=0)
     features = {}
     for name, model in (("pretrained", pretrained), ("random", random_init)):
-        features[name] = (*extract_features(model, train, transform, batch_size=100),
-                          *extract_features(model, test, transform, batch_size=100))
+        features[name] = (
+            *extract_features(model, train, transform, batch_size=100),
+            *extract_features(model, test, transform, batch_size=100),
+        )
     return features
 
 

@@ -27,9 +27,7 @@ def ks_critical(n: int, m: int) -> float:
 
 def assert_same_distribution(a: Tensor, b: Tensor, what: str) -> None:
     statistic, critical = ks_statistic(a, b), ks_critical(a.numel(), b.numel())
-    assert statistic < critical, (
-        f"{what}: KS statistic {statistic:.4f} >= {critical:.4f} (alpha 0.001)"
-    )
+    assert statistic < critical, f"{what}: KS statistic {statistic:.4f} >= {critical:.4f} (alpha 0.001)"
 
 
 def assert_rate(hits: Tensor, p: float, what: str, sigmas: float = 4.5) -> None:
@@ -37,6 +35,4 @@ def assert_rate(hits: Tensor, p: float, what: str, sigmas: float = 4.5) -> None:
     n = hits.numel()
     rate = float(hits.double().mean())
     tolerance = sigmas * math.sqrt(max(p * (1 - p), 1e-12) / n)
-    assert abs(rate - p) <= tolerance, (
-        f"{what}: rate {rate:.4f}, expected {p} +- {tolerance:.4f} (n={n})"
-    )
+    assert abs(rate - p) <= tolerance, f"{what}: rate {rate:.4f}, expected {p} +- {tolerance:.4f} (n={n})"

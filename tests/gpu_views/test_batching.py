@@ -70,12 +70,8 @@ def test_rows_through_a_dataloader(fashion_mnist_slice):
 
 
 def test_targets_and_undecoded_rows(cifar10_images):
-    with_targets = cifar10_images.add_column(
-        "rela_target", [[float(i)] * 4 for i in range(len(cifar10_images))]
-    )
-    data = ImageRowsDataset(
-        with_targets, target_column="rela_target", label_column="label", decode=False
-    )
+    with_targets = cifar10_images.add_column("rela_target", [[float(i)] * 4 for i in range(len(cifar10_images))])
+    data = ImageRowsDataset(with_targets, target_column="rela_target", label_column="label", decode=False)
     batch = ImageCollator()(data.__getitems__([0, 5]))
     assert sorted(batch) == ["encoded", "labels", "row_seeds", "targets"]
     assert batch["targets"].shape == (2, 4) and batch["targets"][1, 0] == 5.0

@@ -42,9 +42,7 @@ def test_matches_torchvision_image_by_image(photos, name):
     _, batch = photos
     ours_fn, factors = ADJUSTMENTS[name]
     ours = ours_fn(batch, torch.tensor(factors))
-    reference = torch.stack(
-        [getattr(TF, f"adjust_{name}")(batch[i], f) for i, f in enumerate(factors)]
-    )
+    reference = torch.stack([getattr(TF, f"adjust_{name}")(batch[i], f) for i, f in enumerate(factors)])
     # torchvision's grey weights are 0.2989/0.587/0.114, PIL's (ours) 0.299/0.587/0.114
     assert (ours - reference).abs().max() < 2e-4
 
@@ -55,9 +53,7 @@ def test_close_to_the_pil_views(photos, name):
     pil, batch = photos
     ours_fn, factors = ADJUSTMENTS[name]
     ours = ours_fn(batch, torch.tensor(factors))
-    reference = torch.stack(
-        [to_float(getattr(TF, f"adjust_{name}")(pil[i], f)) for i, f in enumerate(factors)]
-    )
+    reference = torch.stack([to_float(getattr(TF, f"adjust_{name}")(pil[i], f)) for i, f in enumerate(factors)])
     levels = (ours - reference).abs() * 255
     assert levels.mean() < 1.0, name
     assert torch.quantile(levels.flatten(), 0.99) < (6.0 if name == "hue" else 1.5), name
@@ -76,9 +72,7 @@ def test_jitter_follows_each_images_order(photos):
     """Each image gets its own order of the four adjustments, as ColorJitter's randperm(4)."""
     _, batch = photos
     orders = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]])
-    factors = torch.tensor(
-        [[1.6, 0.5, 1.5, 0.1], [0.4, 1.7, 0.3, -0.2], [1.2, 0.3, 1.8, 0.15], [0.7, 1.4, 0.2, -0.1]]
-    )
+    factors = torch.tensor([[1.6, 0.5, 1.5, 0.1], [0.4, 1.7, 0.3, -0.2], [1.2, 0.3, 1.8, 0.15], [0.7, 1.4, 0.2, -0.1]])
     ours = color_jitter(batch, orders, factors)
     names = ["brightness", "contrast", "saturation", "hue"]
     for i in range(4):
@@ -95,9 +89,7 @@ def test_constant_images_reveal_the_factors():
     """On a flat grey image brightness scales the level, contrast and saturation keep it."""
     flat = torch.full((3, 3, 4, 4), 0.4)
     factor = torch.tensor([0.5, 1.0, 2.0])
-    assert torch.allclose(
-        adjust_brightness(flat, factor)[:, 0, 0, 0], torch.tensor([0.2, 0.4, 0.8])
-    )
+    assert torch.allclose(adjust_brightness(flat, factor)[:, 0, 0, 0], torch.tensor([0.2, 0.4, 0.8]))
     assert torch.allclose(adjust_contrast(flat, factor), flat)
     assert torch.allclose(adjust_saturation(flat, factor), flat)
     red = torch.zeros(1, 3, 2, 2)
@@ -115,6 +107,4 @@ def test_grayscale_and_solarize_only_where_asked(photos):
     out = solarize(batch, apply, threshold=128 / 255)
     assert torch.equal(out[1], batch[1])
     bright = batch[0] >= 128 / 255
-    assert torch.equal(out[0][bright], 1 - batch[0][bright]) and torch.equal(
-        out[0][~bright], batch[0][~bright]
-    )
+    assert torch.equal(out[0][bright], 1 - batch[0][bright]) and torch.equal(out[0][~bright], batch[0][~bright])

@@ -28,17 +28,13 @@ def test_jpeg_and_png_decode_like_pil(cifar10_images):
     for image, data in zip(decoded, (jpeg, png.getvalue(), grey_png.getvalue()), strict=True):
         pil = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
         assert image.dtype == torch.uint8 and image.shape == (3, *pil.shape[:2])
-        assert (
-            image.permute(1, 2, 0).int() - torch.from_numpy(pil).int()
-        ).abs().float().mean() < 0.5
+        assert (image.permute(1, 2, 0).int() - torch.from_numpy(pil).int()).abs().float().mean() < 0.5
 
 
 def test_decode_batch_shrinks_and_stacks():
     files = [path.read_bytes() for path, _ in foolbox_image_files("imagenet")[:3]]
     batch = decode_batch({"encoded": files, "row_seeds": torch.arange(3)}, "cpu", max_short_side=64)
-    assert (
-        batch["images"].shape == (3, 3, 64, 64) and batch["image_sizes"].tolist() == [[64, 64]] * 3
-    )
+    assert batch["images"].shape == (3, 3, 64, 64) and batch["image_sizes"].tolist() == [[64, 64]] * 3
     views = views_for_batch(batch, rela_view_recipes(32))["views"]
     assert views[0].shape == (3, 3, 32, 32)
 

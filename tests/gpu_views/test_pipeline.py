@@ -112,9 +112,7 @@ def test_same_parameters_give_the_pil_views(images_name, request):
 
 
 def flat(rgb: tuple[int, int, int], n: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    images = (
-        torch.tensor(rgb, dtype=torch.uint8).view(1, 3, 1, 1).expand(n, 3, size, size).contiguous()
-    )
+    images = torch.tensor(rgb, dtype=torch.uint8).view(1, 3, 1, 1).expand(n, 3, size, size).contiguous()
     return images, torch.tensor([[size, size]] * n)
 
 
@@ -127,9 +125,7 @@ def test_brightness_factors_measured_on_a_flat_image():
     factor = views[:, 0, 0, 0].double() / (100 / 255)
     jittered = (factor - 1).abs() > 1e-5
     assert_rate(jittered, 0.8, "jitter applied")
-    assert_same_distribution(
-        factor[jittered], torch.empty(4000, dtype=torch.float64).uniform_(0.2, 1.8), "brightness"
-    )
+    assert_same_distribution(factor[jittered], torch.empty(4000, dtype=torch.float64).uniform_(0.2, 1.8), "brightness")
     assert torch.allclose(views, views[:, :, :1, :1].expand_as(views), atol=1e-5)  # still flat
 
 
@@ -157,9 +153,7 @@ def test_step_rates_measured_on_known_images(field, p, rgb, changed):
     a left-to-right ramp for flips, a black/white edge for blur."""
     n = 6000
     # sigma >= 0.5 px, so every blur visibly softens the edge (0.1 px changes no 8-bit level)
-    recipe = ViewRecipe(
-        (8, 8), (1.0, 1.0), crop_ratio=(1.0, 1.0), blur_sigma=(0.5, 2.0), **{field: p}
-    )
+    recipe = ViewRecipe((8, 8), (1.0, 1.0), crop_ratio=(1.0, 1.0), blur_sigma=(0.5, 2.0), **{field: p})
     if rgb is not None:
         images, sizes = flat(rgb, n, size=8)
     elif field == "flip_p":
@@ -187,9 +181,7 @@ def test_a_fixed_seed_gives_identical_views_whatever_the_batch(cifar10_images):
     others, other_sizes = stack_images([images[4], images[2]])
     moved = make_views(others, other_sizes, torch.tensor([9, 7]), recipes)
     for view, moved_view in zip(first, moved, strict=True):
-        assert torch.allclose(view[4], moved_view[0], atol=1e-5) and torch.allclose(
-            view[2], moved_view[1], atol=1e-5
-        )
+        assert torch.allclose(view[4], moved_view[0], atol=1e-5) and torch.allclose(view[2], moved_view[1], atol=1e-5)
     # another epoch (other seeds): other views; two views of a row differ
     assert not torch.allclose(make_views(canvas, sizes, seeds + 100, recipes)[0], first[0])
     assert not torch.allclose(first[0], first[1])
@@ -201,9 +193,7 @@ def test_grey_batches_match_their_rgb_copies(fashion_mnist_slice):
     canvas, sizes = stack_images(grey)
     recipes = rela_view_recipes(32)
     from_grey = make_views(canvas, sizes, torch.arange(8), recipes)
-    from_rgb = make_views(
-        canvas.expand(-1, 3, -1, -1).contiguous(), sizes, torch.arange(8), recipes
-    )
+    from_rgb = make_views(canvas.expand(-1, 3, -1, -1).contiguous(), sizes, torch.arange(8), recipes)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(from_grey, from_rgb, strict=True))
     assert from_grey[0].shape == (8, 3, 32, 32) and torch.isfinite(from_grey[0]).all()
 
@@ -216,16 +206,12 @@ def test_views_for_batch_replaces_the_images_and_moves_the_rest():
         "labels": torch.tensor([3, 4]),
         "targets": torch.ones(2, 5),
     }
-    out = views_for_batch(
-        batch, method_view_recipes("dino", 32, {"local_crops": 2}), "cpu", channels_last=True
-    )
+    out = views_for_batch(batch, method_view_recipes("dino", 32, {"local_crops": 2}), "cpu", channels_last=True)
     assert sorted(out) == ["labels", "targets", "views"]
     assert [tuple(v.shape) for v in out["views"]] == [(2, 3, 32, 32)] * 2 + [(2, 3, 14, 14)] * 2
     assert out["views"][0].is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(KeyError, match="row_seeds"):
-        views_for_batch(
-            {"images": batch["images"], "image_sizes": batch["image_sizes"]}, rela_view_recipes(8)
-        )
+        views_for_batch({"images": batch["images"], "image_sizes": batch["image_sizes"]}, rela_view_recipes(8))
 
 
 def test_bad_batches_get_clear_errors():

@@ -19,33 +19,21 @@ def test_rela_views():
     first, second = rela_view_recipes(32)
     assert first == second
     assert (
-        first.size == (32, 32)
-        and first.crop_scale == (0.5, 1.0)
-        and first.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+        first.size == (32, 32) and first.crop_scale == (0.5, 1.0) and first.crop_ratio == pytest.approx((3 / 4, 4 / 3))
     )
     assert first.flip_p == 0.5 and first.color_jitter_p == 0.8 and first.grayscale_p == 0.2
-    assert first.brightness == pytest.approx((0.2, 1.8)) and first.contrast == pytest.approx(
-        (0.2, 1.8)
-    )
+    assert first.brightness == pytest.approx((0.2, 1.8)) and first.contrast == pytest.approx((0.2, 1.8))
     assert first.saturation == pytest.approx((0.2, 1.8)) and first.hue == pytest.approx((-0.2, 0.2))
     assert first.blur_p == 0.0 and first.solarize_p == 0.0
-    assert first.mean == pytest.approx((0.485, 0.456, 0.406)) and first.std == pytest.approx(
-        (0.229, 0.224, 0.225)
-    )
+    assert first.mean == pytest.approx((0.485, 0.456, 0.406)) and first.std == pytest.approx((0.229, 0.224, 0.225))
 
 
 @pytest.mark.parametrize(("image_size", "blur"), [(32, (0.0, 0.0)), (96, (1.0, 0.1))])
 def test_byol_views(image_size, blur):
     view1, view2 = method_view_recipes("byol", image_size)
     for view in (view1, view2):
-        assert (
-            view.crop_scale == (0.08, 1.0)
-            and view.color_jitter_p == 0.8
-            and view.grayscale_p == 0.2
-        )
-        assert view.brightness == pytest.approx((0.6, 1.4)) and view.saturation == pytest.approx(
-            (0.8, 1.2)
-        )
+        assert view.crop_scale == (0.08, 1.0) and view.color_jitter_p == 0.8 and view.grayscale_p == 0.2
+        assert view.brightness == pytest.approx((0.6, 1.4)) and view.saturation == pytest.approx((0.8, 1.2))
         assert view.hue == pytest.approx((-0.1, 0.1)) and view.blur_sigma == (0.1, 2.0)
     assert (view1.blur_p, view2.blur_p) == blur
     assert (view1.solarize_p, view2.solarize_p) == (0.0, 0.2)
@@ -76,9 +64,7 @@ def test_a_pipeline_without_a_twin_is_named():
     with pytest.raises(ValueError, match="no twin for RandomRotation"):
         recipe_from_pipeline(pipeline)
     with pytest.raises(ValueError, match="bilinear"):
-        recipe_from_pipeline(
-            v2.Compose([v2.RandomResizedCrop(8, interpolation=v2.InterpolationMode.NEAREST)])
-        )
+        recipe_from_pipeline(v2.Compose([v2.RandomResizedCrop(8, interpolation=v2.InterpolationMode.NEAREST)]))
     with pytest.raises(ValueError, match="no RandomResizedCrop"):
         recipe_from_pipeline(v2.Compose([v2.RandomHorizontalFlip()]))
     with pytest.raises(TypeError, match="Compose"):
@@ -86,9 +72,7 @@ def test_a_pipeline_without_a_twin_is_named():
 
 
 def test_a_step_out_of_order_is_refused():
-    pipeline = v2.Compose(
-        [v2.RandomResizedCrop(8), v2.RandomGrayscale(0.2), v2.RandomHorizontalFlip()]
-    )
+    pipeline = v2.Compose([v2.RandomResizedCrop(8), v2.RandomGrayscale(0.2), v2.RandomHorizontalFlip()])
     with pytest.raises(ValueError, match="after a later step"):
         recipe_from_pipeline(pipeline)
 
@@ -106,14 +90,8 @@ def test_augmentation_numbers_round_trip():
         std=(0.25,) * 3,
     )
     recipe = recipe_from_pipeline(pipeline)
-    assert (
-        recipe.crop_scale == (0.3, 0.9)
-        and recipe.color_jitter_p == 0.6
-        and recipe.grayscale_p == 0.4
-    )
-    assert recipe.contrast == pytest.approx((0.8, 1.2)) and recipe.hue == pytest.approx(
-        (-0.05, 0.05)
-    )
+    assert recipe.crop_scale == (0.3, 0.9) and recipe.color_jitter_p == 0.6 and recipe.grayscale_p == 0.4
+    assert recipe.contrast == pytest.approx((0.8, 1.2)) and recipe.hue == pytest.approx((-0.05, 0.05))
     assert recipe.blur_p == 0.7 and recipe.solarize_p == 0.3 and recipe.mean == (0.5,) * 3
 
 

@@ -58,9 +58,7 @@ def torchvision_boxes(n: int, height: int, width: int, scale: tuple[float, float
     image = torch.zeros(1, height, width)
     torch.manual_seed(0)
     params = [crop.make_params([image]) for _ in range(n)]
-    return torch.tensor(
-        [[p["left"], p["top"], p["left"] + p["width"], p["top"] + p["height"]] for p in params]
-    )
+    return torch.tensor([[p["left"], p["top"], p["left"] + p["width"], p["top"] + p["height"]] for p in params])
 
 
 @pytest.mark.parametrize(
@@ -78,9 +76,7 @@ def test_crop_boxes_follow_torchvision(height, width, scale, n):
     boxes = crop_boxes(uniforms(n), torch.tensor([[height, width]] * n), recipe)
     reference = torchvision_boxes(n, height, width, scale)
     assert torch.equal(boxes, boxes.round()), "corners are whole pixels"
-    assert (
-        (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
-    )
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     ours, theirs = (
         box_statistics(boxes.double(), height, width),
@@ -94,9 +90,7 @@ def test_crop_box_area_and_ratio_stay_in_range_on_a_large_image():
     """Where whole-pixel rounding is negligible, the area fraction stays in the scale range and
     the log aspect ratio is uniform in the log ratio range (torchvision's law before fitting)."""
     n, side = 20000, 2000
-    boxes = crop_boxes(
-        uniforms(n, seed=3), torch.tensor([[side, side]] * n), ViewRecipe((32, 32), (0.08, 1.0))
-    )
+    boxes = crop_boxes(uniforms(n, seed=3), torch.tensor([[side, side]] * n), ViewRecipe((32, 32), (0.08, 1.0)))
     stats = box_statistics(boxes.double(), side, side)
     rounding = 2 / math.sqrt(0.08 * side * side)  # one pixel on the smallest box's sides
     assert stats["area fraction"].min() >= 0.08 - rounding and stats["area fraction"].max() <= 1.0
@@ -105,9 +99,7 @@ def test_crop_box_area_and_ratio_stay_in_range_on_a_large_image():
     small = stats["area fraction"] < 0.5
     log_ratio = torch.empty(8000).uniform_(math.log(3 / 4), math.log(4 / 3))
     assert_same_distribution(stats["log aspect ratio"][small], log_ratio, "log ratio")
-    assert_same_distribution(
-        stats["area fraction"][small], torch.empty(8000).uniform_(0.08, 0.5), "area"
-    )
+    assert_same_distribution(stats["area fraction"][small], torch.empty(8000).uniform_(0.08, 0.5), "area")
 
 
 def test_flip_grayscale_solarize_and_blur_rates():
@@ -148,9 +140,7 @@ def test_off_steps_and_adjustments_give_identity():
     assert not params.flip.any() and not params.grayscale.any() and not params.solarize.any()
     assert (params.blur_sigma == 0).all()
     assert (params.jitter_factors[:, 0] != 1).all()
-    assert (
-        params.jitter_factors[:, 1:] == torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
-    ).all()
+    assert (params.jitter_factors[:, 1:] == torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)).all()
 
 
 def test_row_uniforms_depend_on_the_seed_only():

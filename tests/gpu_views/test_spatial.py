@@ -34,9 +34,7 @@ def test_enlarging_crops_are_bilinear_resizes(photos):
     )
     ours = resized_crop(batch, boxes, (40, 40))
     for i, (left, top, right, bottom) in enumerate(boxes.int().tolist()):
-        reference = TF.resized_crop(
-            batch[i], top, left, bottom - top, right - left, [40, 40], antialias=True
-        )
+        reference = TF.resized_crop(batch[i], top, left, bottom - top, right - left, [40, 40], antialias=True)
         assert (ours[i] - reference).abs().max() < 1e-5, i
 
 
@@ -56,14 +54,10 @@ def test_crops_are_pils_antialiased_bilinear_resize(imagenet_photo, box):
     image = to_float(imagenet_photo)
     left, top, right, bottom = box
     ours = resized_crop(image[None], torch.tensor([box], dtype=torch.float32), (224, 224))[0]
-    pil = to_float(
-        TF.resized_crop(imagenet_photo, top, left, bottom - top, right - left, [224, 224])
-    )
+    pil = to_float(TF.resized_crop(imagenet_photo, top, left, bottom - top, right - left, [224, 224]))
     levels = (ours - pil).abs() * 255
     assert levels.mean() < 0.5 and torch.quantile(levels.flatten(), 0.99) < 1.5
-    tensor = TF.resized_crop(
-        image, top, left, bottom - top, right - left, [224, 224], antialias=True
-    )
+    tensor = TF.resized_crop(image, top, left, bottom - top, right - left, [224, 224], antialias=True)
     assert (ours - tensor).abs().max() < 1e-4
 
 
@@ -79,9 +73,7 @@ def test_padding_outside_the_box_is_never_read(photos):
             [0.0, 31.0, 32.0, 32.0],
         ]
     )
-    assert torch.allclose(
-        resized_crop(canvas, boxes, (24, 24)), resized_crop(batch, boxes, (24, 24)), atol=1e-6
-    )
+    assert torch.allclose(resized_crop(canvas, boxes, (24, 24)), resized_crop(batch, boxes, (24, 24)), atol=1e-6)
 
 
 def test_flip_only_where_asked(photos):

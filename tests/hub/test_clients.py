@@ -263,9 +263,7 @@ def test_wrong_token_fails_like_the_real_hub(api, hub, hub_namespace):
         for call in (
             lambda: api.model_info(repo_id, token=wrong),
             lambda: api.whoami(token=wrong),
-            lambda: api.upload_file(
-                repo_id=repo_id, path_or_fileobj=b"x", path_in_repo="x", token=wrong
-            ),
+            lambda: api.upload_file(repo_id=repo_id, path_or_fileobj=b"x", path_in_repo="x", token=wrong),
             lambda: hf_hub_download(repo_id, "notes.txt", token=wrong),
         ):
             with pytest.raises(HfHubHTTPError, match=r"Invalid (credentials|user token)") as error:

@@ -44,9 +44,7 @@ def test_export_writes_timm_format_with_our_provenance(tiny_backbone, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["backbone"]
 
 
-def test_export_round_trip_timm_and_transformers_on_real_images(
-    tiny_backbone, tmp_path, cifar10_images
-):
+def test_export_round_trip_timm_and_transformers_on_real_images(tiny_backbone, tmp_path, cifar10_images):
     from transformers import AutoImageProcessor, AutoModel
 
     out = export_backbone(tiny_backbone, tmp_path / "bb", data_config=official_data_config(32))

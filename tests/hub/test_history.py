@@ -33,7 +33,6 @@ def test_read_training_history_from_jsonl_and_tensorboard(training_run, tmp_path
 
 
 def test_plot_training_history_writes_a_png(training_run, tmp_path):
-    path = plot_training_history(read_training_history(training_run), tmp_path / "curves.png",
-                                 switch_step=612)
+    path = plot_training_history(read_training_history(training_run), tmp_path / "curves.png", switch_step=612)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plot_training_history([{"step": 1, "phase": "rela"}], tmp_path / "none.png") is None

@@ -24,8 +24,7 @@ def summary_of(run) -> dict:
     return json.loads((run / "training_summary.json").read_text())
 
 
-def rewrite(run, *, summary: dict | None = None, config: dict | None = None,
-            results: dict | None = None) -> None:
+def rewrite(run, *, summary: dict | None = None, config: dict | None = None, results: dict | None = None) -> None:
     """Change what a training_run fixture recorded (its summary, config, eval results)."""
     if summary is not None:
         (run / "training_summary.json").write_text(json.dumps({**summary_of(run), **summary}))
@@ -38,13 +37,18 @@ def rewrite(run, *, summary: dict | None = None, config: dict | None = None,
 def push_card(repo_id: str, repo_type: str, license_yaml: str) -> None:
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, exist_ok=True)
-    api.upload_file(path_or_fileobj=f"---\n{license_yaml}\n---\n# x\n".encode(),
-                    path_in_repo="README.md", repo_id=repo_id, repo_type=repo_type)
+    api.upload_file(
+        path_or_fileobj=f"---\n{license_yaml}\n---\n# x\n".encode(),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type=repo_type,
+    )
 
 
 def test_compute_summary_gpu_and_cpu_hours():
-    gpu = compute_summary({"wall_clock_seconds": 3600, "num_processes": 8, "device": "cuda:0",
-                           "device_name": "NVIDIA H100 80GB HBM3"})
+    gpu = compute_summary(
+        {"wall_clock_seconds": 3600, "num_processes": 8, "device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3"}
+    )
     assert gpu["hours"] == 8 and gpu["unit"] == "GPU-hours"
     cpu = compute_summary({"wall_clock_seconds": 1800, "device": "cpu"})
     assert cpu["hours"] == 0.5 and cpu["unit"] == "CPU process-hours"
@@ -55,15 +59,13 @@ def test_card_metadata_eval_results_and_body(training_run, tmp_path):
     card = ModelCard.load(folder / "README.md")
     data = card.data
     assert data.library_name == "timm" and data.pipeline_tag == "image-feature-extraction"
-    assert data.tags == ["byol", "self-supervised", "rela", "image-feature-extraction", "timm",
-                         "rela-hf"]
+    assert data.tags == ["byol", "self-supervised", "rela", "image-feature-extraction", "timm", "rela-hf"]
     assert data.datasets == ["zalando-datasets/fashion_mnist"]
     assert data.base_model is None  # the prior made the targets; it is no base model
     assert data.rela_hf["prior"] == "timm/resnet18.a1_in1k" and data.rela_hf["use_rela"] is True
     assert data.model_name == "rela-test"
     expected = json.loads((training_run / "eval_results.json").read_text())
-    got = {(r.metric_name.split(" (")[0].split(" top-1")[0], r.dataset_split): r
-           for r in data.eval_results}
+    got = {(r.metric_name.split(" (")[0].split(" top-1")[0], r.dataset_split): r for r in data.eval_results}
     assert len(data.eval_results) == 2
     for result in expected["results"]:
         name = {"knn": "kNN", "linear_probe": "linear probe"}[result["protocol"]]
@@ -87,8 +89,7 @@ def test_card_metadata_eval_results_and_body(training_run, tmp_path):
 
 
 def test_card_links_the_benchmark_instead_of_quoting_other_runs(training_run):
-    card = render_model_card(training_run / "backbone", repo_id="org/x",
-                             training_summary=summary_of(training_run))
+    card = render_model_card(training_run / "backbone", repo_id="org/x", training_summary=summary_of(training_run))
     assert "the rela-hf benchmark (`benchmarks/results/README.md`" in card.text
     assert not re.search(r"\d+\.\d+ vs \d+\.\d+", card.text)  # no pasted claim of other runs
     assert "80.8" not in card.text and "7 points" not in card.text
@@ -99,8 +100,11 @@ def test_accuracies_are_fractions_in_metadata_and_text_alike(training_run):
     results["results"][0]["value"] = 0.661234
     results["results"][1].update(value=0.70009, std=0.001234)
     card = render_model_card(training_run / "backbone", repo_id="org/x", eval_results=results)
-    rows = {line.split(" | ")[2]: line.split(" | ")[3] for line in card.text.splitlines()
-            if line.startswith("| Fashion-MNIST")}
+    rows = {
+        line.split(" | ")[2]: line.split(" | ")[3]
+        for line in card.text.splitlines()
+        if line.startswith("| Fashion-MNIST")
+    }
     for entry in card.data.eval_results:
         assert 0 <= entry.metric_value <= 1
         protocol = entry.metric_name.removesuffix(" top-1 accuracy")
@@ -114,8 +118,9 @@ def test_licence_comes_from_the_data_and_the_prior_through_a_push(hub, hub_names
     data_id, prior_id = f"{hub_namespace}/images", f"{hub_namespace}/prior"
     push_card(data_id, "dataset", "license: cc-by-nc-4.0")
     push_card(prior_id, "model", "license: apache-2.0")
-    rewrite(training_run, summary={"dataset": data_id, "prior": prior_id, "dataset_revision": None,
-                                   "prior_revision": None})
+    rewrite(
+        training_run, summary={"dataset": data_id, "prior": prior_id, "dataset_revision": None, "prior_revision": None}
+    )
     repo_id = f"{hub_namespace}/rela-nc"
     push_training_output(training_run, repo_id)
     card = ModelCard.load(repo_id)
@@ -131,13 +136,13 @@ def test_licence_comes_from_the_data_and_the_prior_through_a_push(hub, hub_names
 
 
 def test_licence_set_by_the_uploader_and_unknown_said_plainly(training_run):
-    unknown = render_model_card(training_run / "backbone", repo_id="org/x",
-                                training_summary=summary_of(training_run))
+    unknown = render_model_card(training_run / "backbone", repo_id="org/x", training_summary=summary_of(training_run))
     assert unknown.data.license == "unknown" and "apache-2.0" not in str(unknown.data.to_dict())
     assert "rela-hf does not guess a licence" in unknown.text
     assert "`rela-hf-push --license <id>`" in unknown.text
-    chosen = render_model_card(training_run / "backbone", repo_id="org/x", license="CC-BY-4.0",
-                               training_summary=summary_of(training_run))
+    chosen = render_model_card(
+        training_run / "backbone", repo_id="org/x", license="CC-BY-4.0", training_summary=summary_of(training_run)
+    )
     assert chosen.data.license == "cc-by-4.0" and "set by the uploader" in chosen.text
     assert "rela-hf does not guess" not in chosen.text
     bare = render_model_card(training_run / "backbone", repo_id="org/x")
@@ -150,8 +155,7 @@ def test_initial_weights_are_the_base_model_and_a_licence_input(hub, hub_namespa
     summary = {**summary_of(training_run), "backbone": f"hf-hub:{start}"}
     card = render_model_card(training_run / "backbone", repo_id="org/x", training_summary=summary)
     assert card.data.base_model == start
-    assert {"role": "initial weights", "name": start, "license": "mit"} in \
-        card.data.rela_hf["license_inputs"]
+    assert {"role": "initial weights", "name": start, "license": "mit"} in card.data.rela_hf["license_inputs"]
 
 
 def test_no_local_path_appears_anywhere_in_the_card(training_run, tmp_path):
@@ -159,15 +163,31 @@ def test_no_local_path_appears_anywhere_in_the_card(training_run, tmp_path):
     data, prior = private / "datasets" / "fashion_mnist", private / "priors" / "efficientnet_lite0"
     rewrite(
         training_run,
-        summary={"dataset": str(data), "prior": str(prior), "dataset_revision": None,
-                 "prior_revision": None, "backbone": "test_resnet"},
-        config={"dataset_name": str(data), "prior": f"local-dir:{prior}",
-                "output_dir": str(private / "runs" / "rela"), "learning_rate": 0.001,
-                "eval_dataset_name": str(data)},
-        results={**json.loads((training_run / "eval_results.json").read_text()),
-                 "encoder": str(private / "runs" / "rela" / "backbone"),
-                 "dataset": {"id": str(data), "name": str(data), "split": "test",
-                             "num_samples": 200, "num_train_samples": 500}},
+        summary={
+            "dataset": str(data),
+            "prior": str(prior),
+            "dataset_revision": None,
+            "prior_revision": None,
+            "backbone": "test_resnet",
+        },
+        config={
+            "dataset_name": str(data),
+            "prior": f"local-dir:{prior}",
+            "output_dir": str(private / "runs" / "rela"),
+            "learning_rate": 0.001,
+            "eval_dataset_name": str(data),
+        },
+        results={
+            **json.loads((training_run / "eval_results.json").read_text()),
+            "encoder": str(private / "runs" / "rela" / "backbone"),
+            "dataset": {
+                "id": str(data),
+                "name": str(data),
+                "split": "test",
+                "num_samples": 200,
+                "num_train_samples": 500,
+            },
+        },
     )
     folder = build_hub_folder(training_run, tmp_path / "repo", repo_id="org/local")
     rendered = (folder / "README.md").read_text()
@@ -186,8 +206,7 @@ def test_no_local_path_appears_anywhere_in_the_card(training_run, tmp_path):
 
 def test_card_says_when_the_prior_was_randomly_initialised(training_run):
     summary = {**summary_of(training_run), "prior_pretrained": False}
-    card = render_model_card(training_run / "backbone", repo_id="org/random-prior",
-                             training_summary=summary)
+    card = render_model_card(training_run / "backbone", repo_id="org/random-prior", training_summary=summary)
     assert "`timm/resnet18.a1_in1k` with **randomly initialised** weights" in card.text
     assert "**randomly initialised** prior model" in card.text
     assert "carry no pretrained model's\n  knowledge" in card.text
@@ -197,8 +216,9 @@ def test_card_says_when_the_prior_was_randomly_initialised(training_run):
 
 def test_uses_and_limitations_name_the_data_the_prior_and_the_evaluated_split(training_run):
     results = json.loads((training_run / "eval_results.json").read_text())
-    card = render_model_card(training_run / "backbone", repo_id="org/x",
-                             training_summary=summary_of(training_run), eval_results=results)
+    card = render_model_card(
+        training_run / "backbone", repo_id="org/x", training_summary=summary_of(training_run), eval_results=results
+    )
     uses = card.text.split("## Uses")[1].split("## Limitations")[0]
     limits = card.text.split("## Limitations and biases")[1].split("## Training")[0]
     assert "**For**" in uses and "**Not for**" in uses and "no classifier" in uses
@@ -227,18 +247,28 @@ def test_card_tells_how_to_register_rela_hf_architectures(tmp_path):
     assert "import rela_hf.backbones" in card.text
 
 
-@pytest.mark.parametrize(("method", "title", "arxiv"), [
-    ("byol", "BYOL", "2006.07733"), ("dino", "DINO", "2104.14294"),
-    ("simclr", "SimCLR", "2002.05709"), ("supervised", "supervised training", "1512.03385"),
-])
+@pytest.mark.parametrize(
+    ("method", "title", "arxiv"),
+    [
+        ("byol", "BYOL", "2006.07733"),
+        ("dino", "DINO", "2104.14294"),
+        ("simclr", "SimCLR", "2002.05709"),
+        ("supervised", "supervised training", "1512.03385"),
+    ],
+)
 @pytest.mark.parametrize("use_rela", [True, False])
 def test_card_names_the_method_and_tags_it(training_run, method, title, arxiv, use_rela):
     summary = {**summary_of(training_run), "method": method, "use_rela": use_rela}
-    card = render_model_card(training_run / "backbone", repo_id=f"org/{method}",
-                             training_summary=summary)
+    card = render_model_card(training_run / "backbone", repo_id=f"org/{method}", training_summary=summary)
     self_supervised = method != "supervised"
-    expected_tags = [method, *(["self-supervised"] if self_supervised else []),
-                     *(["rela"] if use_rela else []), "image-feature-extraction", "timm", "rela-hf"]
+    expected_tags = [
+        method,
+        *(["self-supervised"] if self_supervised else []),
+        *(["rela"] if use_rela else []),
+        "image-feature-extraction",
+        "timm",
+        "rela-hf",
+    ]
     assert card.data.tags == expected_tags
     assert card.data.rela_hf["method"] == method and card.data.rela_hf["use_rela"] is use_rela
     assert f"[{title}](https://arxiv.org/abs/{arxiv})" in card.text
@@ -270,8 +300,13 @@ def test_model_index_never_publishes_a_local_path(training_run, tmp_path):
 def test_card_says_which_step_was_exported_and_why(training_run):
     """load_best_model_at_end: the repo holds the best checkpoint's weights; the card says so."""
     summary = json.loads((training_run / "training_summary.json").read_text())
-    summary.update(metric_for_best_model="knn_accuracy", best_step=600, best_metric_value=0.8361,
-                   exported_step=600, handover={"kind": "regularize", "steps": 0, "weight": 0.1})
+    summary.update(
+        metric_for_best_model="knn_accuracy",
+        best_step=600,
+        best_metric_value=0.8361,
+        exported_step=600,
+        handover={"kind": "regularize", "steps": 0, "weight": 0.1},
+    )
     card = render_model_card(training_run / "backbone", repo_id="org/best", training_summary=summary)
     text = str(card)
     assert "| weights in this repo | step 600: the best checkpoint by validation `knn_accuracy` (0.8361" in text

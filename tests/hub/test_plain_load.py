@@ -241,9 +241,7 @@ def test_every_preset_is_covered():
 def test_preset_student_is_timm_native_and_exports_without_warning(plain_loads, preset):
     export = plain_loads["exports"][preset]
     architecture = read_export_config(export["folder"])["architecture"]
-    assert is_timm_native(architecture), (
-        f"{preset} trains {architecture}, which timm does not define"
-    )
+    assert is_timm_native(architecture), f"{preset} trains {architecture}, which timm does not define"
     assert export["warnings"] == []
 
 

@@ -36,7 +36,8 @@ def _tree_digest(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with its sha256 and mtime: proof that nothing changed."""
     return {
         str(p.relative_to(folder)): f"{hashlib.sha256(p.read_bytes()).hexdigest()}:{p.stat().st_mtime_ns}"
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -119,8 +120,7 @@ class _ScriptedServer:
 
 def test_build_hub_folder_keeps_the_run_untouched_and_the_state_safe(training_run, tmp_path):
     before = _tree_digest(training_run)
-    folder = build_hub_folder(training_run, tmp_path / "repo", repo_id="org/x",
-                              include_training_state=True)
+    folder = build_hub_folder(training_run, tmp_path / "repo", repo_id="org/x", include_training_state=True)
     assert _tree_digest(training_run) == before
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     assert [f for f in files if f.endswith("config.json")] == ["config.json"]  # one, at the root
@@ -167,8 +167,14 @@ def _load_in_fresh_process(repo_id: str, tmp_path: Path) -> dict:
     script, out = tmp_path / "load.py", tmp_path / "features.pt"
     script.write_text(LOAD_IN_FRESH_PROCESS)
     env = {**os.environ, "HF_HOME": str(tmp_path / "fresh_hf_home")}  # nothing cached
-    run = subprocess.run([sys.executable, str(script), repo_id, str(out)], env=env,
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [sys.executable, str(script), repo_id, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return torch.load(out, weights_only=True)
 
@@ -182,8 +188,14 @@ def test_pushed_encoder_loads_in_a_fresh_process_with_timm_and_transformers(
     assert _tree_digest(training_run) == before  # the run's files were only read
 
     files = hub.files(repo_id)
-    assert {"config.json", "model.safetensors", "README.md", "training_curves.png",
-            "eval_results.json", "last-checkpoint/model.safetensors"} <= set(files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "training_curves.png",
+        "eval_results.json",
+        "last-checkpoint/model.safetensors",
+    } <= set(files)
     assert [p for p in files if p.endswith("config.json")] == ["config.json"]
     assert not [p for p in files if p.endswith(".pkl")]
     # one commit on top of the repo's initial one: the Hub never saw a partial upload
@@ -298,8 +310,7 @@ def test_a_commit_failing_mid_push_leaves_the_hub_unchanged(hub, hub_namespace, 
     try:
         commit = push_encoder(folder, repo_id, endpoint=proxy.url)
         # a second version whose files are uploaded but whose commit is refused: main keeps the first
-        export_backbone(timm.create_model("test_resnet", num_classes=0), folder,
-                        pretrained_cfg={"tag": "second"})
+        export_backbone(timm.create_model("test_resnet", num_classes=0), folder, pretrained_cfg={"tag": "second"})
         proxy.fail("/commit/", times=10, status=502)
         with pytest.raises(PushError, match=rf"(?s){repo_id}.*502"):
             push_encoder(folder, repo_id, endpoint=proxy.url)

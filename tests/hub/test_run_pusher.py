@@ -34,8 +34,9 @@ def _next_save(run, step: int, *, export: bool = True) -> None:
     shutil.rmtree(old)
     if export:
         torch.manual_seed(step)
-        export_backbone(timm.create_model("test_resnet", num_classes=0), run / "backbone",
-                        pretrained_cfg={"tag": f"step-{step}"})
+        export_backbone(
+            timm.create_model("test_resnet", num_classes=0), run / "backbone", pretrained_cfg={"tag": f"step-{step}"}
+        )
     summary = json.loads((run / "training_summary.json").read_text())
     (run / "training_summary.json").write_text(json.dumps({**summary, "steps": step, "checkpoint": new.name}))
     with (run / "history.jsonl").open("a") as history:
@@ -55,7 +56,8 @@ def test_a_push_at_a_save_returns_before_the_upload_and_pushes_a_snapshot(hub, h
         commit = future.result(timeout=60)
     files = hub.files(repo_id)
     assert hub.commits(repo_id)[0].oid == commit.oid and _commit_titles(hub, repo_id) == [
-        "Training in progress, step 1000"]
+        "Training in progress, step 1000"
+    ]
     # what was staged at the save, not what the run holds now
     assert files["last-checkpoint/model.safetensors"] == pushed["model.safetensors"]
     assert files["last-checkpoint/run_state.json"] == pushed["run_state.json"]
@@ -96,7 +98,10 @@ def test_always_push_queues_every_save_in_order(hub, hub_namespace, training_run
             _next_save(training_run, step, export=False)
         pusher.push_final(training_run / "checkpoint-2000")
     assert _commit_titles(hub, repo_id) == [
-        "Training in progress, step 1000", "Training in progress, step 1500", "End of training"]
+        "Training in progress, step 1000",
+        "Training in progress, step 1500",
+        "End of training",
+    ]
     assert json.loads(hub.files(repo_id)["last-checkpoint/run_state.json"])["step"] == 2000
 
 
@@ -123,8 +128,9 @@ def test_a_failed_background_push_is_logged_and_the_next_save_pushes(hub, hub_na
     assert not list(training_run.glob(f"{STAGING_PREFIX}*"))
 
 
-def test_snapshots_of_a_killed_run_are_removed_and_the_token_stays_home(hub, hub_namespace, training_run,
-                                                                         caplog, capfd):
+def test_snapshots_of_a_killed_run_are_removed_and_the_token_stays_home(
+    hub, hub_namespace, training_run, caplog, capfd
+):
     stale = training_run / f"{STAGING_PREFIX}killed" / "run"
     stale.mkdir(parents=True)
     (stale / "model.safetensors").write_bytes(b"half")

@@ -105,8 +105,10 @@ def test_byol_loss_in_fp16_is_float32():
     p1, p2, z1, z2 = (torch.randn(4, 8).half() for _ in range(4))
     assert byol_loss(p1, p2, z1, z2).dtype == torch.float32
 
+
 def _transcribed_byol_loss(p1, p2, z1, z2) -> float:
     """BYOL eq. 2 with the official ReLA scaling: 0.5 * [mean_i -cos(p1_i, z2_i) + mean_i -cos(p2_i, z1_i)]."""
+
     def cos(u, v):
         return sum(a * b for a, b in zip(u, v, strict=True)) / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
 
@@ -118,14 +120,18 @@ def test_byol_loss_matches_the_transcription_values_and_gradients():
     generator = torch.Generator().manual_seed(3)
     p1, p2, z1, z2 = (torch.randn(4, 3, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(4))
     loss = byol_loss(p1, p2, z1, z2)
-    assert loss.item() == pytest.approx(_transcribed_byol_loss(p1.tolist(), p2.tolist(), z1.tolist(), z2.tolist()), rel=1e-6)
+    assert loss.item() == pytest.approx(
+        _transcribed_byol_loss(p1.tolist(), p2.tolist(), z1.tolist(), z2.tolist()), rel=1e-6
+    )
     loss.backward()
     assert z1.grad is None and z2.grad is None  # stop-gradient into the targets
     eps = 1e-6
     for tensor, which in ((p1, 0), (p2, 1)):
         for i, d in ((0, 0), (3, 2)):
+
             def at(delta, which=which, i=i, d=d):
                 values = [p1.detach().tolist(), p2.detach().tolist()]
                 values[which][i][d] += delta
                 return _transcribed_byol_loss(values[0], values[1], z1.tolist(), z2.tolist())
+
             assert tensor.grad[i, d].item() == pytest.approx((at(eps) - at(-eps)) / (2 * eps), abs=1e-5)

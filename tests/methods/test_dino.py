@@ -40,24 +40,26 @@ def transcribed_dino_loss(teacher, student, center, teacher_temp, student_temp):
 def test_loss_matches_the_transcription_values_and_gradients(local_views):
     generator = torch.Generator().manual_seed(0)
     teacher = [torch.randn(3, 5, generator=generator, dtype=torch.float64) for _ in range(2)]
-    student = [torch.randn(3, 5, generator=generator, dtype=torch.float64, requires_grad=True)
-               for _ in range(2 + local_views)]
+    student = [
+        torch.randn(3, 5, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(2 + local_views)
+    ]
     criterion = DINOLoss(5, teacher_temp=0.07, student_temp=0.2).double()
     criterion.center.copy_(torch.randn(1, 5, generator=generator, dtype=torch.float64))
     center = criterion.center[0].tolist()
     loss = criterion(teacher, student, step=0)
-    expected = transcribed_dino_loss([t.tolist() for t in teacher], [s.tolist() for s in student],
-                                     center, 0.07, 0.2)
+    expected = transcribed_dino_loss([t.tolist() for t in teacher], [s.tolist() for s in student], center, 0.07, 0.2)
     assert loss.item() == pytest.approx(expected, rel=1e-9)
     loss.backward()
     # gradients of the transcription, by central differences on the student outputs
     eps = 1e-6
     for view in range(len(student)):
         for b, k in ((0, 0), (2, 4), (1, 2)):
+
             def at(delta, view=view, b=b, k=k):
                 values = [s.detach().tolist() for s in student]
                 values[view][b][k] += delta
                 return transcribed_dino_loss([t.tolist() for t in teacher], values, center, 0.07, 0.2)
+
             numeric = (at(eps) - at(-eps)) / (2 * eps)
             assert student[view].grad[b, k].item() == pytest.approx(numeric, abs=1e-7)
 
@@ -86,8 +88,9 @@ def test_teacher_temperature_warms_up_linearly_then_stays():
     teacher = [torch.randn(2, 4, generator=generator, dtype=torch.float64) for _ in range(2)]
     student = [torch.randn(2, 4, generator=generator, dtype=torch.float64) for _ in range(2)]
     loss = criterion.double()(teacher, student, step=15)
-    expected = transcribed_dino_loss([t.tolist() for t in teacher], [s.tolist() for s in student],
-                                     [0.0] * 4, 0.055, 0.1)
+    expected = transcribed_dino_loss(
+        [t.tolist() for t in teacher], [s.tolist() for s in student], [0.0] * 4, 0.055, 0.1
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-9)
     official = DINOLoss(4)  # the official ReLA code: 0.04 throughout
     assert official.teacher_temperature(0) == official.teacher_temperature(10**6) == 0.04
@@ -134,11 +137,13 @@ def test_bad_options_are_named():
     with pytest.raises(ValueError, match=r"Unknown dino option\(s\) \['temperature'\]"):
         DINO(create_backbone("test_resnet"), {"temperature": 0.1})
 
+
 def test_freeze_last_layer_keeps_the_last_layer_fixed_for_the_first_steps():
     """DINO's freeze_last_layer through the method's hook before the optimizer step."""
     backbone = create_backbone("test_resnet", cifar_stem=True)
-    dino = build_method("dino", backbone, {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8,
-                                           "freeze_last_layer_steps": 2})
+    dino = build_method(
+        "dino", backbone, {"out_dim": 32, "hidden_dim": 16, "bottleneck_dim": 8, "freeze_last_layer_steps": 2}
+    )
     views = [torch.randn(4, 3, 32, 32) for _ in range(2)]
     last = [p for p in dino.head.last_layer.parameters() if p.requires_grad]
     for step, frozen in ((0, True), (1, True), (2, False)):

@@ -41,10 +41,12 @@ def test_nt_xent_matches_the_transcription_values_and_gradients(temperature):
     eps = 1e-6
     for tensor, which in ((z1, 0), (z2, 1)):
         for i, d in ((0, 0), (4, 2), (2, 1)):
+
             def at(delta, which=which, i=i, d=d):
                 values = [z1.detach().tolist(), z2.detach().tolist()]
                 values[which][i][d] += delta
                 return transcribed_nt_xent(values[0], values[1], temperature)
+
             assert tensor.grad[i, d].item() == pytest.approx((at(eps) - at(-eps)) / (2 * eps), abs=1e-5)
 
 

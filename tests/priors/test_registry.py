@@ -34,15 +34,16 @@ def torchvision_loader():
         config = request.source.config
         model = getattr(torchvision.models, config["architecture"])(num_classes=config["width"])
         size = request.image_size or 32
-        return LoadedPrior(model, None, official_preprocessing(size), official_transform(size),
-                           _torchvision_pooled)
+        return LoadedPrior(model, None, official_preprocessing(size), official_transform(size), _torchvision_pooled)
 
     yield load_torchvision_prior
     del _LOADERS["torchvision"]
 
 
 def test_a_registered_loader_is_found_by_config_and_by_name(torchvision_loader, tmp_path, cifar10_images):
-    (tmp_path / "config.json").write_text(json.dumps({"library": "torchvision", "architecture": "resnet18", "width": 24}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"library": "torchvision", "architecture": "resnet18", "width": 24})
+    )
     assert prior_libraries()[-1] == "torchvision"
     torch.manual_seed(0)
     prior = load_prior(str(tmp_path), image_size=32)  # library="auto": the loader claims the config

@@ -67,9 +67,7 @@ def test_a_text_model_is_not_an_image_prior(tmp_path):
 
 def test_custom_code_needs_trust_remote_code(tmp_path):
     (tmp_path / "config.json").write_text(
-        json.dumps(
-            {"model_type": "my_custom_encoder", "auto_map": {"AutoModel": "modeling.MyEncoder"}}
-        )
+        json.dumps({"model_type": "my_custom_encoder", "auto_map": {"AutoModel": "modeling.MyEncoder"}})
     )
     with pytest.raises(UnsupportedPriorError, match="trust_remote_code=True"):
         load_prior(str(tmp_path))

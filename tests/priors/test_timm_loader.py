@@ -74,9 +74,7 @@ def test_grayscale_rgba_and_palette_images_are_converted_to_rgb(images, fashion_
     assert prior.transform(grey[0]).shape == (3, 32, 32)
     torch.testing.assert_close(prior.embed(grey), prior.embed([g.convert("RGB") for g in grey]))
     torch.testing.assert_close(prior.embed(rgba), prior.embed(images[:4]))
-    torch.testing.assert_close(
-        prior.embed(palette), prior.embed([p.convert("RGB") for p in palette])
-    )
+    torch.testing.assert_close(prior.embed(palette), prior.embed([p.convert("RGB") for p in palette]))
 
 
 def test_official_preprocessing_is_resize_centre_crop_imagenet_normalisation(images):
@@ -86,9 +84,7 @@ def test_official_preprocessing_is_resize_centre_crop_imagenet_normalisation(ima
     assert tuple(prior.preprocessing["mean"]) == IMAGENET_MEAN
     assert tuple(prior.preprocessing["std"]) == IMAGENET_STD
 
-    reference = T.Compose(
-        [T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    reference = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     wide = images[0].resize((48, 32))  # not square: the shorter side is resized, then cropped
     for image in (images[0], wide):
         torch.testing.assert_close(prior.transform(image), reference(image))
@@ -121,9 +117,7 @@ def test_timm_folder_loaded_with_transformers_gives_the_same_embeddings(timm_fol
     assert hf_prior.embed_dim == timm_prior.embed_dim
     pixels = timm_prior.preprocess(images[:4])
     torch.testing.assert_close(hf_prior.preprocess(images[:4]), pixels)
-    torch.testing.assert_close(
-        hf_prior.embed(pixels), timm_prior.embed(pixels), rtol=1e-5, atol=1e-5
-    )
+    torch.testing.assert_close(hf_prior.embed(pixels), timm_prior.embed(pixels), rtol=1e-5, atol=1e-5)
 
 
 def test_fingerprint_tells_random_priors_apart():
@@ -134,9 +128,7 @@ def test_fingerprint_tells_random_priors_apart():
     torch.manual_seed(1)
     other = load_prior("test_resnet", pretrained=False)
     assert first.fingerprint == same.fingerprint != other.fingerprint
-    assert (
-        first.fingerprint != load_prior("test_resnet", pretrained=False, image_size=32).fingerprint
-    )
+    assert first.fingerprint != load_prior("test_resnet", pretrained=False, image_size=32).fingerprint
 
 
 def test_to_moves_the_model_and_returns_the_prior(images):

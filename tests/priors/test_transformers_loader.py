@@ -63,9 +63,7 @@ def test_half_precision_checkpoint_loads_as_float32(tmp_path, images):
 def test_clip_prior_is_the_projected_image_embedding_of_the_vision_tower(tmp_path, images):
     torch.manual_seed(0)
     clip = transformers.CLIPModel(tiny_clip_config()).eval()
-    processor = transformers.CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    )
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     clip.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
 

@@ -43,10 +43,13 @@ def image_folder_with(tmp_path, fashion_mnist_slice, bad: dict[str, bytes]):
     return root
 
 
-@pytest.mark.parametrize("bad", [
-    {"zero_bytes.png": b""},
-    {"corrupt.png": b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"zero_bytes.png": b""},
+        {"corrupt.png": b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4},
+    ],
+)
 def test_unreadable_images_are_refused_before_training(bad, fashion_mnist_slice, tmp_path):
     good = png(fashion_mnist_slice[0]["image"])
     truncated = {"truncated.png": good[: len(good) // 2]}
@@ -94,8 +97,16 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(rela_data, tmp_path):
     weights.write_bytes(data)
     optimizer.write_bytes(optimizer.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match=r"optimizer.bin is damaged"):
-        recipe.main(args(rela_data, output_dir, "--max_train_steps", "10", "--resume_from_checkpoint",
-                         str(output_dir / "checkpoint-10")))
+        recipe.main(
+            args(
+                rela_data,
+                output_dir,
+                "--max_train_steps",
+                "10",
+                "--resume_from_checkpoint",
+                str(output_dir / "checkpoint-10"),
+            )
+        )
     reset_accelerate()
 
 
@@ -104,8 +115,16 @@ def test_a_checkpoint_of_another_run_is_refused(rela_data, tmp_path):
         recipe.main(args(rela_data, tmp_path / "a", "--max_train_steps", "5"))
     reset_accelerate()
     with pytest.raises(CheckpointError, match=r"another config.*learning_rate"):
-        recipe.main(args(rela_data, tmp_path / "b", "--learning_rate", "0.5",
-                         "--resume_from_checkpoint", str(tmp_path / "a" / "checkpoint-5")))
+        recipe.main(
+            args(
+                rela_data,
+                tmp_path / "b",
+                "--learning_rate",
+                "0.5",
+                "--resume_from_checkpoint",
+                str(tmp_path / "a" / "checkpoint-5"),
+            )
+        )
     reset_accelerate()
     assert not (tmp_path / "b").exists()
 
@@ -116,9 +135,24 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(use_rela, r
     holds finite weights, and nothing is exported (or pushed, which comes after the export)."""
     output_dir = tmp_path / "run"
     with one_thread(), pytest.raises(TrainingDiverged, match=r"diverged|no longer finite"):
-        recipe.main(args(rela_data, output_dir, "--use_rela", use_rela, "--learning_rate", "1e6",
-                         "--max_train_steps", "40", "--checkpointing_steps", "1", "--logging_steps", "1",
-                         "--checkpoints_total_limit", "50"))
+        recipe.main(
+            args(
+                rela_data,
+                output_dir,
+                "--use_rela",
+                use_rela,
+                "--learning_rate",
+                "1e6",
+                "--max_train_steps",
+                "40",
+                "--checkpointing_steps",
+                "1",
+                "--logging_steps",
+                "1",
+                "--checkpoints_total_limit",
+                "50",
+            )
+        )
     reset_accelerate()
     checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert checkpoints and not list(output_dir.glob("*.tmp"))
@@ -133,20 +167,53 @@ def test_unreadable_images_can_be_checked_off_for_known_good_data(fashion_mnist_
     """--verify_images false skips the upfront decode (huge known-good datasets); the policy
     stays no silent skip: a bad image then stops the run where it is read, naming its row."""
     data = tmp_path / "data"
-    datasets.Dataset.from_dict({"image": [fashion_mnist_slice[i]["image"] for i in range(16)]},
-                               features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(data))
+    datasets.Dataset.from_dict(
+        {"image": [fashion_mnist_slice[i]["image"] for i in range(16)]},
+        features=datasets.Features({"image": datasets.Image()}),
+    ).save_to_disk(str(data))
     with one_thread():
-        summary = recipe.main(args(data, tmp_path / "out", "--use_rela", "false", "--max_train_steps", "2",
-                                   "--verify_images", "false", "--label_column", "none"))
+        summary = recipe.main(
+            args(
+                data,
+                tmp_path / "out",
+                "--use_rela",
+                "false",
+                "--max_train_steps",
+                "2",
+                "--verify_images",
+                "false",
+                "--label_column",
+                "none",
+            )
+        )
     reset_accelerate()
     assert summary.steps == 2
     bad = tmp_path / "bad"
     images = [{"bytes": png(fashion_mnist_slice[i]["image"]), "path": None} for i in range(16)]
     images[5] = {"bytes": b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4, "path": None}
-    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(str(bad))
-    with one_thread(), pytest.raises(ValueError, match=r"Row 5 of the training data.*cannot be decoded.*--verify_images true"):
-        recipe.main(args(bad, tmp_path / "out_bad", "--use_rela", "false", "--max_train_steps", "2",
-                         "--verify_images", "false", "--label_column", "none", "--per_device_train_batch_size", "16"))
+    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(
+        str(bad)
+    )
+    with (
+        one_thread(),
+        pytest.raises(ValueError, match=r"Row 5 of the training data.*cannot be decoded.*--verify_images true"),
+    ):
+        recipe.main(
+            args(
+                bad,
+                tmp_path / "out_bad",
+                "--use_rela",
+                "false",
+                "--max_train_steps",
+                "2",
+                "--verify_images",
+                "false",
+                "--label_column",
+                "none",
+                "--per_device_train_batch_size",
+                "16",
+            )
+        )
     reset_accelerate()
 
 

@@ -24,9 +24,21 @@ def test_validation_rows_never_train():
 @pytest.mark.parametrize("metric", ["knn_accuracy", "linear_probe_accuracy"])
 def test_the_best_checkpoint_is_kept_and_exported(metric, rela_data, tmp_path):
     output_dir = tmp_path / "best"
-    summary = recipe.main(args(rela_data, output_dir, "--load_best_model_at_end", "--metric_for_best_model", metric,
-                               "--train_val_split", "0.25", "--checkpoints_total_limit", "1",
-                               "--per_device_train_batch_size", "8"))
+    summary = recipe.main(
+        args(
+            rela_data,
+            output_dir,
+            "--load_best_model_at_end",
+            "--metric_for_best_model",
+            metric,
+            "--train_val_split",
+            "0.25",
+            "--checkpoints_total_limit",
+            "1",
+            "--per_device_train_batch_size",
+            "8",
+        )
+    )
     history = [json.loads(line) for line in (output_dir / "history.jsonl").read_text().splitlines()]
     values = {r["step"]: r[f"eval/validation_{metric}"] for r in history if f"eval/validation_{metric}" in r}
     assert sorted(values) == [5, 10, 15, 20]  # every checkpoint and the end
@@ -48,8 +60,9 @@ def test_best_model_needs_labels(rela_data, tmp_path):
         recipe.main(args(rela_data, tmp_path / "x", "--load_best_model_at_end", "--label_column", "none"))
 
 
-@pytest.mark.parametrize(("handover", "extra"), [("fade", ["--handover_steps", "4"]),
-                                                  ("regularize", ["--handover_weight", "0.5"])])
+@pytest.mark.parametrize(
+    ("handover", "extra"), [("fade", ["--handover_steps", "4"]), ("regularize", ["--handover_weight", "0.5"])]
+)
 def test_soft_hand_overs_keep_the_rela_loss_after_the_switch(handover, extra, rela_data, tmp_path):
     output_dir = tmp_path / handover
     summary = recipe.main(args(rela_data, output_dir, "--handover", handover, *extra, "--logging_steps", "1"))
@@ -63,8 +76,10 @@ def test_soft_hand_overs_keep_the_rela_loss_after_the_switch(handover, extra, re
 def test_batched_views_train_through_the_trainer_and_resume_the_same(rela_data, tmp_path):
     """view_pipeline batched: 8-bit images from the workers, the views made on the device, both
     phases; seeded per row, so the same run twice gives the same weights."""
-    runs = [recipe.main(args(rela_data, tmp_path / name, "--view_pipeline", "batched", "--max_train_steps", "8"))
-            for name in ("a", "b")]
+    runs = [
+        recipe.main(args(rela_data, tmp_path / name, "--view_pipeline", "batched", "--max_train_steps", "8"))
+        for name in ("a", "b")
+    ]
     assert all(run.switch_step == 2 and run.steps == 8 for run in runs)
     a = load_file(tmp_path / "a" / "checkpoint-8" / "model.safetensors")
     b = load_file(tmp_path / "b" / "checkpoint-8" / "model.safetensors")

@@ -54,7 +54,9 @@ def test_one_process_run_passes_both_phases_and_exports_the_encoder(finished_run
     assert {"rela_loss", "byol_loss", "classifier_accuracy"} <= set(summary.final_metrics)
     assert json.loads((output_dir / "training_summary.json").read_text()) == summary.to_dict()
     assert [p.name for p in sorted(output_dir.glob("checkpoint-*"))] == [
-        "checkpoint-10", "checkpoint-15", "checkpoint-20"
+        "checkpoint-10",
+        "checkpoint-15",
+        "checkpoint-20",
     ]
     state = read_run_state(output_dir / "checkpoint-20")
     assert state["switch"]["switch_step"] == 6 and state["epoch"] == 2 and state["batch_in_epoch"] == 4
@@ -113,13 +115,39 @@ def test_two_processes_with_targets_from_a_prior(plain_data, random_prior, tmp_p
     is used with ACCELERATE_USE_CPU=1 (Accelerate then picks MULTI_CPU + gloo)."""
     output_dir = tmp_path / "two_processes"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(free_port()), str(RECIPE),
-        *args(plain_data, output_dir, "--prior", str(random_prior), "--prior_image_size", "32",
-              "--target_dim", str(K), "--per_device_train_batch_size", "4",
-              "--gradient_accumulation_steps", "2", "--max_train_steps", "8",
-              "--checkpointing_steps", "4"),
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(RECIPE),
+        *args(
+            plain_data,
+            output_dir,
+            "--prior",
+            str(random_prior),
+            "--prior_image_size",
+            "32",
+            "--target_dim",
+            str(K),
+            "--per_device_train_batch_size",
+            "4",
+            "--gradient_accumulation_steps",
+            "2",
+            "--max_train_steps",
+            "8",
+            "--checkpointing_steps",
+            "4",
+        ),
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -138,8 +166,18 @@ def test_two_processes_with_targets_from_a_prior(plain_data, random_prior, tmp_p
 
 def test_byol_baseline_needs_no_targets(plain_data, tmp_path):
     summary = recipe.main(
-        args(plain_data, tmp_path / "byol", "--method", "byol", "--use_rela", "false", "--max_train_steps", "3",
-             "--label_column", "none")
+        args(
+            plain_data,
+            tmp_path / "byol",
+            "--method",
+            "byol",
+            "--use_rela",
+            "false",
+            "--max_train_steps",
+            "3",
+            "--label_column",
+            "none",
+        )
     )
     assert summary.switch_step is None and summary.phase == "byol"
     assert "classifier_accuracy" not in summary.final_metrics
@@ -148,8 +186,16 @@ def test_byol_baseline_needs_no_targets(plain_data, tmp_path):
 
 def test_adaptive_switch_waits_for_the_loss_to_flatten(rela_data, tmp_path):
     summary = recipe.main(
-        args(rela_data, tmp_path / "adaptive", "--switch_rule", "adaptive",
-             "--max_train_steps", "4", "--gradient_accumulation_steps", "2")
+        args(
+            rela_data,
+            tmp_path / "adaptive",
+            "--switch_rule",
+            "adaptive",
+            "--max_train_steps",
+            "4",
+            "--gradient_accumulation_steps",
+            "2",
+        )
     )
     # from fast=1, slow=2 the adaptive rule cannot fire before ~528 optimizer steps
     assert summary.switch_step is None and summary.phase == "rela"
@@ -189,8 +235,16 @@ def test_output_dir_of_another_run_is_refused(finished_run, rela_data):
     with pytest.raises(OutputDirError, match="--resume_from_checkpoint latest"):
         recipe.main(args(rela_data, output_dir, "--report_to", "tensorboard"))
     with pytest.raises(CheckpointError, match="another config"):
-        recipe.main(args(rela_data, output_dir / "elsewhere", "--learning_rate", "0.01",
-                         "--resume_from_checkpoint", str(output_dir / "checkpoint-20")))
+        recipe.main(
+            args(
+                rela_data,
+                output_dir / "elsewhere",
+                "--learning_rate",
+                "0.01",
+                "--resume_from_checkpoint",
+                str(output_dir / "checkpoint-20"),
+            )
+        )
 
 
 def test_unknown_config_keys_are_refused(tmp_path):

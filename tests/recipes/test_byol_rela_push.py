@@ -37,13 +37,37 @@ def test_trainer_push_to_hub_publishes_the_run(hub, hub_namespace, fashion_mnist
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        summary = recipe.main([
-            "--dataset_name", str(data), "--output_dir", str(tmp_path / "run"),
-            "--backbone", "test_resnet", "--image_size", "32", "--method", "byol",
-            "--per_device_train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "1",
-            "--use_rela", "false", "--checkpointing_steps", "4", "--dataloader_num_workers", "0",
-            "--report_to", "none", "--push_to_hub", "--hub_model_id", repo_id,
-        ])
+        summary = recipe.main(
+            [
+                "--dataset_name",
+                str(data),
+                "--output_dir",
+                str(tmp_path / "run"),
+                "--backbone",
+                "test_resnet",
+                "--image_size",
+                "32",
+                "--method",
+                "byol",
+                "--per_device_train_batch_size",
+                "8",
+                "--max_train_steps",
+                "4",
+                "--logging_steps",
+                "1",
+                "--use_rela",
+                "false",
+                "--checkpointing_steps",
+                "4",
+                "--dataloader_num_workers",
+                "0",
+                "--report_to",
+                "none",
+                "--push_to_hub",
+                "--hub_model_id",
+                repo_id,
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
         AcceleratorState._reset_state(True)
@@ -91,8 +115,18 @@ def test_training_goes_on_during_slow_pushes_and_the_hub_ends_with_the_final_sta
     """--hub_strategy checkpoint --hub_always_push on a Hub whose commits are slow: the loop trains
     on while a push uploads, every save is pushed in order, the final push waits for them."""
     repo_id = f"{hub_namespace}/slow-pushes"
-    options = recipe.parse_args(args(rela_data, tmp_path / "run", "--push_to_hub", "--hub_model_id", repo_id,
-                                     "--hub_strategy", "checkpoint", "--hub_always_push"))
+    options = recipe.parse_args(
+        args(
+            rela_data,
+            tmp_path / "run",
+            "--push_to_hub",
+            "--hub_model_id",
+            repo_id,
+            "--hub_strategy",
+            "checkpoint",
+            "--hub_always_push",
+        )
+    )
     trainer = StepObserver(options)
     with hub.slowed(COMMIT_DELAY, "/commit/"):
         summary = trainer.train()
@@ -101,7 +135,8 @@ def test_training_goes_on_during_slow_pushes_and_the_hub_ends_with_the_final_sta
     assert trainer.uploading_at_step[6] >= 1
     assert not trainer.publisher.pusher.in_flight  # the final push waited for all of them
     assert _commit_titles(hub, repo_id) == [f"Training in progress, step {step}" for step in (5, 10, 15)] + [
-        "End of training"]
+        "End of training"
+    ]
     files, run = hub.files(repo_id), tmp_path / "run"
     assert files["model.safetensors"] == (run / "backbone" / "model.safetensors").read_bytes()
     for name in ("model.safetensors", "optimizer.bin", "run_state.json"):
@@ -131,13 +166,19 @@ def test_a_run_killed_mid_push_resumes_from_the_hub_copy_bitwise(hub, hub_namesp
     first = tmp_path / "first_machine"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread, like the reference run (same sums)
     with hub.slowed(COMMIT_DELAY, "/commit/"):
-        process = subprocess.Popen([sys.executable, str(RECIPE), *args(rela_data, first, *hub_args)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, str(RECIPE), *args(rela_data, first, *hub_args)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
         def mid_push() -> bool:  # step 5 is on the Hub, a later save is staged and not committed yet
             titles = _commit_titles(hub, repo_id)
             staged = [path.name.split("-")[1] for path in first.glob(".hub-push-*/run/checkpoint-*")]
             return "Training in progress, step 5" in titles and any(
-                f"Training in progress, step {step}" not in titles for step in staged)
+                f"Training in progress, step {step}" not in titles for step in staged
+            )
 
         try:
             _wait_for(lambda: process.poll() is not None or mid_push())
@@ -171,11 +212,14 @@ def test_a_repo_pushed_by_rela_hf_0_2_still_resumes_from_training_state(hub, hub
     reset_accelerate()
     repo_id = f"{hub_namespace}/former-layout"
     checkpoint = tmp_path / "first" / "checkpoint-15"
-    hub.put_files(repo_id, {f"training_state/{path.name}": path.read_bytes()
-                            for path in checkpoint.iterdir() if path.suffix != ".pkl"})
+    hub.put_files(
+        repo_id,
+        {f"training_state/{path.name}": path.read_bytes() for path in checkpoint.iterdir() if path.suffix != ".pkl"},
+    )
     with pytest.warns(FutureWarning, match="training_state/"):
-        summary = recipe.main(args(rela_data, tmp_path / "second", "--hub_model_id", repo_id,
-                                   "--resume_from_checkpoint", "hub"))
+        summary = recipe.main(
+            args(rela_data, tmp_path / "second", "--hub_model_id", repo_id, "--resume_from_checkpoint", "hub")
+        )
     reset_accelerate()
     assert summary.steps == 20
     resumed = load_file(tmp_path / "second" / "checkpoint-20" / "model.safetensors")
@@ -195,14 +239,28 @@ def test_resume_from_a_hub_repo_without_state_is_refused(hub, hub_namespace, rel
 def test_online_knn_monitor_logs_to_history_and_card_and_changes_nothing(fashion_mnist_slice, tmp_path):
     recipe = load_recipe("byol_rela")
     data = tmp_path / "data"
-    datasets.DatasetDict({"train": fashion_mnist_slice,
-                          "test": fashion_mnist_dataset("test", limit=40, seed=0)}).save_to_disk(str(data))
+    datasets.DatasetDict(
+        {"train": fashion_mnist_slice, "test": fashion_mnist_dataset("test", limit=40, seed=0)}
+    ).save_to_disk(str(data))
     common = ["--method", "baseline", "--max_train_steps", "6", "--logging_steps", "2"]
     with one_thread():
         plain = recipe.main(args(data, tmp_path / "plain", *common))
         reset_accelerate()
-        monitored = recipe.main(args(data, tmp_path / "monitored", *common, "--eval_split", "test",
-                                     "--eval_steps", "3", "--eval_max_samples", "40", "--eval_bank_max_samples", "64"))
+        monitored = recipe.main(
+            args(
+                data,
+                tmp_path / "monitored",
+                *common,
+                "--eval_split",
+                "test",
+                "--eval_steps",
+                "3",
+                "--eval_max_samples",
+                "40",
+                "--eval_bank_max_samples",
+                "64",
+            )
+        )
     reset_accelerate()
     history = read_training_history(tmp_path / "monitored")
     knn = {r["step"]: r["eval/knn_accuracy"] for r in history if "eval/knn_accuracy" in r}

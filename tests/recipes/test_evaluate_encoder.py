@@ -41,11 +41,22 @@ def test_evaluate_encoder_recipe_writes_results_next_to_a_training_run(
     export_backbone(tiny_encoder, run / "backbone", data_config=official_data_config(32))
     (run / "training_summary.json").write_text("{}")
     recipe = load_recipe("evaluate_encoder")
-    results = recipe.main([
-        "--model_name_or_path", str(run / "backbone"), "--dataset_name", "offline:fashion_mnist",
-        "--max_train_samples", "40", "--max_eval_samples", "20", "--probe_epochs", "3",
-        "--per_device_eval_batch_size", "20",
-    ])
+    results = recipe.main(
+        [
+            "--model_name_or_path",
+            str(run / "backbone"),
+            "--dataset_name",
+            "offline:fashion_mnist",
+            "--max_train_samples",
+            "40",
+            "--max_eval_samples",
+            "20",
+            "--probe_epochs",
+            "3",
+            "--per_device_eval_batch_size",
+            "20",
+        ]
+    )
     written = read_eval_results(run / "eval_results.json")
     assert written == json.loads(json.dumps(results))
     assert written["dataset"]["num_train_samples"] == 40 and written["dataset"]["num_samples"] == 20

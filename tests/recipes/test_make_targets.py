@@ -41,17 +41,11 @@ def targets_of(dataset, column: str = "rela_target") -> np.ndarray:
 
 def assert_whitened(targets: np.ndarray) -> None:
     np.testing.assert_allclose(targets.mean(axis=0), 0.0, atol=1e-4)
-    np.testing.assert_allclose(
-        np.cov(targets, rowvar=False, bias=True), np.eye(targets.shape[1]), atol=1e-4
-    )
+    np.testing.assert_allclose(np.cov(targets, rowvar=False, bias=True), np.eye(targets.shape[1]), atol=1e-4)
 
 
-def test_save_to_disk_folder_in_output_dir_out(
-    make_targets, prior_folder, fashion_mnist_slice, tmp_path
-):
-    datasets.DatasetDict({"train": fashion_mnist_slice}).save_to_disk(
-        str(tmp_path / "fashion_mnist")
-    )
+def test_save_to_disk_folder_in_output_dir_out(make_targets, prior_folder, fashion_mnist_slice, tmp_path):
+    datasets.DatasetDict({"train": fashion_mnist_slice}).save_to_disk(str(tmp_path / "fashion_mnist"))
     result = make_targets.main(
         [
             "--dataset_name",
@@ -73,17 +67,12 @@ def test_save_to_disk_folder_in_output_dir_out(
     assert out.column_names == ["image", "label", "rela_target"]
     assert_whitened(targets_of(out))
     record = json.loads((tmp_path / "out" / INFO_FILENAME).read_text())
-    assert record["prior"]["name"] == prior_folder and record["prior"]["preprocessing"][
-        "input_size"
-    ] == [3, 64, 64]
+    assert record["prior"]["name"] == prior_folder and record["prior"]["preprocessing"]["input_size"] == [3, 64, 64]
     assert record["source"]["id"] == "fashion_mnist" and record["source"]["split"] == "train"
     assert record["prior"]["pretrained"] is True
     assert "randomly initialised" not in (tmp_path / "out" / "README.md").read_text()
     assert (tmp_path / "out" / WHITENING_FILENAME).exists()
-    assert (
-        DatasetCard.load(tmp_path / "out" / "README.md").data.rela_targets[0]["n_components"] == 24
-    )
-
+    assert DatasetCard.load(tmp_path / "out" / "README.md").data.rela_targets[0]["n_components"] == 24
 
 
 def test_random_prior_is_seeded_and_recorded(make_targets, fashion_mnist_slice, tmp_path):
@@ -92,9 +81,21 @@ def test_random_prior_is_seeded_and_recorded(make_targets, fashion_mnist_slice, 
 
     def run(seed: int, out: str) -> np.ndarray:
         make_targets.main(
-            ["--dataset_name", str(tmp_path / "fm"), "--prior", "test_resnet", "--prior_random_init",
-             "--seed", str(seed), "--prior_image_size", "32", "--target_dim", "8", "--output_dir",
-             str(tmp_path / out)]
+            [
+                "--dataset_name",
+                str(tmp_path / "fm"),
+                "--prior",
+                "test_resnet",
+                "--prior_random_init",
+                "--seed",
+                str(seed),
+                "--prior_image_size",
+                "32",
+                "--target_dim",
+                "8",
+                "--output_dir",
+                str(tmp_path / out),
+            ]
         )
         return targets_of(datasets.load_from_disk(str(tmp_path / out)))
 
@@ -103,6 +104,7 @@ def test_random_prior_is_seeded_and_recorded(make_targets, fashion_mnist_slice, 
     assert np.abs(first - other).max() > 0.1
     assert load_rela_targets_info(tmp_path / "a").prior.pretrained is False
     assert "**randomly initialised** weights" in (tmp_path / "a" / "README.md").read_text()
+
 
 def test_image_folder_targets_only(make_targets, prior_folder, cifar10_images, tmp_path):
     names = [
@@ -142,9 +144,7 @@ def test_image_folder_targets_only(make_targets, prior_folder, cifar10_images, t
     assert load_rela_targets_info(tmp_path / "targets").index_column == "idx"
 
 
-def test_hub_dataset_in_targets_only_config_out(
-    make_targets, prior_folder, cifar10_images, hub, hub_namespace
-):
+def test_hub_dataset_in_targets_only_config_out(make_targets, prior_folder, cifar10_images, hub, hub_namespace):
     repo_id = f"{hub_namespace}/cifar10"
     cifar10_images.push_to_hub(repo_id, split="train")
     sha = HfApi().dataset_info(repo_id).sha
@@ -182,9 +182,7 @@ def test_hub_dataset_in_targets_only_config_out(
     } <= files
 
 
-def test_hub_dataset_to_a_new_repo_with_images(
-    make_targets, prior_folder, cifar10_images, hub, hub_namespace
-):
+def test_hub_dataset_to_a_new_repo_with_images(make_targets, prior_folder, cifar10_images, hub, hub_namespace):
     source_id, out_id = f"{hub_namespace}/cifar10", f"{hub_namespace}/cifar10-rela"
     cifar10_images.push_to_hub(source_id, split="test")
     make_targets.main(
@@ -207,10 +205,7 @@ def test_hub_dataset_to_a_new_repo_with_images(
         ]
     )
     loaded = datasets.load_dataset(out_id, split="test")
-    assert (
-        loaded.column_names == ["image", "label", "rela_target", "rela_embedding"]
-        and len(loaded) == 12
-    )
+    assert loaded.column_names == ["image", "label", "rela_target", "rela_embedding"] and len(loaded) == 12
     assert loaded[0]["image"].size == (32, 32)
     assert_whitened(targets_of(loaded))
     assert np.asarray(loaded.with_format("numpy")["rela_embedding"]).shape == (12, 1280)
@@ -223,10 +218,6 @@ def test_bad_invocations(make_targets, prior_folder, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "something").write_text("x")
     with pytest.raises(ConfigError, match="--overwrite_output_dir"):
-        make_targets.main(
-            ["--dataset_name", "x/y", "--prior", prior_folder, "--output_dir", str(tmp_path / "full")]
-        )
+        make_targets.main(["--dataset_name", "x/y", "--prior", prior_folder, "--output_dir", str(tmp_path / "full")])
     with pytest.raises(ConfigError, match="is not a folder"):
-        make_targets.main(
-            ["--dataset_name", str(tmp_path / "missing"), "--prior", prior_folder, "--output_dir", "o"]
-        )
+        make_targets.main(["--dataset_name", str(tmp_path / "missing"), "--prior", prior_folder, "--output_dir", "o"])

@@ -33,12 +33,30 @@ def test_push_to_hub_recipe_dry_run_then_push(hub, hub_namespace, training_run, 
 def test_push_warns_when_the_licence_is_unknown(hub, hub_namespace, training_run, tmp_path, caplog):
     recipe = load_recipe("push_to_hub")
     caplog.set_level("WARNING")
-    recipe.main(["--folder_path", str(training_run), "--hub_model_id", f"{hub_namespace}/x",
-                 "--dry_run", str(tmp_path / "unknown")])
+    recipe.main(
+        [
+            "--folder_path",
+            str(training_run),
+            "--hub_model_id",
+            f"{hub_namespace}/x",
+            "--dry_run",
+            str(tmp_path / "unknown"),
+        ]
+    )
     assert "The licence of these weights is unknown" in caplog.text
     assert "--license" in caplog.text and "zalando-datasets/fashion_mnist" in caplog.text
     caplog.clear()
-    recipe.main(["--folder_path", str(training_run), "--hub_model_id", f"{hub_namespace}/x",
-                 "--dry_run", str(tmp_path / "chosen"), "--license", "cc-by-nc-4.0"])
+    recipe.main(
+        [
+            "--folder_path",
+            str(training_run),
+            "--hub_model_id",
+            f"{hub_namespace}/x",
+            "--dry_run",
+            str(tmp_path / "chosen"),
+            "--license",
+            "cc-by-nc-4.0",
+        ]
+    )
     assert "licence" not in caplog.text
     assert "license: cc-by-nc-4.0" in (tmp_path / "chosen" / "README.md").read_text()

@@ -22,18 +22,41 @@ def published(hub, hub_namespace, fashion_mnist_slice, random_prior):
     """Step 1: the images on the Hub, then their targets pushed as a targets-only config."""
     images, targets = f"{hub_namespace}/fashion-mnist", f"{hub_namespace}/fashion-mnist-rela"
     fashion_mnist_slice.push_to_hub(images, split="train")
-    result = make_targets.main([
-        "--dataset_name", images, "--train_split", "train", "--prior", str(random_prior),
-        "--prior_image_size", "32", "--target_dim", str(K), "--hub_dataset_id", targets, "--targets_only",
-    ])
+    result = make_targets.main(
+        [
+            "--dataset_name",
+            images,
+            "--train_split",
+            "train",
+            "--prior",
+            str(random_prior),
+            "--prior_image_size",
+            "32",
+            "--target_dim",
+            str(K),
+            "--hub_dataset_id",
+            targets,
+            "--targets_only",
+        ]
+    )
     return images, targets, result["config_name"]
 
 
 def test_published_targets_feed_training_without_the_prior(published, tmp_path, monkeypatch, random_prior):
     images, targets, config_name = published
     monkeypatch.setattr(training_targets, "load_prior", _never_load_prior)
-    summary = recipe.main(args(images, tmp_path / "run", "--targets_dataset_name", targets,
-                               "--targets_config_name", config_name, "--max_train_steps", "4"))
+    summary = recipe.main(
+        args(
+            images,
+            tmp_path / "run",
+            "--targets_dataset_name",
+            targets,
+            "--targets_config_name",
+            config_name,
+            "--max_train_steps",
+            "4",
+        )
+    )
     assert summary.steps == 4 and summary.target_dim == K and summary.switch_step == 1
     assert summary.prior == str(random_prior)  # the provenance comes from the published record
     assert not (tmp_path / "run" / "rela_targets").exists()  # nothing computed, nothing cached
@@ -44,6 +67,7 @@ def test_targets_of_other_rows_are_refused(published, hub, hub_namespace, fashio
     other = f"{hub_namespace}/fewer-images"
     fashion_mnist_slice.select(range(48)).push_to_hub(other, split="train")
     with pytest.raises(DataError, match=r"made from other images.*64 rows"):
-        recipe.main(args(other, tmp_path / "run", "--targets_dataset_name", targets,
-                         "--targets_config_name", config_name))
+        recipe.main(
+            args(other, tmp_path / "run", "--targets_dataset_name", targets, "--targets_config_name", config_name)
+        )
     assert not (tmp_path / "run" / "config.yaml").exists()

@@ -17,7 +17,6 @@ def pixel_vectors(fashion_mnist_slice) -> np.ndarray:
     return np.stack([np.asarray(image, dtype=np.float32).reshape(-1) / 255.0 for image in images])
 
 
-
 @pytest.fixture(scope="session")
 def random_prior():
     """A randomly initialised timm network at 32 px: a valid ReLA prior (the paper uses some)."""
@@ -30,9 +29,7 @@ def efficientnet_lite0_prior(tmp_path_factory):
     """The ImageNet EfficientNet-Lite0 from PyPI, converted to a timm folder once, at 64 px."""
     from rela_hf.convert import convert_efficientnet_lite0
 
-    folder = convert_efficientnet_lite0(
-        tmp_path_factory.mktemp("efficientnet_lite0") / "efficientnet_lite0"
-    )
+    folder = convert_efficientnet_lite0(tmp_path_factory.mktemp("efficientnet_lite0") / "efficientnet_lite0")
     return load_prior(str(folder), image_size=64)
 
 

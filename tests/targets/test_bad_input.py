@@ -20,14 +20,10 @@ def png_bytes(image: PIL.Image.Image) -> bytes:
 
 
 @pytest.mark.parametrize("num_proc", [None, 2])  # one worker, or two CPU worker threads
-def test_undecodable_image_names_the_row_and_writes_nothing(
-    random_prior, cifar10_images, tmp_path, num_proc
-):
+def test_undecodable_image_names_the_row_and_writes_nothing(random_prior, cifar10_images, tmp_path, num_proc):
     images = [{"bytes": png_bytes(image), "path": None} for image in cifar10_images["image"][:10]]
     images[5] = {"bytes": b"this is not an image", "path": None}
-    broken = datasets.Dataset.from_dict(
-        {"image": images}, features=datasets.Features({"image": datasets.Image()})
-    )
+    broken = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
     broken.save_to_disk(str(tmp_path / "broken"))
     before = sorted(path.name for path in (tmp_path / "broken").iterdir())
     threads = torch.get_num_threads()
@@ -121,8 +117,9 @@ def test_every_image_mode_and_a_huge_image_give_targets(random_prior, cifar10_im
     assert sixteen.mode == "I;16"
     images = [base.convert(mode) for mode in ("L", "LA", "RGBA", "CMYK", "P")]
     images += [sixteen, base.resize((6000, 6000))]
-    data = datasets.Dataset.from_dict({"image": images + list(cifar10_images["image"][:10])},
-                                      features=datasets.Features({"image": datasets.Image()}))
+    data = datasets.Dataset.from_dict(
+        {"image": images + list(cifar10_images["image"][:10])}, features=datasets.Features({"image": datasets.Image()})
+    )
     targets = np.asarray(add_rela_targets(data, random_prior, k=4).with_format("numpy")["rela_target"])
     assert targets.shape == (17, 4) and np.isfinite(targets).all()
     grey = random_prior.embed([base.convert("L")])

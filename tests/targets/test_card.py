@@ -19,15 +19,18 @@ from rela_hf.targets.card import DATASET_TAGS
 
 @pytest.fixture(scope="module")
 def cifar_with_targets(random_prior, cifar10_images):
-    return add_rela_targets(cifar10_images, random_prior, k=8,
-                            source={"id": "uoft-cs/cifar10", "split": "test", "revision": "0" * 40})
+    return add_rela_targets(
+        cifar10_images, random_prior, k=8, source={"id": "uoft-cs/cifar10", "split": "test", "revision": "0" * 40}
+    )
 
 
-def with_names(info, *, source: str | None = None, prior: str | None = None,
-               pretrained: bool = True, fit_source: str | None = None):
+def with_names(
+    info, *, source: str | None = None, prior: str | None = None, pretrained: bool = True, fit_source: str | None = None
+):
     """The record with other source / prior names (what a card is rendered from)."""
-    changes = {"prior": dataclasses.replace(info.prior, name=prior or info.prior.name,
-                                            pretrained=pretrained, revision=None)}
+    changes = {
+        "prior": dataclasses.replace(info.prior, name=prior or info.prior.name, pretrained=pretrained, revision=None)
+    }
     if source is not None:
         changes["source"] = dataclasses.replace(info.source, id=source, revision=None)
     if fit_source is not None:
@@ -38,19 +41,26 @@ def with_names(info, *, source: str | None = None, prior: str | None = None,
 def push_card(repo_id: str, repo_type: str, license_yaml: str) -> None:
     api = HfApi()
     api.create_repo(repo_id, repo_type=repo_type, exist_ok=True)
-    api.upload_file(path_or_fileobj=f"---\n{license_yaml}\n---\n# x\n".encode(),
-                    path_in_repo="README.md", repo_id=repo_id, repo_type=repo_type)
+    api.upload_file(
+        path_or_fileobj=f"---\n{license_yaml}\n---\n# x\n".encode(),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        repo_type=repo_type,
+    )
 
 
 def test_no_local_path_appears_anywhere_in_the_card(cifar_with_targets, tmp_path):
     private = tmp_path / "bob-secret-work"
-    info = with_names(rela_targets_info(cifar_with_targets),
-                      source=str(private / "data" / "cifar10"),
-                      prior=str(private / "priors" / "efficientnet_lite0"),
-                      fit_source=str(private / "data" / "cifar10_train"))
+    info = with_names(
+        rela_targets_info(cifar_with_targets),
+        source=str(private / "data" / "cifar10"),
+        prior=str(private / "priors" / "efficientnet_lite0"),
+        fit_source=str(private / "data" / "cifar10_train"),
+    )
     out = save_rela_dataset(cifar_with_targets, tmp_path / "saved", info=info)
     targets_only = render_dataset_card(
-        {"lite0_pca8": dataclasses.replace(info, index_column="idx")}, repo_id="org/targets")
+        {"lite0_pca8": dataclasses.replace(info, index_column="idx")}, repo_id="org/targets"
+    )
     for rendered in ((out / "README.md").read_text(), str(targets_only)):
         machine_parts = [part for part in private.parts if part not in ("/", "tmp")]
         assert all(part not in rendered for part in machine_parts), machine_parts
@@ -96,15 +106,15 @@ def test_unknown_and_random_prior_licences(cifar_with_targets, tmp_path):
 
 
 def test_licences_recorded_by_the_repo_stand_in_for_unreadable_ones(cifar_with_targets, caplog):
-    info = with_names(rela_targets_info(cifar_with_targets), source="/gone/folder/cifar10",
-                      pretrained=False)
-    existing = {"license": "mit", "rela_targets": [
-        {"config_name": "default", "source_dataset": "cifar10", "source_license": "mit"}]}
+    info = with_names(rela_targets_info(cifar_with_targets), source="/gone/folder/cifar10", pretrained=False)
+    existing = {
+        "license": "mit",
+        "rela_targets": [{"config_name": "default", "source_dataset": "cifar10", "source_license": "mit"}],
+    }
     card = render_dataset_card({"default": info}, repo_id="org/x", existing_metadata=existing)
     assert card.data.license == "mit" and "this repo's card" in card.text
     caplog.set_level("WARNING")
-    unreadable = render_dataset_card({"default": info}, repo_id="org/x",
-                                     existing_metadata={"license": "mit"})
+    unreadable = render_dataset_card({"default": info}, repo_id="org/x", existing_metadata={"license": "mit"})
     assert unreadable.data.license == "unknown"
     assert "declared license 'mit'; rela-hf derives 'unknown'" in caplog.text
 

@@ -66,9 +66,7 @@ KEEPING_OPERATIONS = {
     "datasetdict_map": lambda ds: datasets.DatasetDict(train=ds).map(lambda r: {"n": 1})["train"],
     "datasetdict_shuffle": lambda ds: datasets.DatasetDict(train=ds).shuffle(seed=0)["train"],
     "to_iterable_dataset": lambda ds: ds.to_iterable_dataset(),
-    "iterable_shuffle_filter": lambda ds: (
-        ds.to_iterable_dataset().shuffle(seed=0).filter(lambda row: row["label"] < 5)
-    ),
+    "iterable_shuffle_filter": lambda ds: ds.to_iterable_dataset().shuffle(seed=0).filter(lambda row: row["label"] < 5),
 }
 
 
@@ -86,14 +84,10 @@ def test_a_renamed_target_column_is_reported_under_its_name(with_targets):
 
 DROPPING_OPERATIONS = {
     "remove_target_column": lambda ds: ds.remove_columns("rela_target"),
-    "cast_target_column": lambda ds: ds.cast_column(
-        "rela_target", datasets.List(datasets.Value("float64"), length=4)
-    ),
+    "cast_target_column": lambda ds: ds.cast_column("rela_target", datasets.List(datasets.Value("float64"), length=4)),
     "map_declaring_plain_features": lambda ds: ds.map(
         lambda row: {"rela_target": [0.0] * 4},
-        features=datasets.Features(
-            {**ds.features, "rela_target": datasets.List(datasets.Value("float32"), length=4)}
-        ),
+        features=datasets.Features({**ds.features, "rela_target": datasets.List(datasets.Value("float32"), length=4)}),
     ),
     "iterable_map_without_features": lambda ds: ds.to_iterable_dataset().map(lambda r: r),
 }
@@ -139,9 +133,7 @@ def test_save_to_disk_and_load_from_disk(with_targets, tmp_path):
     assert_same_record(datasets.load_from_disk(str(tmp_path / "dict"))["test"], with_targets)
 
 
-def test_a_saved_folder_gives_the_whitening_to_a_new_process(
-    with_targets, tmp_path, forget_whitenings
-):
+def test_a_saved_folder_gives_the_whitening_to_a_new_process(with_targets, tmp_path, forget_whitenings):
     expected = rela_targets_info(with_targets).to_dict()
     folder = save_rela_dataset(with_targets, tmp_path / "efficient")
     forget_whitenings()
@@ -198,9 +190,7 @@ def test_targets_only_layout_and_attach(with_targets, cifar10_images, tmp_path):
 
 def test_with_rela_targets_info_puts_a_record_back(with_targets):
     info = rela_targets_info(with_targets)
-    plain = with_targets.cast_column(
-        "rela_target", datasets.List(datasets.Value("float32"), length=4)
-    )
+    plain = with_targets.cast_column("rela_target", datasets.List(datasets.Value("float32"), length=4))
     assert_same_record(with_rela_targets_info(plain, info), with_targets)
     assert with_rela_targets_info(with_targets, info) is with_targets  # already there
 
@@ -212,9 +202,7 @@ def test_with_rela_targets_info_checks_the_column(with_targets, cifar10_images):
     as_label = cifar10_images.rename_column("label", "rela_target")
     with pytest.raises(ValueError, match="not a list of floats"):
         with_rela_targets_info(as_label, info)
-    wider = with_targets.remove_columns("rela_target").add_column(
-        "rela_target", [[0.0] * 5] * len(with_targets)
-    )
+    wider = with_targets.remove_columns("rela_target").add_column("rela_target", [[0.0] * 5] * len(with_targets))
     with pytest.raises(ValueError, match=r"5-d vectors.*k=4"):
         with_rela_targets_info(
             wider.cast_column("rela_target", datasets.List(datasets.Value("float32"), length=5)),

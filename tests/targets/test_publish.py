@@ -43,14 +43,10 @@ def cifar_with_targets(random_prior, cifar10_images):
 
 def test_save_rela_dataset_round_trip(cifar_with_targets, random_prior, tmp_path):
     out = save_rela_dataset(cifar_with_targets, tmp_path / "efficient")
-    assert {INFO_FILENAME, WHITENING_FILENAME, "README.md", "dataset_info.json"} <= {
-        p.name for p in out.iterdir()
-    }
+    assert {INFO_FILENAME, WHITENING_FILENAME, "README.md", "dataset_info.json"} <= {p.name for p in out.iterdir()}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging folder gone
     loaded = datasets.load_from_disk(str(out))
-    np.testing.assert_array_equal(
-        column(loaded, "rela_target"), column(cifar_with_targets, "rela_target")
-    )
+    np.testing.assert_array_equal(column(loaded, "rela_target"), column(cifar_with_targets, "rela_target"))
     info = load_rela_targets_info(out)
     assert info.whitening.sha256() == rela_targets_info(cifar_with_targets).whitening.sha256()
     assert info.source.id == "uoft-cs/cifar10" and info.prior.name == "test_resnet"
@@ -76,12 +72,8 @@ def test_push_and_load_dataset_round_trip(hub, hub_namespace, cifar_with_targets
     loaded = datasets.load_dataset(repo_id, split="train")
     assert loaded.features["rela_target"].length == 8  # List(Value("float32"), length=k)
     assert loaded.features["rela_target"].feature.dtype == "float32"
-    np.testing.assert_array_equal(
-        column(loaded, "rela_target"), column(cifar_with_targets, "rela_target")
-    )
-    assert np.array_equal(
-        np.asarray(loaded[3]["image"]), np.asarray(cifar_with_targets[3]["image"])
-    )
+    np.testing.assert_array_equal(column(loaded, "rela_target"), column(cifar_with_targets, "rela_target"))
+    assert np.array_equal(np.asarray(loaded[3]["image"]), np.asarray(cifar_with_targets[3]["image"]))
     card = DatasetCard.load(repo_id, repo_type="dataset")
     assert card.data.configs[0]["config_name"] == "default"  # push_to_hub's metadata survived
     assert card.data.rela_targets[0]["prior"] == "test_resnet"
@@ -107,9 +99,7 @@ def test_streaming_from_the_hub_with_a_pushed_whitening(
     assert rela_targets_info(streamed).whitening.sha256() == info.whitening.sha256()
 
 
-def test_push_targets_only_config(
-    hub, hub_namespace, efficientnet_lite0_prior, random_prior, cifar10_images
-):
+def test_push_targets_only_config(hub, hub_namespace, efficientnet_lite0_prior, random_prior, cifar10_images):
     repo_id = f"{hub_namespace}/cifar10"
     cifar10_images.push_to_hub(repo_id, split="test")  # the source dataset, images only
     with_targets = add_rela_targets(
@@ -127,9 +117,7 @@ def test_push_targets_only_config(
     images = datasets.load_dataset(repo_id, split="test")
     assert images.column_names == ["image", "label"]
     joined = attach_rela_targets(images, targets.shuffle(seed=0))
-    np.testing.assert_array_equal(
-        column(joined, "rela_target"), column(with_targets, "rela_target")
-    )
+    np.testing.assert_array_equal(column(joined, "rela_target"), column(with_targets, "rela_target"))
     info = load_rela_targets_info(repo_id, config_name=config)
     assert info.index_column == "idx" and info.prior.embed_dim == 1280
     card = DatasetCard.load(repo_id, repo_type="dataset")

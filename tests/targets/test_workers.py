@@ -29,9 +29,7 @@ def column(dataset, name: str) -> np.ndarray:
 
 
 def cpu_plan(num_proc, cores, num_examples=10_000, batch_size=64) -> WorkerPlan:
-    return plan_workers(
-        num_proc, device=CPU, num_examples=num_examples, batch_size=batch_size, cores=cores
-    )
+    return plan_workers(num_proc, device=CPU, num_examples=num_examples, batch_size=batch_size, cores=cores)
 
 
 def test_cpu_workers_share_the_cores_without_oversubscription():
@@ -112,9 +110,7 @@ class RecordingPooling:
 
 
 @pytest.mark.parametrize("prior_name", ["random_prior", "efficientnet_lite0_prior"])
-def test_two_cpu_workers_give_bitwise_the_targets_of_one(
-    prior_name, request, fashion_mnist_slice, cifar10_images
-):
+def test_two_cpu_workers_give_bitwise_the_targets_of_one(prior_name, request, fashion_mnist_slice, cifar10_images):
     """num_proc=2 on CPU: two worker threads of this process (no spawned process, no 'spawn'
     start method needed), cores // 2 torch threads each, the same batches as one worker: the
     targets are bitwise those of one worker at that thread count."""
@@ -130,9 +126,7 @@ def test_two_cpu_workers_give_bitwise_the_targets_of_one(
     recorder = RecordingPooling(prior.embed_fn)
     prior.embed_fn = recorder
     try:
-        parallel = add_rela_targets(
-            images, prior, k=8, batch_size=6, num_proc=2, keep_embeddings=True
-        )
+        parallel = add_rela_targets(images, prior, k=8, batch_size=6, num_proc=2, keep_embeddings=True)
     finally:
         prior.embed_fn = recorder.embed_fn
     assert torch.get_num_threads() == previous

@@ -93,11 +93,14 @@ def _optimizer(student: ReLAStudent) -> torch.optim.Optimizer:
 def _batches(process: int) -> list[dict[str, torch.Tensor]]:
     """Each process its own micro-batches (one per optimizer step, plus one after the resume)."""
     generator = torch.Generator().manual_seed(100 + process)
-    return [{
-        "views": [torch.randn(BATCH, 3, 32, 32, generator=generator) for _ in range(2)],
-        "targets": torch.randn(BATCH, K, generator=generator),
-        "labels": torch.randint(0, CLASSES, (BATCH,), generator=generator),
-    } for _ in range(len(PHASES) + 1)]
+    return [
+        {
+            "views": [torch.randn(BATCH, 3, 32, 32, generator=generator) for _ in range(2)],
+            "targets": torch.randn(BATCH, K, generator=generator),
+            "labels": torch.randint(0, CLASSES, (BATCH,), generator=generator),
+        }
+        for _ in range(len(PHASES) + 1)
+    ]
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
@@ -120,24 +123,34 @@ def _same_on_every_process(tensors: list[torch.Tensor]) -> bool:
 def _teacher_layout(student: ReLAStudent) -> bool:
     """Every BYOL teacher parameter a DTensor with its online twin's placements and local shape."""
     method = student.method
-    pairs = [*zip(student.backbone.parameters(), method.target_backbone.parameters(), strict=True),
-             *zip(method.projector.parameters(), method.target_projector.parameters(), strict=True)]
-    return all(isinstance(t, DTensor) and t.placements == o.placements
-               and t.to_local().shape == o.to_local().shape for o, t in pairs)
+    pairs = [
+        *zip(student.backbone.parameters(), method.target_backbone.parameters(), strict=True),
+        *zip(method.projector.parameters(), method.target_projector.parameters(), strict=True),
+    ]
+    return all(
+        isinstance(t, DTensor) and t.placements == o.placements and t.to_local().shape == o.to_local().shape
+        for o, t in pairs
+    )
 
 
-def _train(accelerator: Accelerator, student: ReLAStudent, model: torch.nn.Module,
-           optimizer: torch.optim.Optimizer, batches: list[dict], steps: range | list[int]) -> None:
+def _train(
+    accelerator: Accelerator,
+    student: ReLAStudent,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list[dict],
+    steps: range | list[int],
+) -> None:
     # no clipping: a sharded norm is summed in another order (see _clipping_norms), and Adam's
     # first steps turn last-bit differences of near-zero gradients into +-lr
     for step in steps:
         phase = PHASES[min(step, len(PHASES) - 1)]
-        training_step(accelerator, model, optimizer, batches[step], phase=phase, momentum=0.9,
-                      step=step, unwrapped=student)
+        training_step(
+            accelerator, model, optimizer, batches[step], phase=phase, momentum=0.9, step=step, unwrapped=student
+        )
 
 
-def _clipping_norms(accelerator: Accelerator, models: list[torch.nn.Module],
-                    batch: dict) -> list[float]:
+def _clipping_norms(accelerator: Accelerator, models: list[torch.nn.Module], batch: dict) -> list[float]:
     """The gradient norm ``accelerator.clip_grad_norm_`` finds for each model on one SSL batch."""
     norms = []
     for model in models:
@@ -148,8 +161,7 @@ def _clipping_norms(accelerator: Accelerator, models: list[torch.nn.Module],
     return norms
 
 
-def _train_both(accelerator: Accelerator, method: str, batches: list[dict],
-                out: dict[str, Any]) -> tuple:
+def _train_both(accelerator: Accelerator, method: str, batches: list[dict], out: dict[str, Any]) -> tuple:
     """The same steps sharded and under DDP; what differs between them goes into ``out``."""
     sharded, plain = _shard(_student(method)), _student(method)
     optimizer = _optimizer(sharded)
@@ -167,8 +179,7 @@ def _train_both(accelerator: Accelerator, method: str, batches: list[dict],
     out[f"{method}_parameter_difference"] = _max_difference(sharded, plain, names)
     teacher = [name for name in names if name.startswith(("method.target_", "method.teacher_"))]
     out[f"{method}_teacher_difference"] = _max_difference(sharded, plain, teacher)
-    out[f"{method}_buffers_identical"] = _same_on_every_process(
-        [b for b in sharded.buffers() if b.is_floating_point()])
+    out[f"{method}_buffers_identical"] = _same_on_every_process([b for b in sharded.buffers() if b.is_floating_point()])
     return sharded, optimizer, plain, reference, reference_optimizer
 
 
@@ -180,25 +191,25 @@ def _images(count: int) -> datasets.Dataset:
     return datasets.Dataset.from_dict(rows, features=datasets.Features(columns))
 
 
-def _export(accelerator: Accelerator, sharded: ReLAStudent, plain: ReLAStudent, process: int,
-            out: dict[str, Any]) -> None:
+def _export(
+    accelerator: Accelerator, sharded: ReLAStudent, plain: ReLAStudent, process: int, out: dict[str, Any]
+) -> None:
     """The gathered backbone (the export) against DDP's; the monitor's features against it."""
     backbone = gather_full_state(sharded.backbone)  # what the export writes
     out["gathered_here"] = backbone is not None  # the main process only
     images, transform = _images(7), eval_transform(official_data_config(32))
     # the kNN monitor's path: each process embeds its batches (7 images: one repeated), gathered
-    features, labels = extract_features(sharded.backbone, images, transform, batch_size=2,
-                                        accelerator=accelerator)
+    features, labels = extract_features(sharded.backbone, images, transform, batch_size=2, accelerator=accelerator)
     if process == 0:
         exported = timm.create_model("test_resnet", num_classes=0)
         exported.load_state_dict(backbone, strict=True)
         reference = plain.backbone.state_dict()
         weights = exported.state_dict()
-        out["export_difference"] = max((weights[name] - reference[name]).abs().max().item()
-                                       for name, _ in exported.named_parameters())
+        out["export_difference"] = max(
+            (weights[name] - reference[name]).abs().max().item() for name, _ in exported.named_parameters()
+        )
         expected, _ = extract_features(exported, images, transform, batch_size=2)
-        out["monitor_features"] = (tuple(features.shape), labels.tolist(),
-                                   (features - expected).abs().max().item())
+        out["monitor_features"] = (tuple(features.shape), labels.tolist(), (features - expected).abs().max().item())
 
 
 def _accelerate_rank0_loading(accelerator: Accelerator, out: dict[str, Any]) -> None:
@@ -212,8 +223,14 @@ def _accelerate_rank0_loading(accelerator: Accelerator, out: dict[str, Any]) -> 
         out["rank0_loading_error"] = str(error)
 
 
-def _resume(accelerator: Accelerator, plugin: FullyShardedDataParallelPlugin, folder: str,
-            trained: tuple, batches: list[dict], out: dict[str, Any]) -> None:
+def _resume(
+    accelerator: Accelerator,
+    plugin: FullyShardedDataParallelPlugin,
+    folder: str,
+    trained: tuple,
+    batches: list[dict],
+    out: dict[str, Any],
+) -> None:
     """Save with Accelerate's FSDP functions, load into a fresh sharded student, one more step."""
     sharded, optimizer, plain, reference, reference_optimizer = trained
     save_fsdp_model(plugin, accelerator, sharded, folder)  # what save_state calls under FSDP2
@@ -257,9 +274,15 @@ def _refusals(sharded: ReLAStudent, plain: ReLAStudent, out: dict[str, Any]) -> 
 
 
 def _fsdp_against_ddp(process: int, port: int, folder: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(process),
-                      WORLD_SIZE="2", LOCAL_RANK=str(process), LOCAL_WORLD_SIZE="2",
-                      OMP_NUM_THREADS="1")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(process),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(process),
+        LOCAL_WORLD_SIZE="2",
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
     ddp_options = DistributedDataParallelKwargs(find_unused_parameters=True)  # the trainer's
@@ -333,11 +356,14 @@ def test_fsdp1_is_refused_with_the_flag_that_gives_fsdp2():
         check_fsdp_version(FullyShardedDataParallelPlugin())  # Accelerate's default: FSDP1
 
 
-@pytest.mark.parametrize("options", [
-    {"push_to_hub": True, "hub_model_id": "org/run", "hub_strategy": "checkpoint"},
-    {"push_to_hub": True, "hub_model_id": "org/run", "hub_strategy": "every_save"},
-    {"resume_from_checkpoint": "hub", "hub_model_id": "org/run"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"push_to_hub": True, "hub_model_id": "org/run", "hub_strategy": "checkpoint"},
+        {"push_to_hub": True, "hub_model_id": "org/run", "hub_strategy": "every_save"},
+        {"resume_from_checkpoint": "hub", "hub_model_id": "org/run"},
+    ],
+)
 def test_a_sharded_student_pushes_nothing_at_saves_and_never_resumes_from_the_hub(options, tmp_path):
     args = ReLATrainingArguments(dataset_name="data", output_dir=str(tmp_path), **options)
     check_hub_options(args, sharded=False)  # DDP and one process can
@@ -346,6 +372,7 @@ def test_a_sharded_student_pushes_nothing_at_saves_and_never_resumes_from_the_hu
 
 
 def test_a_sharded_student_may_push_the_export_at_the_end(tmp_path):
-    args = ReLATrainingArguments(dataset_name="data", output_dir=str(tmp_path), push_to_hub=True,
-                                 hub_model_id="org/run", hub_strategy="end")
+    args = ReLATrainingArguments(
+        dataset_name="data", output_dir=str(tmp_path), push_to_hub=True, hub_model_id="org/run", hub_strategy="end"
+    )
     check_hub_options(args, sharded=True)
