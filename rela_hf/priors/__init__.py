@@ -12,9 +12,12 @@ local folder into a :class:`Prior` (the frozen model, its deterministic preproce
   module imported here;
 - ``load.py``: :func:`load_prior`.
 
+Usage with the Hub (not a doctest)::
+
+    prior = load_prior("hf-hub:timm/resnet18.a1_in1k")  # timm
+    prior = load_prior("openai/clip-vit-base-patch16")  # transformers
+
 Examples:
-    >>> prior = load_prior("hf-hub:timm/resnet18.a1_in1k")          # doctest: +SKIP
-    >>> prior = load_prior("openai/clip-vit-base-patch16")           # doctest: +SKIP
     >>> prior = load_prior("test_resnet", pretrained=False)          # a random prior
     >>> prior.library, prior.embed_dim
     ('timm', 96)
