@@ -11,7 +11,21 @@ functions are unchanged. This shim goes away in rela-hf 0.4.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rela_hf._deprecation import moved_names, warn_moved_module
+
+if TYPE_CHECKING:  # the old names, visible to type checkers and IDEs; at run time __getattr__ warns
+    from rela_hf.heads import ProjectionHead  # noqa: F401
+    from rela_hf.methods.byol import (  # noqa: F401
+        BYOL_OUT_DIM,
+        BYOL_PAPER_HIDDEN_DIM,
+        byol_loss,
+        byol_predictor,
+        byol_projector,
+        negative_cosine_similarity,
+    )
+    from rela_hf.momentum import cosine_momentum, make_target_network, update_momentum  # noqa: F401
 
 warn_moved_module(__name__, "rela_hf.methods.byol, rela_hf.heads and rela_hf.momentum")
 

@@ -15,6 +15,8 @@ Usage (a trained backbone and the Hub; not a doctest)::
     push_training_output("out", "me/rela-byol-resnet18-cifar10")
 """
 
+from typing import TYPE_CHECKING
+
 from rela_hf._deprecation import Moved, moved_names
 from rela_hf.hub.export import (
     DEFAULT_PRETRAINED_CFG,
@@ -63,6 +65,9 @@ __all__ = [
 
 # Names that lived here in rela-hf 0.1: reading one warns (FutureWarning) and forwards to its
 # new place until 0.4 (rela_hf/_deprecation.py; CHANGELOG.md lists them).
+if TYPE_CHECKING:  # 0.1's name, visible to type checkers and IDEs; at run time __getattr__ warns
+    from rela_hf.preprocessing import official_data_config as training_data_config  # noqa: F401
+
 __getattr__ = moved_names(
     __name__,
     {
