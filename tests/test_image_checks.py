@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import subprocess
-import sys
 import warnings
 
 import datasets
@@ -28,7 +27,7 @@ from rela_hf.image_checks import (
     verified_images_dir,
 )
 from rela_hf.training import ReLATrainer, ReLATrainingArguments
-from tests.recipes.trainer import RECIPE, args, free_port, one_thread, reset_accelerate
+from tests.recipes.trainer import args, one_thread, reset_accelerate, two_process_launch
 
 IMAGE = datasets.Features({"image": datasets.Image()})
 BAD_ROWS = {
@@ -293,24 +292,9 @@ def test_the_new_options_are_checked(good_folder, tmp_path):
 @pytest.mark.slow
 def test_two_processes_decode_once_and_both_refuse(bad_folder, tmp_path):
     """Only the main process decodes; the other waits for its verdict, and both stop."""
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(RECIPE),
+    command = two_process_launch(
         *args(bad_folder, tmp_path / "run", "--use_rela", "false", "--label_column", "none"),
-    ]
+    )
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0

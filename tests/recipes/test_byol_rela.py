@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -24,15 +23,14 @@ from rela_hf.errors import ConfigError
 from rela_hf.training import checkpointing
 from tests.recipes import REPO
 from tests.recipes.trainer import (
-    RECIPE,
     K,
     Killed,
     args,
     assert_export_matches,
-    free_port,
     one_thread,
     recipe,
     reset_accelerate,
+    two_process_launch,
 )
 
 
@@ -114,22 +112,7 @@ def test_two_processes_with_targets_from_a_prior(plain_data, random_prior, tmp_p
     """2 CPU processes over gloo: ``--cpu`` alone would launch one, so the multi-GPU launcher
     is used with ACCELERATE_USE_CPU=1 (Accelerate then picks MULTI_CPU + gloo)."""
     output_dir = tmp_path / "two_processes"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(RECIPE),
+    command = two_process_launch(
         *args(
             plain_data,
             output_dir,
@@ -148,7 +131,7 @@ def test_two_processes_with_targets_from_a_prior(plain_data, random_prior, tmp_p
             "--checkpointing_steps",
             "4",
         ),
-    ]
+    )
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

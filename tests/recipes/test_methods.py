@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,14 +16,13 @@ from rela_hf.errors import ConfigError
 from rela_hf.training import checkpointing
 from tests.recipes import REPO
 from tests.recipes.trainer import (
-    RECIPE,
     Killed,
     args,
     assert_export_matches,
-    free_port,
     one_thread,
     recipe,
     reset_accelerate,
+    two_process_launch,
 )
 
 #: small heads so that the tests stay fast; DINO with two local crops (multi-crop views)
@@ -111,22 +109,7 @@ def test_two_processes(method, plain_data, random_prior, tmp_path):
     """2 CPU processes over gloo, targets from a prior on the fly, accumulation: DINO's centering
     is all-reduced and SimCLR's negatives are gathered across the processes."""
     output_dir = tmp_path / "two_processes"
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(RECIPE),
+    command = two_process_launch(
         *method_args(
             plain_data,
             output_dir,
@@ -146,7 +129,7 @@ def test_two_processes(method, plain_data, random_prior, tmp_path):
             "--checkpointing_steps",
             "4",
         ),
-    ]
+    )
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 from pathlib import Path
 
 import timm
@@ -97,3 +98,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def two_process_launch(*recipe_args: str) -> list[str]:
+    """``accelerate launch`` of the recipe on 2 processes (gloo on CPU with ACCELERATE_USE_CPU=1)."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        str(RECIPE),
+        *recipe_args,
+    ]
